@@ -1,0 +1,19 @@
+//! libpfn: pfn_t handles into a library-owned physical address space, translated in O(1).
+//!
+//! Layering: the modules below form a safe core that knows nothing of C; `ffi` is the only
+//! place that takes raw pointers from callers, catches panics and sets errno.
+
+pub mod encoding;
+pub mod error;
+pub mod pmem;
+mod rcu;
+pub mod space;
+mod table;
+mod tls;
+
+pub mod ffi;
+
+pub use encoding::Pfn;
+pub use error::{Error, Result};
+pub use pmem::{MapOptions, PmemFile};
+pub use space::{kmap, kmap_len, kunmap, Device};

@@ -1,0 +1,350 @@
+//! Grace periods: per-thread reader records, no shared write on the read side.
+//!
+//! A reader record belongs to one thread at a time. Its `ctr` is 0 while the thread holds no
+//! kmap, and otherwise the global epoch it saw when its outermost kmap began. A writer that has
+//! unpublished something calls [`synchronize`]: it advances the epoch and waits until no record
+//! still shows an older, non-zero snapshot. Readers that began later cannot have seen what was
+//! unpublished.
+//!
+//! Ordering. The reader stores `ctr` and then loads the table; the writer stores the table and
+//! then loads `ctr` (the store-buffering pattern): one side needs a full fence. With
+//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` the writer pays it for every running thread of
+//! the process at once, and readers need only a compiler barrier (liburcu's "memb" flavour).
+//! Where membarrier is unavailable (old kernels, valgrind) readers fall back to a real fence.
+//!
+//! Records are never freed: a thread that exits returns its record to the list for reuse, so a
+//! writer may walk the list without a lock. Memory is bounded by the peak number of threads.
+
+use std::cell::UnsafeCell;
+use std::ptr;
+use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::tls;
+
+/// Grows a thread's list of held kmaps in steps; the first step is allocated at registration.
+const HELD_INITIAL: usize = 16;
+
+#[repr(align(128))]
+pub struct Reader {
+    /// 0 when idle; else the epoch seen at the outermost kmap. Written only by the owner.
+    ctr: AtomicU64,
+    in_use: AtomicBool,
+    /// Immutable once the record is on the list.
+    next: *const Reader,
+    /// Page addresses this thread has mapped and not yet released. Owner-only.
+    held: UnsafeCell<Vec<usize>>,
+}
+
+// SAFETY: `held` is touched only by the thread that owns the record (claimed with `in_use`);
+// every other field is atomic or immutable after publication.
+unsafe impl Sync for Reader {}
+
+static READERS: AtomicPtr<Reader> = AtomicPtr::new(ptr::null_mut());
+static EPOCH: AtomicU64 = AtomicU64::new(1);
+/// True when membarrier is unavailable and readers must fence themselves.
+static READER_FENCE: AtomicBool = AtomicBool::new(true);
+
+struct Setup {
+    exit_key: libc::pthread_key_t,
+}
+static SETUP: OnceLock<Option<Setup>> = OnceLock::new();
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+fn setup() -> Option<&'static Setup> {
+    SETUP
+        .get_or_init(|| {
+            // SAFETY: plain syscalls with integer arguments.
+            let registered = unsafe {
+                libc::syscall(
+                    libc::SYS_membarrier,
+                    MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                    0,
+                    0,
+                )
+            } == 0;
+            let works = registered
+                && unsafe {
+                    libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0)
+                } == 0;
+            READER_FENCE.store(!works, Ordering::SeqCst);
+            let mut key: libc::pthread_key_t = 0;
+            // SAFETY: `key` is a valid out-pointer; the destructor has the required signature.
+            if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } != 0 {
+                return None;
+            }
+            Some(Setup { exit_key: key })
+        })
+        .as_ref()
+}
+
+/// A full fence on every thread of the process that runs right now (or on ours, as fallback).
+fn heavy_barrier() {
+    if READER_FENCE.load(Ordering::Relaxed) {
+        fence(Ordering::SeqCst);
+        return;
+    }
+    // SAFETY: plain syscall; registration happened in `setup`.
+    let rc =
+        unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
+    if rc != 0 {
+        // Cannot happen after a successful registration; a fence is still better than nothing,
+        // and readers are switched to fencing themselves from now on.
+        READER_FENCE.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// Runs at thread exit (pthread key destructor): kmaps still held are released.
+extern "C" fn thread_exit(record: *mut libc::c_void) {
+    let record = record as *const Reader;
+    if record.is_null() {
+        return;
+    }
+    // SAFETY: the key holds this thread's own record, which is never freed.
+    let record = unsafe { &*record };
+    if tls::get() == record as *const Reader as usize {
+        tls::set(0);
+    }
+    // SAFETY: still the owner; nobody else touches `held`.
+    unsafe { (*record.held.get()).clear() };
+    record.ctr.store(0, Ordering::Release);
+    record.in_use.store(false, Ordering::Release);
+}
+
+/// The calling thread's record, if it has one.
+#[inline(always)]
+pub fn current() -> Option<&'static Reader> {
+    let p = tls::get() as *const Reader;
+    // SAFETY: the slot holds null or this thread's record, which is never freed.
+    unsafe { p.as_ref() }
+}
+
+/// The calling thread's record, registering the thread on first use. `None`: out of memory.
+#[inline(always)]
+pub fn current_or_register() -> Option<&'static Reader> {
+    match current() {
+        Some(r) => Some(r),
+        None => register(),
+    }
+}
+
+#[cold]
+fn register() -> Option<&'static Reader> {
+    let setup = setup()?;
+    let record = claim_free_record().or_else(new_record)?;
+    tls::set(record as *const Reader as usize);
+    // SAFETY: the key was created in `setup`; the value is this thread's record.
+    unsafe { libc::pthread_setspecific(setup.exit_key, record as *const Reader as *const _) };
+    Some(record)
+}
+
+fn claim_free_record() -> Option<&'static Reader> {
+    let mut p = READERS.load(Ordering::Acquire);
+    while let Some(r) = unsafe { p.as_ref() } {
+        if !r.in_use.load(Ordering::Relaxed)
+            && r.in_use
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(r);
+        }
+        p = r.next as *mut Reader;
+    }
+    None
+}
+
+fn new_record() -> Option<&'static Reader> {
+    let mut held = Vec::new();
+    held.try_reserve(HELD_INITIAL).ok()?;
+    let layout = std::alloc::Layout::new::<Reader>();
+    // SAFETY: Reader has non-zero size.
+    let p = unsafe { std::alloc::alloc(layout) } as *mut Reader;
+    if p.is_null() {
+        return None;
+    }
+    let mut head = READERS.load(Ordering::Acquire);
+    loop {
+        // SAFETY: `p` is fresh, properly aligned memory for one Reader.
+        unsafe {
+            p.write(Reader {
+                ctr: AtomicU64::new(0),
+                in_use: AtomicBool::new(true),
+                next: head,
+                held: UnsafeCell::new(std::mem::take(&mut held)),
+            })
+        };
+        match READERS.compare_exchange(head, p, Ordering::AcqRel, Ordering::Acquire) {
+            // SAFETY: published records live for the rest of the process.
+            Ok(_) => return Some(unsafe { &*p }),
+            Err(now) => {
+                head = now;
+                // SAFETY: not yet published; take the Vec back before rewriting.
+                held = unsafe { std::mem::take(&mut *(*p).held.get()) };
+            }
+        }
+    }
+}
+
+impl Reader {
+    /// Number of kmaps this thread holds.
+    #[inline(always)]
+    pub fn depth(&self) -> usize {
+        // SAFETY: owner-only access (callers hold the record from `current*`).
+        unsafe { (*self.held.get()).len() }
+    }
+
+    /// Begins a read-side section if none is open. Call before reading the table.
+    #[inline(always)]
+    pub fn enter(&self) {
+        if self.depth() == 0 {
+            self.ctr.store(EPOCH.load(Ordering::Acquire), Ordering::Relaxed);
+            if READER_FENCE.load(Ordering::Relaxed) {
+                fence(Ordering::SeqCst);
+            } else {
+                compiler_fence(Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Ends the section opened by `enter` if this thread holds nothing.
+    #[inline(always)]
+    pub fn leave_if_idle(&self) {
+        if self.depth() == 0 {
+            self.ctr.store(0, Ordering::Release);
+        }
+    }
+
+    /// Records a held page address. `false`: out of memory (nothing recorded).
+    #[inline(always)]
+    pub fn hold(&self, page: usize) -> bool {
+        // SAFETY: owner-only access.
+        let held = unsafe { &mut *self.held.get() };
+        if held.len() == held.capacity() && held.try_reserve(held.capacity().max(1)).is_err() {
+            return false;
+        }
+        held.push(page);
+        true
+    }
+
+    /// Releases one hold of `page`. `false`: this thread holds no such page.
+    #[inline(always)]
+    pub fn release(&self, page: usize) -> bool {
+        // SAFETY: owner-only access.
+        let held = unsafe { &mut *self.held.get() };
+        match held.iter().rposition(|&a| a == page) {
+            Some(i) => {
+                held.swap_remove(i);
+                self.leave_if_idle();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// True when the calling thread holds a kmap (so waiting for readers would wait for itself).
+pub fn caller_holds_kmap() -> bool {
+    current().is_some_and(|r| r.depth() > 0)
+}
+
+/// Waits until every read-side section that could have seen state unpublished before this
+/// call has ended. Must not be called by a thread that holds a kmap.
+pub fn synchronize() {
+    if setup().is_none() {
+        // Without a key no thread could ever register, so no reader exists.
+        return;
+    }
+    heavy_barrier();
+    let target = EPOCH.fetch_add(1, Ordering::AcqRel) + 1;
+    let mut p = READERS.load(Ordering::Acquire);
+    // SAFETY: records are never freed.
+    while let Some(r) = unsafe { p.as_ref() } {
+        let mut spins = 0u32;
+        loop {
+            let c = r.ctr.load(Ordering::Acquire);
+            if c == 0 || c >= target {
+                break;
+            }
+            backoff(&mut spins);
+        }
+        p = r.next as *mut Reader;
+    }
+}
+
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else if *spins < 128 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    #[test]
+    fn synchronize_waits_for_a_reader_on_another_thread() {
+        let entered = Arc::new(AtomicBool::new(false));
+        let released = Arc::new(AtomicUsize::new(0));
+        let (e, rel) = (entered.clone(), released.clone());
+        let reader = std::thread::spawn(move || {
+            let r = current_or_register().unwrap();
+            r.enter();
+            assert!(r.hold(0x1000));
+            e.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+            rel.store(1, Ordering::SeqCst);
+            assert!(r.release(0x1000));
+        });
+        while !entered.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        synchronize();
+        assert_eq!(released.load(Ordering::SeqCst), 1, "returned before the reader left");
+        reader.join().unwrap();
+    }
+
+    #[test]
+    fn exited_thread_releases_its_holds() {
+        let addr = std::thread::spawn(|| {
+            let r = current_or_register().unwrap();
+            r.enter();
+            assert!(r.hold(0x2000));
+            r as *const Reader as usize
+        })
+        .join()
+        .unwrap();
+        // SAFETY: records are never freed.
+        let r = unsafe { &*(addr as *const Reader) };
+        assert_eq!(r.ctr.load(Ordering::SeqCst), 0);
+        synchronize();
+    }
+
+    #[test]
+    fn release_of_foreign_page_releases_nothing() {
+        std::thread::spawn(|| {
+            let r = current_or_register().unwrap();
+            r.enter();
+            assert!(r.hold(0x3000));
+            assert!(r.hold(0x3000));
+            assert!(!r.release(0x4000));
+            assert_eq!(r.depth(), 2);
+            assert!(r.release(0x3000));
+            assert!(r.release(0x3000));
+            assert!(!r.release(0x3000));
+            assert_eq!(r.ctr.load(Ordering::SeqCst), 0);
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -1,0 +1,345 @@
+//! The physical address space: devices own ranges; ranges are published in the table.
+//!
+//! Registration and removal are serialized by one mutex (they are rare). Translation takes no
+//! lock: it runs inside a read-side section of `rcu` and reads the table only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::encoding::{Pfn, PAGE_SHIFT, PAGE_SIZE};
+use crate::error::{Error, Result};
+use crate::rcu;
+use crate::table::{Detached, Extent, Table};
+
+static TABLE: Table = Table::new();
+static STATE: Mutex<State> = Mutex::new(State::new());
+static NEXT_DEVICE: AtomicU64 = AtomicU64::new(1);
+
+struct Range {
+    /// Boxed: the table points at it until a grace period after removal.
+    extent: Box<Extent>,
+    device: u64,
+    #[allow(dead_code)]
+    name: Option<String>,
+}
+
+struct State {
+    /// By first pfn.
+    ranges: BTreeMap<u64, Range>,
+    /// (base, first pfn) -> bytes of virtual memory the range uses.
+    by_base: BTreeMap<(usize, u64), usize>,
+    /// Largest value in `by_base`, so a search by address need not scan from 0.
+    max_bytes: usize,
+    /// (device, first pfn) of every range.
+    by_device: BTreeSet<(u64, u64)>,
+}
+
+impl State {
+    const fn new() -> State {
+        State {
+            ranges: BTreeMap::new(),
+            by_base: BTreeMap::new(),
+            max_bytes: 0,
+            by_device: BTreeSet::new(),
+        }
+    }
+
+    fn overlaps(&self, first: u64, last: u64) -> bool {
+        self.ranges
+            .range(..=last)
+            .next_back()
+            .is_some_and(|(_, r)| r.extent.last_pfn >= first)
+    }
+
+    /// Unpublishes one range; the caller frees what it returns after a grace period.
+    fn take(&mut self, first: u64) -> Option<(Range, Detached)> {
+        let range = self.ranges.remove(&first)?;
+        self.by_device.remove(&(range.device, first));
+        self.by_base.remove(&(range.extent.base, first));
+        let detached = TABLE.remove(&range.extent);
+        Some((range, detached))
+    }
+}
+
+fn state() -> MutexGuard<'static, State> {
+    // Every writer leaves the state consistent before anything that could panic.
+    STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An owner of ranges (the seed's `struct device`). Dropping it unregisters its ranges.
+#[derive(Debug)]
+pub struct Device {
+    id: u64,
+    name: String,
+}
+
+impl Device {
+    pub fn new(name: &str) -> Device {
+        Device {
+            id: NEXT_DEVICE.fetch_add(1, Ordering::Relaxed),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Registers physical bytes `start..=end` as mapped at virtual address `base`.
+    ///
+    /// Errors: `Invalid` when `start`, `end + 1` or `base` is not page-aligned, `end < start`,
+    /// `base` is 0, or the range would run past the end of the virtual address space; `Busy`
+    /// when it overlaps a registered range; `OutOfMemory`.
+    pub fn register(&self, start: u64, end: u64, base: usize, name: Option<&str>) -> Result<()> {
+        let page_mask = PAGE_SIZE - 1;
+        if start & page_mask != 0
+            || end & page_mask != page_mask
+            || end < start
+            || base == 0
+            || base as u64 & page_mask != 0
+        {
+            return Err(Error::Invalid);
+        }
+        let bytes = u128::from(end - start) + 1;
+        if base as u128 + bytes > usize::MAX as u128 + 1 {
+            return Err(Error::Invalid);
+        }
+        let extent = Box::new(Extent {
+            first_pfn: start >> PAGE_SHIFT,
+            last_pfn: end >> PAGE_SHIFT,
+            base,
+        });
+        let mut st = state();
+        if st.overlaps(extent.first_pfn, extent.last_pfn) {
+            return Err(Error::Busy);
+        }
+        TABLE.insert(&extent).map_err(|_| Error::OutOfMemory)?;
+        let first = extent.first_pfn;
+        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        st.by_base.insert((base, first), bytes);
+        st.max_bytes = st.max_bytes.max(bytes);
+        st.by_device.insert((self.id, first));
+        st.ranges.insert(
+            first,
+            Range {
+                extent,
+                device: self.id,
+                name: name.map(str::to_owned),
+            },
+        );
+        Ok(())
+    }
+
+    /// Unregisters the range this device registered at `start`; returns once no kmap anywhere
+    /// can still use it, so its memory may then be unmapped.
+    ///
+    /// Errors: `Deadlock` when the calling thread holds a kmap (nothing is removed); `NotFound`
+    /// when this device registered no range at `start`.
+    pub fn unregister(&self, start: u64) -> Result<()> {
+        if rcu::caller_holds_kmap() {
+            return Err(Error::Deadlock);
+        }
+        if start & (PAGE_SIZE - 1) != 0 {
+            return Err(Error::NotFound);
+        }
+        let first = start >> PAGE_SHIFT;
+        let taken = {
+            let mut st = state();
+            if !st.by_device.contains(&(self.id, first)) {
+                return Err(Error::NotFound);
+            }
+            st.take(first)
+        };
+        rcu::synchronize();
+        drop(taken);
+        Ok(())
+    }
+
+    /// Unregisters every range of this device, waiting for readers once for all of them.
+    ///
+    /// Errors: `Deadlock` when the calling thread holds a kmap (nothing is removed).
+    pub fn unregister_all(&self) -> Result<()> {
+        if rcu::caller_holds_kmap() {
+            return Err(Error::Deadlock);
+        }
+        let taken: Vec<_> = {
+            let mut st = state();
+            let firsts: Vec<u64> = st
+                .by_device
+                .range((self.id, 0)..=(self.id, u64::MAX))
+                .map(|&(_, f)| f)
+                .collect();
+            firsts.into_iter().filter_map(|f| st.take(f)).collect()
+        };
+        if !taken.is_empty() {
+            rcu::synchronize();
+        }
+        drop(taken);
+        Ok(())
+    }
+
+    /// Number of ranges this device has registered.
+    pub fn range_count(&self) -> usize {
+        state()
+            .by_device
+            .range((self.id, 0)..=(self.id, u64::MAX))
+            .count()
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        // A thread holding a kmap cannot wait for readers, and removing without waiting could
+        // leave a dangling pointer, so then the ranges stay registered. The C layer refuses
+        // such a free with EDEADLK before it drops anything.
+        let _ = self.unregister_all();
+    }
+}
+
+/// Maps `pfn` for the calling thread; the address stays valid until [`kunmap`] on this thread.
+///
+/// Errors: `Invalid` for a scatterlist-chain handle; `NotMapped` when no range holds the frame;
+/// `OutOfMemory` when the thread's first kmap cannot allocate its reader record.
+#[inline(always)]
+pub fn kmap(pfn: Pfn) -> Result<usize> {
+    if pfn.sg_chain() {
+        return Err(Error::Invalid);
+    }
+    let reader = rcu::current_or_register().ok_or(Error::OutOfMemory)?;
+    reader.enter();
+    // SAFETY: inside the read-side section opened by `enter` (or one already open).
+    let addr = unsafe { TABLE.translate(pfn.pfn()) };
+    if addr == 0 {
+        reader.leave_if_idle();
+        return Err(Error::NotMapped);
+    }
+    if !reader.hold(addr) {
+        reader.leave_if_idle();
+        return Err(Error::OutOfMemory);
+    }
+    Ok(addr)
+}
+
+/// As [`kmap`], also returning the bytes contiguous from the address to the range's end.
+pub fn kmap_len(pfn: Pfn) -> Result<(usize, u64)> {
+    if pfn.sg_chain() {
+        return Err(Error::Invalid);
+    }
+    let reader = rcu::current_or_register().ok_or(Error::OutOfMemory)?;
+    reader.enter();
+    // SAFETY: inside the read-side section.
+    let hit = unsafe { TABLE.translate_len(pfn.pfn()) };
+    let Some(hit) = hit else {
+        reader.leave_if_idle();
+        return Err(Error::NotMapped);
+    };
+    if !reader.hold(hit.addr) {
+        reader.leave_if_idle();
+        return Err(Error::OutOfMemory);
+    }
+    Ok((hit.addr, hit.len))
+}
+
+/// Releases one kmap of the page holding `addr` taken by this thread. Returns false (and
+/// releases nothing) when this thread holds no kmap of that page.
+#[inline(always)]
+pub fn kunmap(addr: usize) -> bool {
+    match rcu::current() {
+        Some(reader) => reader.release(addr & !(PAGE_SIZE as usize - 1)),
+        None => false,
+    }
+}
+
+/// Runs `f` only if no registered range uses virtual memory in `addr..addr + len`, with
+/// registration held off meanwhile. Errors: `Busy` when some range does.
+pub fn without_ranges_in<T>(addr: usize, len: usize, f: impl FnOnce() -> T) -> Result<T> {
+    let st = state();
+    let end = addr.saturating_add(len);
+    let lowest = addr.saturating_sub(st.max_bytes);
+    let used = st
+        .by_base
+        .range((lowest, 0)..(end, 0))
+        .any(|(&(base, _), &bytes)| base.saturating_add(bytes) > addr);
+    if used {
+        return Err(Error::Busy);
+    }
+    Ok(f())
+}
+
+/// Bytes of translation-table memory in use.
+pub fn table_bytes() -> usize {
+    let _st = state();
+    TABLE.memory_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoding::Pfn;
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn register_translate_unregister() {
+        let dev = Device::new("t1");
+        let start = 100 * GIB;
+        dev.register(start, start + 8 * PAGE_SIZE - 1, 0x7000_0000_0000, None)
+            .unwrap();
+        let p = Pfn::from_phys(start + 3 * PAGE_SIZE, 0);
+        let addr = kmap(p).unwrap();
+        assert_eq!(addr, 0x7000_0000_0000 + 3 * PAGE_SIZE as usize);
+        assert_eq!(dev.unregister(start), Err(Error::Deadlock));
+        assert!(kunmap(addr + 17));
+        assert!(!kunmap(addr));
+        let (a, len) = kmap_len(p).unwrap();
+        assert_eq!((a, len), (addr, 5 * PAGE_SIZE));
+        assert!(kunmap(a));
+        dev.unregister(start).unwrap();
+        assert_eq!(kmap(p), Err(Error::NotMapped));
+        assert_eq!(dev.unregister(start), Err(Error::NotFound));
+    }
+
+    #[test]
+    fn bad_ranges_are_refused() {
+        let dev = Device::new("t2");
+        let s = 200 * GIB;
+        let b = 0x7100_0000_0000usize;
+        assert_eq!(dev.register(s + 1, s + PAGE_SIZE - 1, b, None), Err(Error::Invalid));
+        assert_eq!(dev.register(s, s + PAGE_SIZE, b, None), Err(Error::Invalid));
+        assert_eq!(dev.register(s, s - 1, b, None), Err(Error::Invalid));
+        assert_eq!(dev.register(s, s + PAGE_SIZE - 1, b + 1, None), Err(Error::Invalid));
+        assert_eq!(dev.register(s, s + PAGE_SIZE - 1, 0, None), Err(Error::Invalid));
+        assert_eq!(
+            dev.register(s, s + 2 * PAGE_SIZE - 1, usize::MAX - 4095, None),
+            Err(Error::Invalid)
+        );
+        dev.register(s, s + 4 * PAGE_SIZE - 1, b, None).unwrap();
+        let other = Device::new("t2b");
+        assert_eq!(
+            other.register(s + 3 * PAGE_SIZE, s + 9 * PAGE_SIZE - 1, b, None),
+            Err(Error::Busy)
+        );
+        assert_eq!(other.unregister(s), Err(Error::NotFound));
+        assert_eq!(dev.range_count(), 1);
+        drop(dev);
+        other
+            .register(s + 3 * PAGE_SIZE, s + 9 * PAGE_SIZE - 1, b, None)
+            .unwrap();
+        assert_eq!(kmap(Pfn::from_phys(s, 0)), Err(Error::NotMapped));
+        assert_eq!(kmap(Pfn::from_phys(s, crate::encoding::SG_CHAIN)), Err(Error::Invalid));
+    }
+
+    #[test]
+    fn ranges_inside_a_mapping_block_it() {
+        let dev = Device::new("t3");
+        let s = 300 * GIB;
+        let b = 0x7200_0000_0000usize;
+        dev.register(s, s + 4 * PAGE_SIZE - 1, b + 8192, None).unwrap();
+        assert_eq!(without_ranges_in(b, 16384, || 1), Err(Error::Busy));
+        assert_eq!(without_ranges_in(b, 8192, || 1), Ok(1));
+        assert_eq!(without_ranges_in(b + 8192 + 16384, 4096, || 2), Ok(2));
+        dev.unregister_all().unwrap();
+        assert_eq!(without_ranges_in(b, 16384, || 3), Ok(3));
+    }
+}

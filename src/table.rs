@@ -1,0 +1,439 @@
+//! The translation table: a radix tree over page-frame numbers, read without locks.
+//!
+//! This is the seed review's "widen the memory section" idea made general. Each level indexes
+//! 9 bits of the pfn (512 slots, like x86 page tables). A slot is empty, points to the next
+//! level, or is a leaf: the whole span under that slot belongs to one range, and the slot holds
+//! the virtual address of the span's first byte (page-aligned, tagged in bit 0). A translation
+//! is therefore `slot + offset`: no range descriptor is touched and no bound is compared. A range
+//! is stored as its maximal aligned blocks (like huge pages), so a 2 MiB-aligned 2 MiB range is
+//! one slot at the 2 MiB level and 1 TiB of them takes 8 MiB of table.
+//!
+//! The root sits at the lowest level that covers the highest registered pfn, so small address
+//! spaces walk few levels; the walk is at most six loads whatever the number of ranges.
+//!
+//! Writers are serialized by the caller. Slots are published with release stores; readers use
+//! acquire loads. Nodes detached by a removal are handed back for the caller to free after a
+//! grace period.
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+const BITS: u32 = 9;
+const FANOUT: usize = 1 << BITS;
+const MASK: u64 = FANOUT as u64 - 1;
+/// Level 5 indexes pfn bits 45..53, enough for 52-bit pfns.
+const TOP_LEVEL: u32 = 5;
+const LEAF: usize = 1;
+const LEVEL_MASK: usize = 7;
+
+/// A registered range as the table sees it. Its address must stay valid while it is in the
+/// table and for a grace period after its removal.
+#[derive(Debug)]
+pub struct Extent {
+    pub first_pfn: u64,
+    pub last_pfn: u64,
+    /// Virtual address of `first_pfn`'s first byte.
+    pub base: usize,
+}
+
+#[repr(C, align(4096))]
+pub struct Node {
+    slots: [AtomicUsize; FANOUT],
+    /// The extent behind each leaf slot, for callers that want the range's end.
+    extents: [AtomicPtr<Extent>; FANOUT],
+}
+
+/// Owns nodes that were detached from the table; frees them when dropped.
+pub struct Detached(Vec<*mut Node>);
+
+// SAFETY: a detached node is referenced by no one but this list (after the grace period the
+// caller waits for before dropping it).
+unsafe impl Send for Detached {}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        for &n in &self.0 {
+            // SAFETY: allocated by `new_node` with this layout, detached, reader-free.
+            unsafe { dealloc(n as *mut u8, Layout::new::<Node>()) };
+        }
+    }
+}
+
+fn new_node() -> *mut Node {
+    // SAFETY: Node has non-zero size; all-zero bytes are valid empty atomics.
+    unsafe { alloc_zeroed(Layout::new::<Node>()) as *mut Node }
+}
+
+const fn span_pages(level: u32) -> u64 {
+    1u64 << (BITS * level)
+}
+
+/// Lowest level whose node covers pfns `0..=last_pfn`.
+fn level_covering(last_pfn: u64) -> u32 {
+    (0..=TOP_LEVEL)
+        .find(|&l| BITS * (l + 1) >= 64 || last_pfn >> (BITS * (l + 1)) == 0)
+        .unwrap_or(TOP_LEVEL)
+}
+
+struct Leaf<'a> {
+    node: &'a Node,
+    idx: usize,
+    slot: usize,
+    level: u32,
+}
+
+/// The result of a successful lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit {
+    /// Address of the frame's first byte.
+    pub addr: usize,
+    /// Bytes from `addr` to the end of the range.
+    pub len: u64,
+}
+
+pub struct Table {
+    /// Root node address | root level; 0 when empty.
+    root: AtomicUsize,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Table {
+    pub const fn new() -> Table {
+        Table {
+            root: AtomicUsize::new(0),
+        }
+    }
+
+    /// Address of `pfn`'s frame, or 0.
+    ///
+    /// # Safety
+    /// The caller must be inside a read-side section (see `rcu`) for as long as it uses
+    /// anything it learned here, so that no node is freed under it.
+    #[inline(always)]
+    pub unsafe fn translate(&self, pfn: u64) -> usize {
+        match self.find(pfn) {
+            Some(leaf) => leaf_addr(leaf.slot, leaf.level, pfn),
+            None => 0,
+        }
+    }
+
+    /// Address and bytes to the range's end.
+    ///
+    /// # Safety
+    /// As for [`Table::translate`].
+    pub unsafe fn translate_len(&self, pfn: u64) -> Option<Hit> {
+        loop {
+            let leaf = self.find(pfn)?;
+            let extent = leaf.node.extents[leaf.idx].load(Ordering::Acquire);
+            // A slot removed and reused between the two loads is looked up again.
+            if leaf.node.slots[leaf.idx].load(Ordering::Acquire) != leaf.slot {
+                continue;
+            }
+            let pages = (*extent).last_pfn - pfn + 1;
+            // 2^52 pages of 4 KiB do not fit in 64 bits: saturate.
+            let len = if pages >= 1 << 52 { u64::MAX } else { pages << 12 };
+            return Some(Hit {
+                addr: leaf_addr(leaf.slot, leaf.level, pfn),
+                len,
+            });
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn find(&self, pfn: u64) -> Option<Leaf<'_>> {
+        let root = self.root.load(Ordering::Acquire);
+        let mut level = (root & LEVEL_MASK) as u32;
+        let mut node = (root & !LEVEL_MASK) as *const Node;
+        if node.is_null() || (pfn >> (BITS * level + BITS)) != 0 {
+            return None;
+        }
+        loop {
+            let idx = ((pfn >> (BITS * level)) & MASK) as usize;
+            let n = &*node;
+            let slot = n.slots[idx].load(Ordering::Acquire);
+            if slot & LEAF != 0 {
+                return Some(Leaf { node: n, idx, slot, level });
+            }
+            if slot == 0 || level == 0 {
+                return None;
+            }
+            node = slot as *const Node;
+            level -= 1;
+        }
+    }
+
+    /// Publishes `extent`. The caller serializes writers, has checked that no registered range
+    /// overlaps it, and keeps `*extent` alive until after the grace period that follows its
+    /// removal. Err: out of memory; translations are then as before.
+    pub fn insert(&self, extent: &Extent) -> Result<(), ()> {
+        self.grow_to(level_covering(extent.last_pfn))?;
+        let root = self.root.load(Ordering::Relaxed);
+        let level = (root & LEVEL_MASK) as u32;
+        let node = (root & !LEVEL_MASK) as *mut Node;
+        // Allocate every node first, so that a failure publishes nothing.
+        // SAFETY: writers are serialized; nodes reachable from the root are live.
+        let needed = unsafe { count(node, level, 0, extent) };
+        let mut pool = Vec::new();
+        pool.try_reserve(needed).map_err(|_| ())?;
+        for _ in 0..needed {
+            let n = new_node();
+            if n.is_null() {
+                drop(Detached(pool));
+                return Err(());
+            }
+            pool.push(n);
+        }
+        // SAFETY: as above; `pool` holds exactly the nodes the walk creates.
+        unsafe { fill(node, level, 0, extent, &mut pool) };
+        debug_assert!(pool.is_empty());
+        Ok(())
+    }
+
+    /// Raises the root until it covers level `want`. Each new root only adds empty slots above
+    /// the old one, so readers translate exactly as before.
+    fn grow_to(&self, want: u32) -> Result<(), ()> {
+        let root = self.root.load(Ordering::Relaxed);
+        let mut level = (root & LEVEL_MASK) as u32;
+        let mut node = (root & !LEVEL_MASK) as *mut Node;
+        if node.is_null() {
+            node = new_node();
+            if node.is_null() {
+                return Err(());
+            }
+            self.root.store(node as usize | want as usize, Ordering::Release);
+            return Ok(());
+        }
+        while level < want {
+            let parent = new_node();
+            if parent.is_null() {
+                return Err(());
+            }
+            // SAFETY: fresh node, not yet visible.
+            unsafe { (*parent).slots[0].store(node as usize, Ordering::Relaxed) };
+            node = parent;
+            level += 1;
+            self.root.store(node as usize | level as usize, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Unpublishes `extent` (which must be in the table). Returns the nodes that became empty
+    /// and were detached: free them only after a grace period.
+    pub fn remove(&self, extent: &Extent) -> Detached {
+        let mut detached = Vec::new();
+        let root = self.root.load(Ordering::Relaxed);
+        let level = (root & LEVEL_MASK) as u32;
+        let node = (root & !LEVEL_MASK) as *mut Node;
+        if node.is_null() {
+            return Detached(detached);
+        }
+        // SAFETY: serialized writer; reachable nodes are live.
+        unsafe {
+            clear(node, level, 0, extent, &mut detached);
+            if is_empty(node) {
+                self.root.store(0, Ordering::Release);
+                detached.push(node);
+            }
+        }
+        Detached(detached)
+    }
+
+    /// Bytes of table memory in use (for the benchmark's memory figure).
+    pub fn memory_bytes(&self) -> usize {
+        let root = self.root.load(Ordering::Acquire);
+        let node = (root & !LEVEL_MASK) as *const Node;
+        if node.is_null() {
+            return 0;
+        }
+        // SAFETY: called with writers excluded by the caller (or on a quiescent table).
+        unsafe { count_nodes(node, (root & LEVEL_MASK) as u32) * std::mem::size_of::<Node>() }
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        let root = *self.root.get_mut();
+        let node = (root & !LEVEL_MASK) as *mut Node;
+        if !node.is_null() {
+            let mut all = Vec::new();
+            // SAFETY: exclusive access in drop.
+            unsafe { collect(node, (root & LEVEL_MASK) as u32, &mut all) };
+            drop(Detached(all));
+        }
+    }
+}
+
+#[inline(always)]
+fn leaf_addr(slot: usize, level: u32, pfn: u64) -> usize {
+    (slot & !LEAF) + (((pfn & (span_pages(level) - 1)) as usize) << 12)
+}
+
+/// The slots of a node at `level` starting at `node_first` that `extent` touches, with each
+/// slot's first pfn and whether the extent covers the slot's whole span.
+fn touched(level: u32, node_first: u64, e: &Extent) -> impl Iterator<Item = (usize, u64, bool)> {
+    let span = span_pages(level);
+    let node_last = node_first.saturating_add(span * FANOUT as u64 - 1);
+    let lo = e.first_pfn.max(node_first);
+    let hi = e.last_pfn.min(node_last);
+    let (a, b) = if lo > hi {
+        (1, 0)
+    } else {
+        ((lo - node_first) / span, (hi - node_first) / span)
+    };
+    let (first_pfn, last_pfn) = (e.first_pfn, e.last_pfn);
+    (a..=b).map(move |i| {
+        let first = node_first + i * span;
+        let last = first + (span - 1);
+        (i as usize, first, first_pfn <= first && last <= last_pfn)
+    })
+}
+
+unsafe fn count(node: *const Node, level: u32, node_first: u64, e: &Extent) -> usize {
+    let mut n = 0;
+    for (i, first, whole) in touched(level, node_first, e) {
+        if whole {
+            continue;
+        }
+        let child = if node.is_null() {
+            0
+        } else {
+            (*node).slots[i].load(Ordering::Relaxed)
+        };
+        if child == 0 {
+            n += 1;
+        }
+        n += count(child as *const Node, level - 1, first, e);
+    }
+    n
+}
+
+unsafe fn fill(node: *mut Node, level: u32, node_first: u64, e: &Extent, pool: &mut Vec<*mut Node>) {
+    for (i, first, whole) in touched(level, node_first, e) {
+        let slot = &(*node).slots[i];
+        if whole {
+            let addr = e.base + (((first - e.first_pfn) as usize) << 12);
+            (*node).extents[i].store(e as *const Extent as *mut Extent, Ordering::Relaxed);
+            slot.store(addr | LEAF, Ordering::Release);
+            continue;
+        }
+        let mut child = slot.load(Ordering::Relaxed) as *mut Node;
+        let fresh = child.is_null();
+        if fresh {
+            child = pool.pop().unwrap_or(ptr::null_mut());
+        }
+        fill(child, level - 1, first, e, pool);
+        if fresh {
+            // Fill a new node before it becomes reachable.
+            slot.store(child as usize, Ordering::Release);
+        }
+    }
+}
+
+unsafe fn clear(node: *mut Node, level: u32, node_first: u64, e: &Extent, out: &mut Vec<*mut Node>) {
+    for (i, first, whole) in touched(level, node_first, e) {
+        let slot = &(*node).slots[i];
+        if whole {
+            slot.store(0, Ordering::Release);
+            continue;
+        }
+        let child = slot.load(Ordering::Relaxed) as *mut Node;
+        if child.is_null() {
+            continue;
+        }
+        clear(child, level - 1, first, e, out);
+        if is_empty(child) {
+            slot.store(0, Ordering::Release);
+            out.push(child);
+        }
+    }
+}
+
+unsafe fn is_empty(node: *const Node) -> bool {
+    (*node).slots.iter().all(|s| s.load(Ordering::Relaxed) == 0)
+}
+
+unsafe fn count_nodes(node: *const Node, level: u32) -> usize {
+    let mut n = 1;
+    if level > 0 {
+        for s in (*node).slots.iter() {
+            let v = s.load(Ordering::Relaxed);
+            if v != 0 && v & LEAF == 0 {
+                n += count_nodes(v as *const Node, level - 1);
+            }
+        }
+    }
+    n
+}
+
+unsafe fn collect(node: *mut Node, level: u32, out: &mut Vec<*mut Node>) {
+    if level > 0 {
+        for s in (*node).slots.iter() {
+            let v = s.load(Ordering::Relaxed);
+            if v != 0 && v & LEAF == 0 {
+                collect(v as *mut Node, level - 1, out);
+            }
+        }
+    }
+    out.push(node);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ext(first: u64, last: u64, base: usize) -> Box<Extent> {
+        Box::new(Extent { first_pfn: first, last_pfn: last, base })
+    }
+
+    #[test]
+    fn translates_inside_and_not_outside() {
+        let t = Table::new();
+        let e = ext(512, 512 + 1023, 0x10_0000_0000);
+        t.insert(&e).unwrap();
+        unsafe {
+            assert_eq!(t.translate(512), 0x10_0000_0000);
+            assert_eq!(t.translate(513), 0x10_0000_1000);
+            assert_eq!(t.translate(1535), 0x10_0000_0000 + 1023 * 4096);
+            assert_eq!(t.translate(511), 0);
+            assert_eq!(t.translate(1536), 0);
+            assert_eq!(t.translate(1 << 40), 0);
+            let h = t.translate_len(1000).unwrap();
+            assert_eq!(h.len, (1535 - 1000 + 1) * 4096);
+        }
+        drop(t.remove(&e));
+        unsafe { assert_eq!(t.translate(512), 0) };
+        assert_eq!(t.memory_bytes(), 0);
+    }
+
+    #[test]
+    fn unaligned_ranges_side_by_side_and_root_growth() {
+        let t = Table::new();
+        let a = ext(3, 700, 0x1000_0000);
+        let b = ext(701, 701, 0x2000_0000);
+        let c = ext((1 << 52) - 5, (1 << 52) - 1, 0x3000_0000);
+        for e in [&a, &b, &c] {
+            t.insert(e).unwrap();
+        }
+        unsafe {
+            for p in [3u64, 4, 511, 512, 700] {
+                assert_eq!(t.translate(p), 0x1000_0000 + ((p - 3) as usize) * 4096);
+            }
+            assert_eq!(t.translate(701), 0x2000_0000);
+            assert_eq!(t.translate(702), 0);
+            assert_eq!(t.translate(2), 0);
+            assert_eq!(t.translate((1 << 52) - 1), 0x3000_0000 + 4 * 4096);
+            assert_eq!(t.translate((1 << 52) - 6), 0);
+        }
+        let mut gone = Vec::new();
+        for e in [&c, &a, &b] {
+            gone.push(t.remove(e));
+        }
+        assert_eq!(t.memory_bytes(), 0);
+    }
+}

@@ -115,6 +115,9 @@ extern "C" {
  *
  * Returns the device, to be freed with pfn_device_free, or NULL with errno ENOMEM.
  * Thread rules: any thread.
+ *
+ * # Safety
+ * `name` is NULL or a NUL-terminated string.
  */
 struct pfn_device *pfn_device_new(const char *name);
 
@@ -141,6 +144,10 @@ int pfn_device_free(struct pfn_device *dev);
  * -EBUSY:  the range overlaps a registered range (of any device);
  * -ENOMEM.
  * Thread rules: any thread, also one that holds kmaps.
+ *
+ * # Safety
+ * `res` is NULL or points to a pfn_resource whose `name` is NULL or a NUL-terminated string.
+ * Handles are checked; other pointers cannot be.
  */
 int devm_register_kmap_pfn_range(struct pfn_device *dev,
                                  const struct pfn_resource *res,
@@ -232,6 +239,9 @@ void *kmap_atomic_pfn_t(struct pfn_t pfn);
  * access a whole extent with one translation. Released with kunmap_atomic_pfn_t.
  *
  * Returns NULL with errno as kmap_atomic_pfn_t; `*len` is then left unchanged.
+ *
+ * # Safety
+ * `len` is NULL or points to a writable uint64_t.
  */
 void *kmap_atomic_pfn_t_len(struct pfn_t pfn, uint64_t *len);
 
@@ -251,6 +261,9 @@ void kunmap_atomic_pfn_t(void *addr);
  *         empty or not a page multiple long (size 0), or shorter than `size` without
  *         PFN_PMEM_CREATE; ENOENT: no such file without PFN_PMEM_CREATE; EISDIR, EACCES,
  *         ENOSPC and other errors of open(2), posix_fallocate(3) and mmap(2) as they come.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string.
  */
 struct pfn_pmem *pfn_pmem_map(const char *path, uint64_t size, uint32_t flags);
 

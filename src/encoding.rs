@@ -94,7 +94,10 @@ mod tests {
         let p = Pfn::from_phys(0x1234_5678_9000 + 0x123, SPECIAL);
         assert_eq!(p.phys(), 0x1234_5678_9000);
         assert!(p.special());
-        assert_eq!(Pfn::new(MAX_PFN, SG_CHAIN).phys(), u64::MAX - (PAGE_SIZE - 1));
+        assert_eq!(
+            Pfn::new(MAX_PFN, SG_CHAIN).phys(),
+            u64::MAX - (PAGE_SIZE - 1)
+        );
     }
 
     #[test]

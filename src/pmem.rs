@@ -141,8 +141,14 @@ mod tests {
     #[test]
     fn bad_files_are_refused() {
         let none = MapOptions::default();
-        assert_eq!(PmemFile::map(&tmp("missing"), 4096, none).unwrap_err(), Error::NotFound);
-        assert_eq!(PmemFile::map(&tmp("x"), 100, none).unwrap_err(), Error::Invalid);
+        assert_eq!(
+            PmemFile::map(&tmp("missing"), 4096, none).unwrap_err(),
+            Error::NotFound
+        );
+        assert_eq!(
+            PmemFile::map(&tmp("x"), 100, none).unwrap_err(),
+            Error::Invalid
+        );
         let odd = tmp("odd");
         std::fs::write(&odd, [1u8; 100]).unwrap();
         assert_eq!(PmemFile::map(&odd, 0, none).unwrap_err(), Error::Invalid);
@@ -150,6 +156,9 @@ mod tests {
         std::fs::write(&empty, []).unwrap();
         assert_eq!(PmemFile::map(&empty, 0, none).unwrap_err(), Error::Invalid);
         let dir = std::env::temp_dir();
-        assert_eq!(PmemFile::map(&dir, 0, none).unwrap_err(), Error::Os(libc::EISDIR));
+        assert_eq!(
+            PmemFile::map(&dir, 0, none).unwrap_err(),
+            Error::Os(libc::EISDIR)
+        );
     }
 }

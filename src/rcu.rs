@@ -88,8 +88,7 @@ fn heavy_barrier() {
         return;
     }
     // SAFETY: plain syscall; registration happened in `setup`.
-    let rc =
-        unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
     if rc != 0 {
         // Cannot happen after a successful registration; a fence is still better than nothing,
         // and readers are switched to fencing themselves from now on.
@@ -201,7 +200,8 @@ impl Reader {
     #[inline(always)]
     pub fn enter(&self) {
         if self.depth() == 0 {
-            self.ctr.store(EPOCH.load(Ordering::Acquire), Ordering::Relaxed);
+            self.ctr
+                .store(EPOCH.load(Ordering::Acquire), Ordering::Relaxed);
             if READER_FENCE.load(Ordering::Relaxed) {
                 fence(Ordering::SeqCst);
             } else {
@@ -310,7 +310,11 @@ mod tests {
             std::thread::yield_now();
         }
         synchronize();
-        assert_eq!(released.load(Ordering::SeqCst), 1, "returned before the reader left");
+        assert_eq!(
+            released.load(Ordering::SeqCst),
+            1,
+            "returned before the reader left"
+        );
         reader.join().unwrap();
     }
 

@@ -64,7 +64,9 @@ impl State {
 
 fn state() -> MutexGuard<'static, State> {
     // Every writer leaves the state consistent before anything that could panic.
-    STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    STATE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// An owner of ranges (the seed's `struct device`). Dropping it unregisters its ranges.
@@ -305,11 +307,20 @@ mod tests {
         let dev = Device::new("t2");
         let s = 200 * GIB;
         let b = 0x7100_0000_0000usize;
-        assert_eq!(dev.register(s + 1, s + PAGE_SIZE - 1, b, None), Err(Error::Invalid));
+        assert_eq!(
+            dev.register(s + 1, s + PAGE_SIZE - 1, b, None),
+            Err(Error::Invalid)
+        );
         assert_eq!(dev.register(s, s + PAGE_SIZE, b, None), Err(Error::Invalid));
         assert_eq!(dev.register(s, s - 1, b, None), Err(Error::Invalid));
-        assert_eq!(dev.register(s, s + PAGE_SIZE - 1, b + 1, None), Err(Error::Invalid));
-        assert_eq!(dev.register(s, s + PAGE_SIZE - 1, 0, None), Err(Error::Invalid));
+        assert_eq!(
+            dev.register(s, s + PAGE_SIZE - 1, b + 1, None),
+            Err(Error::Invalid)
+        );
+        assert_eq!(
+            dev.register(s, s + PAGE_SIZE - 1, 0, None),
+            Err(Error::Invalid)
+        );
         assert_eq!(
             dev.register(s, s + 2 * PAGE_SIZE - 1, usize::MAX - 4095, None),
             Err(Error::Invalid)
@@ -327,7 +338,10 @@ mod tests {
             .register(s + 3 * PAGE_SIZE, s + 9 * PAGE_SIZE - 1, b, None)
             .unwrap();
         assert_eq!(kmap(Pfn::from_phys(s, 0)), Err(Error::NotMapped));
-        assert_eq!(kmap(Pfn::from_phys(s, crate::encoding::SG_CHAIN)), Err(Error::Invalid));
+        assert_eq!(
+            kmap(Pfn::from_phys(s, crate::encoding::SG_CHAIN)),
+            Err(Error::Invalid)
+        );
     }
 
     #[test]
@@ -335,7 +349,8 @@ mod tests {
         let dev = Device::new("t3");
         let s = 300 * GIB;
         let b = 0x7200_0000_0000usize;
-        dev.register(s, s + 4 * PAGE_SIZE - 1, b + 8192, None).unwrap();
+        dev.register(s, s + 4 * PAGE_SIZE - 1, b + 8192, None)
+            .unwrap();
         assert_eq!(without_ranges_in(b, 16384, || 1), Err(Error::Busy));
         assert_eq!(without_ranges_in(b, 8192, || 1), Ok(1));
         assert_eq!(without_ranges_in(b + 8192 + 16384, 4096, || 2), Ok(2));

@@ -137,7 +137,11 @@ impl Table {
             }
             let pages = (*extent).last_pfn - pfn + 1;
             // 2^52 pages of 4 KiB do not fit in 64 bits: saturate.
-            let len = if pages >= 1 << 52 { u64::MAX } else { pages << 12 };
+            let len = if pages >= 1 << 52 {
+                u64::MAX
+            } else {
+                pages << 12
+            };
             return Some(Hit {
                 addr: leaf_addr(leaf.slot, leaf.level, pfn),
                 len,
@@ -158,7 +162,12 @@ impl Table {
             let n = &*node;
             let slot = n.slots[idx].load(Ordering::Acquire);
             if slot & LEAF != 0 {
-                return Some(Leaf { node: n, idx, slot, level });
+                return Some(Leaf {
+                    node: n,
+                    idx,
+                    slot,
+                    level,
+                });
             }
             if slot == 0 || level == 0 {
                 return None;
@@ -206,7 +215,8 @@ impl Table {
             if node.is_null() {
                 return Err(());
             }
-            self.root.store(node as usize | want as usize, Ordering::Release);
+            self.root
+                .store(node as usize | want as usize, Ordering::Release);
             return Ok(());
         }
         while level < want {
@@ -218,7 +228,8 @@ impl Table {
             unsafe { (*parent).slots[0].store(node as usize, Ordering::Relaxed) };
             node = parent;
             level += 1;
-            self.root.store(node as usize | level as usize, Ordering::Release);
+            self.root
+                .store(node as usize | level as usize, Ordering::Release);
         }
         Ok(())
     }
@@ -313,7 +324,13 @@ unsafe fn count(node: *const Node, level: u32, node_first: u64, e: &Extent) -> u
     n
 }
 
-unsafe fn fill(node: *mut Node, level: u32, node_first: u64, e: &Extent, pool: &mut Vec<*mut Node>) {
+unsafe fn fill(
+    node: *mut Node,
+    level: u32,
+    node_first: u64,
+    e: &Extent,
+    pool: &mut Vec<*mut Node>,
+) {
     for (i, first, whole) in touched(level, node_first, e) {
         let slot = &(*node).slots[i];
         if whole {
@@ -335,7 +352,13 @@ unsafe fn fill(node: *mut Node, level: u32, node_first: u64, e: &Extent, pool: &
     }
 }
 
-unsafe fn clear(node: *mut Node, level: u32, node_first: u64, e: &Extent, out: &mut Vec<*mut Node>) {
+unsafe fn clear(
+    node: *mut Node,
+    level: u32,
+    node_first: u64,
+    e: &Extent,
+    out: &mut Vec<*mut Node>,
+) {
     for (i, first, whole) in touched(level, node_first, e) {
         let slot = &(*node).slots[i];
         if whole {
@@ -388,7 +411,11 @@ mod tests {
     use super::*;
 
     fn ext(first: u64, last: u64, base: usize) -> Box<Extent> {
-        Box::new(Extent { first_pfn: first, last_pfn: last, base })
+        Box::new(Extent {
+            first_pfn: first,
+            last_pfn: last,
+            base,
+        })
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub(crate) static DEVICES: Handles<Device> = Handles::new();
 ///
 /// Returns the device, to be freed with pfn_device_free, or NULL with errno ENOMEM.
 /// Thread rules: any thread.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn pfn_device_new(name: *const c_char) -> *mut pfn_device {
     ffi_boundary!(ptr::null_mut(), {
@@ -45,7 +48,7 @@ pub unsafe extern "C" fn pfn_device_new(name: *const c_char) -> *mut pfn_device 
 /// -EDEADLK when the calling thread holds a kmap (it would wait for itself): nothing is
 /// removed and `dev` stays valid.
 #[no_mangle]
-pub unsafe extern "C" fn pfn_device_free(dev: *mut pfn_device) -> c_int {
+pub extern "C" fn pfn_device_free(dev: *mut pfn_device) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
         if dev.is_null() {
             return 0;
@@ -77,6 +80,10 @@ pub unsafe extern "C" fn pfn_device_free(dev: *mut pfn_device) -> c_int {
 /// -EBUSY:  the range overlaps a registered range (of any device);
 /// -ENOMEM.
 /// Thread rules: any thread, also one that holds kmaps.
+///
+/// # Safety
+/// `res` is NULL or points to a pfn_resource whose `name` is NULL or a NUL-terminated string.
+/// Handles are checked; other pointers cannot be.
 #[no_mangle]
 pub unsafe extern "C" fn devm_register_kmap_pfn_range(
     dev: *mut pfn_device,
@@ -105,7 +112,7 @@ pub unsafe extern "C" fn devm_register_kmap_pfn_range(
 /// Returns 0, or -EINVAL when `dev` is not a live device; -ENOENT when `dev` registered no range
 /// at `start`; -EDEADLK when the calling thread holds a kmap (nothing is removed).
 #[no_mangle]
-pub unsafe extern "C" fn pfn_unregister_range(dev: *mut pfn_device, start: u64) -> c_int {
+pub extern "C" fn pfn_unregister_range(dev: *mut pfn_device, start: u64) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
         match DEVICES.get(dev as usize) {
             Some(device) => status(device.unregister(start)),
@@ -113,4 +120,3 @@ pub unsafe extern "C" fn pfn_unregister_range(dev: *mut pfn_device, start: u64) 
         }
     })
 }
-

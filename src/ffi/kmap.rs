@@ -36,6 +36,9 @@ pub extern "C" fn kmap_atomic_pfn_t(pfn: pfn_t) -> *mut c_void {
 /// access a whole extent with one translation. Released with kunmap_atomic_pfn_t.
 ///
 /// Returns NULL with errno as kmap_atomic_pfn_t; `*len` is then left unchanged.
+///
+/// # Safety
+/// `len` is NULL or points to a writable uint64_t.
 #[no_mangle]
 pub unsafe extern "C" fn kmap_atomic_pfn_t_len(pfn: pfn_t, len: *mut u64) -> *mut c_void {
     ffi_boundary!(ptr::null_mut(), {

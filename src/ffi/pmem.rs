@@ -30,6 +30,9 @@ static MAPS: Handles<PmemFile> = Handles::new();
 ///         empty or not a page multiple long (size 0), or shorter than `size` without
 ///         PFN_PMEM_CREATE; ENOENT: no such file without PFN_PMEM_CREATE; EISDIR, EACCES,
 ///         ENOSPC and other errors of open(2), posix_fallocate(3) and mmap(2) as they come.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn pfn_pmem_map(path: *const c_char, size: u64, flags: u32) -> *mut pfn_pmem {
     ffi_boundary!(ptr::null_mut(), {
@@ -54,7 +57,7 @@ pub unsafe extern "C" fn pfn_pmem_map(path: *const c_char, size: u64, flags: u32
 /// Address of the mapping's first byte (page-aligned), or NULL with errno EINVAL when `m` is
 /// not a live mapping. Valid until pfn_pmem_unmap.
 #[no_mangle]
-pub unsafe extern "C" fn pfn_pmem_addr(m: *const pfn_pmem) -> *mut c_void {
+pub extern "C" fn pfn_pmem_addr(m: *const pfn_pmem) -> *mut c_void {
     ffi_boundary!(ptr::null_mut(), {
         match MAPS.get(m as usize) {
             Some(map) => map.addr() as *mut c_void,
@@ -68,7 +71,7 @@ pub unsafe extern "C" fn pfn_pmem_addr(m: *const pfn_pmem) -> *mut c_void {
 
 /// Bytes mapped, or 0 with errno EINVAL when `m` is not a live mapping.
 #[no_mangle]
-pub unsafe extern "C" fn pfn_pmem_size(m: *const pfn_pmem) -> u64 {
+pub extern "C" fn pfn_pmem_size(m: *const pfn_pmem) -> u64 {
     ffi_boundary!(0, {
         match MAPS.get(m as usize) {
             Some(map) => map.len() as u64,
@@ -86,7 +89,7 @@ pub unsafe extern "C" fn pfn_pmem_size(m: *const pfn_pmem) -> u64 {
 /// Returns 0; -EINVAL when `m` is not a live mapping, `addr` is NULL or any byte lies outside
 /// the mapping; or the negative errno of msync(2) (e.g. -EIO).
 #[no_mangle]
-pub unsafe extern "C" fn pfn_pmem_persist(m: *const pfn_pmem, addr: *const c_void, len: usize) -> c_int {
+pub extern "C" fn pfn_pmem_persist(m: *const pfn_pmem, addr: *const c_void, len: usize) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
         match MAPS.get(m as usize) {
             Some(map) if !addr.is_null() => status(map.persist(addr as usize, len)),
@@ -101,7 +104,7 @@ pub unsafe extern "C" fn pfn_pmem_persist(m: *const pfn_pmem, addr: *const c_voi
 /// registered range still lies in the mapping's memory: nothing is unmapped and `m` stays
 /// valid (unregister the ranges first).
 #[no_mangle]
-pub unsafe extern "C" fn pfn_pmem_unmap(m: *mut pfn_pmem) -> c_int {
+pub extern "C" fn pfn_pmem_unmap(m: *mut pfn_pmem) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
         if m.is_null() {
             return 0;

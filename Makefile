@@ -1,0 +1,76 @@
+# libpfn: build, demo and tests. `make demo` runs the library's main job; `make test` runs
+# every test (Rust, lint, header drift, C against the shared and the static library).
+
+CARGO    ?= cargo
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WARN     := -std=c11 -Wall -Wextra -Wpedantic -Werror
+LIBDIR   := target/release
+SHARED   := $(LIBDIR)/libpfn.so
+STATIC   := $(LIBDIR)/libpfn.a
+# What a Rust static library needs from the system (cargo rustc -- --print native-static-libs).
+STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+OUT      := build
+PMEM_FILE ?= /dev/shm/libpfn-demo.pmem
+# The soname (set in build.rs) carries the major version.
+MAJOR    := $(shell sed -n 's/^version = "\([0-9]*\)\..*/\1/p' Cargo.toml | head -n 1)
+
+C_TESTS  := $(basename $(notdir $(wildcard c-tests/*.c)))
+C_SHARED := $(addprefix $(OUT)/shared/,$(C_TESTS))
+C_STATIC := $(addprefix $(OUT)/static/,$(C_TESTS))
+
+.PHONY: all deps lib demo test cargo-test lint header-check c-test clean
+
+all: lib
+
+deps:
+	@bash scripts/install-deps.sh
+
+lib:
+	$(CARGO) build --release
+	ln -sf libpfn.so $(LIBDIR)/libpfn.so.$(MAJOR)
+
+$(SHARED) $(STATIC): lib
+
+$(OUT)/shared/%: c-tests/%.c c-tests/check.h include/pfn.h $(SHARED)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) -Iinclude -o $@ $< -L$(LIBDIR) -lpfn -Wl,-rpath,'$$ORIGIN/../../$(LIBDIR)' -lpthread
+
+$(OUT)/static/%: c-tests/%.c c-tests/check.h include/pfn.h $(STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) -Iinclude -o $@ $< $(STATIC) $(STATIC_LIBS)
+
+$(OUT)/demo: examples/demo.c include/pfn.h $(STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) -Iinclude -o $@ $< $(STATIC) $(STATIC_LIBS)
+
+demo: deps lib $(OUT)/demo
+	./$(OUT)/demo $(PMEM_FILE)
+
+cargo-test:
+	$(CARGO) test --release
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+# build.rs regenerated the header: it must equal the committed one.
+header-check: lib
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+		git diff --exit-code -- include/pfn.h || \
+		{ echo "include/pfn.h changed in the build: commit the regenerated header"; exit 1; }; \
+	else echo "not a git checkout: header drift not checked"; fi
+
+c-test: lib $(C_SHARED) $(C_STATIC)
+	@failed=0; for t in $(C_SHARED) $(C_STATIC); do \
+		echo "== $$t"; ./$$t || failed=$$((failed+1)); \
+	done; \
+	total=$$(( $(words $(C_SHARED)) + $(words $(C_STATIC)) )); \
+	echo "c-tests: $$((total-failed)) passed, $$failed failed"; \
+	test $$failed = 0
+
+test: deps lint cargo-test header-check c-test
+
+clean:
+	$(CARGO) clean
+	rm -rf $(OUT)

@@ -5,7 +5,6 @@
  * Errors: functions returning int return 0 or a negative errno; functions returning a pointer
  * return NULL and set errno. Each function below lists its errors.
  */
-
 #ifndef PFN_H
 #define PFN_H
 
@@ -100,6 +99,15 @@ typedef struct pfn_resource {
 typedef struct pfn_t {
   uint64_t val;
 } pfn_t;
+
+/**
+ * An open read section of the calling thread, from pfn_read_lock. Pass it by value to
+ * pfn_section_translate (or the header's inline pfn_section_translate_inline). `root` is the
+ * translation table as the section saw it; treat it as opaque.
+ */
+typedef struct pfn_section {
+  size_t root;
+} pfn_section;
 
 /**
  * The seed's name for pfn_t.
@@ -297,6 +305,37 @@ int pfn_pmem_persist(const struct pfn_pmem *m, const void *addr, size_t len);
 int pfn_pmem_unmap(struct pfn_pmem *m);
 
 /**
+ * Opens a read section on the calling thread: until the matching pfn_read_unlock on this
+ * thread, no range visible in it can finish unregistering, so every address translated in it
+ * stays valid. Sections nest with each other and with kmaps; unregistering from inside one
+ * returns -EDEADLK; a thread that exits closes its sections. The section sees the ranges
+ * registered before it opened. Cost: like one kmap; translations in it then cost a table walk
+ * and nothing else (no call when inlined).
+ *
+ * Returns the section. On failure (errno ENOMEM, a thread's first use only) the section
+ * translates nothing and pfn_read_unlock is still safe to call.
+ */
+struct pfn_section pfn_read_lock(void);
+
+/**
+ * Closes the calling thread's innermost open read section. Addresses translated in it must no
+ * longer be used. Without an open section it does nothing.
+ */
+void pfn_read_unlock(void);
+
+/**
+ * Address of `pfn`'s frame (page-aligned), valid until the section `s` is closed; no unmap is
+ * needed. The same result as pfn_section_translate_inline in the header.
+ *
+ * Returns NULL with errno: ENXIO when no range visible in the section holds the frame;
+ * EINVAL when PFN_SG_CHAIN is set.
+ *
+ * # Safety
+ * `s` comes from pfn_read_lock on this thread and is still open.
+ */
+void *pfn_section_translate(struct pfn_section s, struct pfn_t pfn);
+
+/**
  * The library's name and version, e.g. "libpfn 0.1.0": a static string, never freed.
  * It matches PFN_VERSION_STRING of the header the program was built with when the two agree.
  */
@@ -306,4 +345,30 @@ const char *pfn_version(void);
 }  // extern "C"
 #endif  // __cplusplus
 
-#endif  /* PFN_H */
+/**
+ * Header-inline pfn_section_translate: the same result (NULL instead of errno when the frame
+ * is in no visible range or PFN_SG_CHAIN is set) with no call at all. It walks the table
+ * whose layout is part of this ABI: the root word is a node address | level (0..5); a node
+ * starts with 512 slots; a slot is 0, a node address, or the virtual address of a block | 1.
+ * Each level indexes 9 bits of the pfn.
+ */
+static inline void *pfn_section_translate_inline(struct pfn_section s, struct pfn_t p)
+{
+    unsigned level = (unsigned)(s.root & 7u);
+    const uintptr_t *node = (const uintptr_t *)(s.root & ~(size_t)7u);
+    uint64_t pfn = p.val & ~PFN_FLAGS_MASK;
+    if (node == NULL || (p.val & PFN_SG_CHAIN) != 0 || (pfn >> (9u * level + 9u)) != 0)
+        return NULL;
+    for (;;) {
+        uintptr_t slot = __atomic_load_n(&node[(pfn >> (9u * level)) & 511u], __ATOMIC_ACQUIRE);
+        if (slot & 1u)
+            return (void *)((slot & ~(uintptr_t)1u) +
+                            (uintptr_t)((pfn & ((1ull << (9u * level)) - 1u)) << 12));
+        if (slot == 0 || level == 0)
+            return NULL;
+        node = (const uintptr_t *)slot;
+        level--;
+    }
+}
+
+#endif /* PFN_H */

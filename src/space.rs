@@ -253,6 +253,86 @@ pub fn kunmap(addr: usize) -> bool {
     }
 }
 
+/// What a read section holds in the thread's list of holds: never a page address.
+const SECTION_HOLD: usize = 1;
+
+/// A read-side section: while it lives, every range it can see stays registered and mapped, so
+/// many translations can share one section (the seed review's "no RCU cost per access").
+/// Not `Send`: it belongs to the thread that opened it.
+pub struct ReadSection {
+    root: usize,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl ReadSection {
+    /// Opens a section. It sees the ranges registered before it opened (a range registered
+    /// later may or may not be seen). Errors: `OutOfMemory` for a thread's first section.
+    pub fn open() -> Result<ReadSection> {
+        let reader = rcu::current_or_register().ok_or(Error::OutOfMemory)?;
+        reader.enter();
+        if !reader.hold(SECTION_HOLD) {
+            reader.leave_if_idle();
+            return Err(Error::OutOfMemory);
+        }
+        Ok(ReadSection {
+            root: TABLE.root_word(),
+            _not_send: std::marker::PhantomData,
+        })
+    }
+
+    /// Address of `pfn`'s frame, valid while the section lives. Err: `Invalid` for a
+    /// scatterlist-chain handle, `NotMapped` when no range holds the frame.
+    #[inline(always)]
+    pub fn translate(&self, pfn: Pfn) -> Result<usize> {
+        // SAFETY: the section keeps everything reachable from `root` alive.
+        unsafe { translate_in_section(self.root, pfn) }
+    }
+
+    /// The table root this section walks from, for the C header's inline translation.
+    pub fn root_word(&self) -> usize {
+        self.root
+    }
+
+    /// Leaves the section open past the life of this value; end it with [`close_section`].
+    pub fn keep_open(self) -> usize {
+        let root = self.root;
+        std::mem::forget(self);
+        root
+    }
+}
+
+impl Drop for ReadSection {
+    fn drop(&mut self) {
+        // SAFETY: this value's own hold; nothing derived from it outlives it.
+        unsafe { close_section() };
+    }
+}
+
+/// Ends one read section of the calling thread that was kept open with
+/// [`ReadSection::keep_open`]. Returns false when the thread has none open.
+///
+/// # Safety
+/// Addresses translated in that section must no longer be used, and no `ReadSection` value of
+/// this thread may be relying on the hold being released.
+pub unsafe fn close_section() -> bool {
+    rcu::current().is_some_and(|r| r.release(SECTION_HOLD))
+}
+
+/// Address of `pfn` walking from `root`, a root word from a section still open.
+///
+/// # Safety
+/// The section that produced `root` is still open on this thread.
+#[inline(always)]
+pub unsafe fn translate_in_section(root: usize, pfn: Pfn) -> Result<usize> {
+    if pfn.sg_chain() {
+        return Err(Error::Invalid);
+    }
+    match crate::table::translate_from(root, pfn.pfn()) {
+        0 => Err(Error::NotMapped),
+        addr => Ok(addr),
+    }
+}
+
 /// Runs `f` only if no registered range uses virtual memory in `addr..addr + len`, with
 /// registration held off meanwhile. Errors: `Busy` when some range does.
 pub fn without_ranges_in<T>(addr: usize, len: usize, f: impl FnOnce() -> T) -> Result<T> {

@@ -117,10 +117,14 @@ impl Table {
     /// anything it learned here, so that no node is freed under it.
     #[inline(always)]
     pub unsafe fn translate(&self, pfn: u64) -> usize {
-        match self.find(pfn) {
-            Some(leaf) => leaf_addr(leaf.slot, leaf.level, pfn),
-            None => 0,
-        }
+        translate_from(self.root_word(), pfn)
+    }
+
+    /// The root as readers see it: node address | level (0 when empty). A walk may start from
+    /// a snapshot for as long as the read-side section that took it lasts.
+    #[inline(always)]
+    pub fn root_word(&self) -> usize {
+        self.root.load(Ordering::Acquire)
     }
 
     /// Address and bytes to the range's end.
@@ -129,7 +133,7 @@ impl Table {
     /// As for [`Table::translate`].
     pub unsafe fn translate_len(&self, pfn: u64) -> Option<Hit> {
         loop {
-            let leaf = self.find(pfn)?;
+            let leaf = find(self.root_word(), pfn)?;
             let extent = leaf.node.extents[leaf.idx].load(Ordering::Acquire);
             // A slot removed and reused between the two loads is looked up again.
             if leaf.node.slots[leaf.idx].load(Ordering::Acquire) != leaf.slot {
@@ -146,34 +150,6 @@ impl Table {
                 addr: leaf_addr(leaf.slot, leaf.level, pfn),
                 len,
             });
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn find(&self, pfn: u64) -> Option<Leaf<'_>> {
-        let root = self.root.load(Ordering::Acquire);
-        let mut level = (root & LEVEL_MASK) as u32;
-        let mut node = (root & !LEVEL_MASK) as *const Node;
-        if node.is_null() || (pfn >> (BITS * level + BITS)) != 0 {
-            return None;
-        }
-        loop {
-            let idx = ((pfn >> (BITS * level)) & MASK) as usize;
-            let n = &*node;
-            let slot = n.slots[idx].load(Ordering::Acquire);
-            if slot & LEAF != 0 {
-                return Some(Leaf {
-                    node: n,
-                    idx,
-                    slot,
-                    level,
-                });
-            }
-            if slot == 0 || level == 0 {
-                return None;
-            }
-            node = slot as *const Node;
-            level -= 1;
         }
     }
 
@@ -277,6 +253,45 @@ impl Drop for Table {
             unsafe { collect(node, (root & LEVEL_MASK) as u32, &mut all) };
             drop(Detached(all));
         }
+    }
+}
+
+/// Address of `pfn`'s frame, walking from root word `root` (see [`Table::root_word`]), or 0.
+///
+/// # Safety
+/// `root` was read inside the read-side section the caller is still in.
+#[inline(always)]
+pub unsafe fn translate_from(root: usize, pfn: u64) -> usize {
+    match find(root, pfn) {
+        Some(leaf) => leaf_addr(leaf.slot, leaf.level, pfn),
+        None => 0,
+    }
+}
+
+#[inline(always)]
+unsafe fn find<'a>(root: usize, pfn: u64) -> Option<Leaf<'a>> {
+    let mut level = (root & LEVEL_MASK) as u32;
+    let mut node = (root & !LEVEL_MASK) as *const Node;
+    if node.is_null() || (pfn >> (BITS * level + BITS)) != 0 {
+        return None;
+    }
+    loop {
+        let idx = ((pfn >> (BITS * level)) & MASK) as usize;
+        let n = &*node;
+        let slot = n.slots[idx].load(Ordering::Acquire);
+        if slot & LEAF != 0 {
+            return Some(Leaf {
+                node: n,
+                idx,
+                slot,
+                level,
+            });
+        }
+        if slot == 0 || level == 0 {
+            return None;
+        }
+        node = slot as *const Node;
+        level -= 1;
     }
 }
 

@@ -9,6 +9,7 @@ pub mod encoding;
 mod handles;
 pub mod kmap;
 pub mod pmem;
+pub mod section;
 pub mod version;
 
 /// Runs `$body`; if it panics, evaluates `$on_panic` instead (after setting errno).

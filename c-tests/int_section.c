@@ -1,0 +1,104 @@
+/* Read sections: the header-inline translation, the exported one and kmap agree on every
+ * frame; a section holds off unregister like a kmap does. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <unistd.h>
+#include "pfn.h"
+#include "check.h"
+
+#define PAGE 4096ull
+
+static void *exit_in_section(void *arg)
+{
+    (void)arg;
+    pfn_section s = pfn_read_lock();
+    return (void *)s.root; /* exits with the section open */
+}
+
+int main(void)
+{
+    alarm(60);
+    char path[256];
+    test_path(path, sizeof path, "int_section");
+    unlink(path);
+    pfn_pmem *m = pfn_pmem_map(path, 1024 * PAGE, PFN_PMEM_CREATE);
+    REQUIRE(m != NULL);
+    char *base = pfn_pmem_addr(m);
+    pfn_device *dev = pfn_device_new("section");
+    REQUIRE(dev != NULL);
+
+    /* Ranges of many shapes: a 2 MiB-aligned block, an unaligned run, single pages, and one
+     * high in the space (so the root is tall). */
+    struct { uint64_t start, pages, file_page; } r[] = {
+        {1ull << 30, 512, 0},
+        {(1ull << 30) + 600 * PAGE, 300, 512},
+        {(1ull << 30) + 599 * PAGE, 1, 900},
+        {(9ull << 40) + 3 * PAGE, 7, 901},
+        {0xFFFFFFFFFFFFF000ull, 1, 1000},
+    };
+    const int nr = sizeof r / sizeof r[0];
+    for (int i = 0; i < nr; i++) {
+        pfn_resource res = {r[i].start, r[i].start + r[i].pages * PAGE - 1, NULL};
+        CHECK_EQ(devm_register_kmap_pfn_range(dev, &res, base + r[i].file_page * PAGE), 0);
+    }
+
+    pfn_section s = pfn_read_lock();
+    CHECK(s.root != 0);
+    int agree = 0, probes = 0, right = 0, inside = 0;
+    for (int i = 0; i < nr; i++) {
+        /* Every page of the range, and the pages just outside it. */
+        for (int64_t k = -2; k < (int64_t)r[i].pages + 2; k++) {
+            uint64_t phys = r[i].start + (uint64_t)k * PAGE;
+            pfn_t p = phys_to_pfn_t(phys, PFN_DEV);
+            void *in = pfn_section_translate_inline(s, p);
+            void *ex = pfn_section_translate(s, p);
+            void *km = kmap_atomic_pfn_t(p);
+            kunmap_atomic_pfn_t(km);
+            probes++;
+            agree += in == ex && ex == km;
+            if (k >= 0 && k < (int64_t)r[i].pages) {
+                inside++;
+                right += in == base + (r[i].file_page + (uint64_t)k) * PAGE;
+            }
+        }
+    }
+    CHECK_EQ(agree, probes);
+    CHECK_EQ(right, inside);
+    CHECK(pfn_section_translate_inline(s, phys_to_pfn_t(1ull << 30, PFN_SG_CHAIN)) == NULL);
+    CHECK_NULL_ERRNO(pfn_section_translate(s, phys_to_pfn_t(1ull << 30, PFN_SG_CHAIN)), EINVAL);
+    CHECK_NULL_ERRNO(pfn_section_translate(s, phys_to_pfn_t(2ull << 30, 0)), ENXIO);
+
+    /* A section holds like a kmap: no unregister from inside it. Sections nest. */
+    CHECK_EQ(pfn_unregister_range(dev, 1ull << 30), -EDEADLK);
+    pfn_section inner = pfn_read_lock();
+    CHECK(pfn_section_translate_inline(inner, phys_to_pfn_t(1ull << 30, 0)) == base);
+    pfn_read_unlock();
+    CHECK_EQ(pfn_unregister_range(dev, 1ull << 30), -EDEADLK);
+    /* kunmap never closes a section. */
+    kunmap_atomic_pfn_t(base);
+    kunmap_atomic_pfn_t(NULL);
+    CHECK_EQ(pfn_unregister_range(dev, 1ull << 30), -EDEADLK);
+    pfn_read_unlock();
+    CHECK_EQ(pfn_unregister_range(dev, 1ull << 30), 0);
+    /* An extra unlock does nothing. */
+    pfn_read_unlock();
+
+    /* An empty section (nothing registered in it) translates nothing. */
+    pfn_section none = {0};
+    CHECK(pfn_section_translate_inline(none, phys_to_pfn_t(1ull << 30, 0)) == NULL);
+
+    /* A thread that exits inside a section closes it: unregister does not hang. */
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, exit_in_section, NULL) == 0);
+    void *root;
+    pthread_join(t, &root);
+    CHECK(root != NULL);
+    CHECK_EQ(pfn_unregister_range(dev, (1ull << 30) + 600 * PAGE), 0);
+
+    CHECK_EQ(pfn_device_free(dev), 0);
+    CHECK_EQ(pfn_pmem_unmap(m), 0);
+    unlink(path);
+    return check_report("int_section");
+}

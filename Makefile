@@ -69,7 +69,36 @@ c-test: lib $(C_SHARED) $(C_STATIC)
 	echo "c-tests: $$((total-failed)) passed, $$failed failed"; \
 	test $$failed = 0
 
-test: deps lint cargo-test header-check c-test
+# ---- benchmarks (not part of `make test`; `make bench-check` is)
+BENCH_OUT  := $(OUT)/bench
+BENCH_PEERS := $(shell pkg-config --exists liburcu-memb 2>/dev/null && echo -DHAVE_URCU $$(pkg-config --cflags liburcu-memb)) \
+               $(shell pkg-config --exists libpmemobj 2>/dev/null && echo -DHAVE_PMEMOBJ $$(pkg-config --cflags libpmemobj)) \
+               $(shell test -f /usr/include/valgrind/callgrind.h && echo -DHAVE_CALLGRIND)
+BENCH_LIBS := $(shell pkg-config --exists liburcu-memb 2>/dev/null && pkg-config --libs liburcu-memb) \
+              $(shell pkg-config --exists libpmemobj 2>/dev/null && pkg-config --libs libpmemobj)
+BENCH_RPATH := -Wl,-rpath,'$$ORIGIN' -Wl,-rpath,'$$ORIGIN/../../$(LIBDIR)'
+
+$(BENCH_OUT)/libpfnfloor.so: bench/floor.c bench/floor.h include/pfn.h
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -fPIC -shared -Iinclude -o $@ $<
+
+$(BENCH_OUT)/bench: bench/bench.c bench/seed.c bench/seed.h bench/floor.h include/pfn.h $(BENCH_OUT)/libpfnfloor.so $(SHARED)
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -Ibench $(BENCH_PEERS) -o $@ \
+		bench/bench.c bench/seed.c -L$(BENCH_OUT) -lpfnfloor -L$(LIBDIR) -lpfn $(BENCH_LIBS) -lpthread $(BENCH_RPATH)
+
+.PHONY: bench bench-check
+# QUICK=1: a run of under a minute. The results go to bench/results/.
+bench: lib $(BENCH_OUT)/bench
+	@mkdir -p bench/results
+	./$(BENCH_OUT)/bench $(if $(QUICK),--quick) --out bench/results
+	@bash bench/callgrind.sh $(BENCH_OUT)/bench bench/results $(if $(QUICK),quick)
+	@bash bench/plot.sh bench/results
+
+# Builds the benchmark and checks that every contender returns correct addresses.
+bench-check: lib $(BENCH_OUT)/bench
+	./$(BENCH_OUT)/bench --verify
+
+test: deps lint cargo-test header-check c-test bench-check
 
 clean:
 	$(CARGO) clean

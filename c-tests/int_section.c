@@ -52,8 +52,8 @@ int main(void)
         for (int64_t k = -2; k < (int64_t)r[i].pages + 2; k++) {
             uint64_t phys = r[i].start + (uint64_t)k * PAGE;
             pfn_t p = phys_to_pfn_t(phys, PFN_DEV);
-            void *in = pfn_section_translate_inline(s, p);
-            void *ex = pfn_section_translate(s, p);
+            void *in = pfn_section_translate_inline(&s, p);
+            void *ex = pfn_section_translate(&s, p);
             void *km = kmap_atomic_pfn_t(p);
             kunmap_atomic_pfn_t(km);
             probes++;
@@ -66,14 +66,21 @@ int main(void)
     }
     CHECK_EQ(agree, probes);
     CHECK_EQ(right, inside);
-    CHECK(pfn_section_translate_inline(s, phys_to_pfn_t(1ull << 30, PFN_SG_CHAIN)) == NULL);
-    CHECK_NULL_ERRNO(pfn_section_translate(s, phys_to_pfn_t(1ull << 30, PFN_SG_CHAIN)), EINVAL);
-    CHECK_NULL_ERRNO(pfn_section_translate(s, phys_to_pfn_t(2ull << 30, 0)), ENXIO);
+    CHECK(pfn_section_translate_inline(&s, phys_to_pfn_t(1ull << 30, PFN_SG_CHAIN)) == NULL);
+    CHECK_NULL_ERRNO(pfn_section_translate(&s, phys_to_pfn_t(1ull << 30, PFN_SG_CHAIN)), EINVAL);
+    CHECK_NULL_ERRNO(pfn_section_translate(&s, phys_to_pfn_t(2ull << 30, 0)), ENXIO);
+    CHECK_NULL_ERRNO(pfn_section_translate(NULL, phys_to_pfn_t(1ull << 30, 0)), EINVAL);
+    /* The remembered block answers the next pfn in it, and nothing outside it. */
+    CHECK(pfn_section_translate_inline(&s, phys_to_pfn_t((1ull << 30) + 5 * PAGE, 0)) == base + 5 * PAGE);
+    CHECK_EQ(s.cache_pages, 512);
+    CHECK(pfn_section_translate_inline(&s, phys_to_pfn_t((1ull << 30) + 7 * PAGE, PFN_DEV)) == base + 7 * PAGE);
+    CHECK(pfn_section_translate_inline(&s, phys_to_pfn_t((1ull << 30) + 7 * PAGE, PFN_SG_CHAIN)) == NULL);
+    CHECK(pfn_section_translate_inline(&s, phys_to_pfn_t((1ull << 30) - PAGE, 0)) == NULL);
 
     /* A section holds like a kmap: no unregister from inside it. Sections nest. */
     CHECK_EQ(pfn_unregister_range(dev, 1ull << 30), -EDEADLK);
     pfn_section inner = pfn_read_lock();
-    CHECK(pfn_section_translate_inline(inner, phys_to_pfn_t(1ull << 30, 0)) == base);
+    CHECK(pfn_section_translate_inline(&inner, phys_to_pfn_t(1ull << 30, 0)) == base);
     pfn_read_unlock();
     CHECK_EQ(pfn_unregister_range(dev, 1ull << 30), -EDEADLK);
     /* kunmap never closes a section. */
@@ -87,7 +94,7 @@ int main(void)
 
     /* An empty section (nothing registered in it) translates nothing. */
     pfn_section none = {0};
-    CHECK(pfn_section_translate_inline(none, phys_to_pfn_t(1ull << 30, 0)) == NULL);
+    CHECK(pfn_section_translate_inline(&none, phys_to_pfn_t(1ull << 30, 0)) == NULL);
 
     /* A thread that exits inside a section closes it: unregister does not hang. */
     pthread_t t;

@@ -101,12 +101,16 @@ typedef struct pfn_t {
 } pfn_t;
 
 /**
- * An open read section of the calling thread, from pfn_read_lock. Pass it by value to
+ * An open read section of the calling thread, from pfn_read_lock. Pass its address to
  * pfn_section_translate (or the header's inline pfn_section_translate_inline). `root` is the
- * translation table as the section saw it; treat it as opaque.
+ * translation table as the section saw it; `cache_*` the last block translated in it. Treat
+ * the fields as opaque.
  */
 typedef struct pfn_section {
   size_t root;
+  uint64_t cache_pfn;
+  uint64_t cache_pages;
+  size_t cache_addr;
 } pfn_section;
 
 /**
@@ -324,16 +328,17 @@ struct pfn_section pfn_read_lock(void);
 void pfn_read_unlock(void);
 
 /**
- * Address of `pfn`'s frame (page-aligned), valid until the section `s` is closed; no unmap is
- * needed. The same result as pfn_section_translate_inline in the header.
+ * Address of `pfn`'s frame (page-aligned), valid until the section `*s` is closed; no unmap
+ * is needed. Remembers the block it found in `*s`. The same result as
+ * pfn_section_translate_inline in the header.
  *
  * Returns NULL with errno: ENXIO when no range visible in the section holds the frame;
- * EINVAL when PFN_SG_CHAIN is set.
+ * EINVAL when PFN_SG_CHAIN is set or `s` is NULL.
  *
  * # Safety
- * `s` comes from pfn_read_lock on this thread and is still open.
+ * `*s` comes from pfn_read_lock on this thread and is still open.
  */
-void *pfn_section_translate(struct pfn_section s, struct pfn_t pfn);
+void *pfn_section_translate(struct pfn_section *s, struct pfn_t pfn);
 
 /**
  * The library's name and version, e.g. "libpfn 0.1.0": a static string, never freed.
@@ -346,24 +351,34 @@ const char *pfn_version(void);
 #endif  // __cplusplus
 
 /**
- * Header-inline pfn_section_translate: the same result (NULL instead of errno when the frame
- * is in no visible range or PFN_SG_CHAIN is set) with no call at all. It walks the table
- * whose layout is part of this ABI: the root word is a node address | level (0..5); a node
- * starts with 512 slots; a slot is 0, a node address, or the virtual address of a block | 1.
- * Each level indexes 9 bits of the pfn.
+ * Header-inline pfn_section_translate: the same result, and the same block remembered in `*s`,
+ * with no call (NULL without errno when no visible range holds the frame or PFN_SG_CHAIN is
+ * set). A pfn in the block last translated costs one comparison. The walk relies on the table
+ * layout, part of this ABI: the root word is a node address | level (1..5); a node is 512
+ * slots, 512 words the walk does not read, then the first pfn it covers; a slot is 0, a node
+ * address, or the virtual address of a block | 1; each level indexes 9 bits of the pfn.
  */
-static inline void *pfn_section_translate_inline(struct pfn_section s, struct pfn_t p)
+static inline void *pfn_section_translate_inline(struct pfn_section *s, struct pfn_t p)
 {
-    unsigned level = (unsigned)(s.root & 7u);
-    const uintptr_t *node = (const uintptr_t *)(s.root & ~(size_t)7u);
+    /* Bit 63 (PFN_SG_CHAIN) stays in the key: it never matches the cached block. */
+    uint64_t off = (p.val & (PFN_SG_CHAIN | ~PFN_FLAGS_MASK)) - s->cache_pfn;
+    if (off < s->cache_pages)
+        return (void *)(s->cache_addr + (uintptr_t)(off << 12));
+    unsigned level = (unsigned)(s->root & 7u);
+    const uintptr_t *node = (const uintptr_t *)(s->root & ~(size_t)7u);
     uint64_t pfn = p.val & ~PFN_FLAGS_MASK;
-    if (node == NULL || (p.val & PFN_SG_CHAIN) != 0 || (pfn >> (9u * level + 9u)) != 0)
+    if (node == NULL || (p.val & PFN_SG_CHAIN) != 0 || ((pfn - node[1024]) >> (9u * level + 9u)) != 0)
         return NULL;
     for (;;) {
-        uintptr_t slot = __atomic_load_n(&node[(pfn >> (9u * level)) & 511u], __ATOMIC_ACQUIRE);
-        if (slot & 1u)
-            return (void *)((slot & ~(uintptr_t)1u) +
-                            (uintptr_t)((pfn & ((1ull << (9u * level)) - 1u)) << 12));
+        unsigned shift = 9u * level;
+        uintptr_t slot = __atomic_load_n(&node[(pfn >> shift) & 511u], __ATOMIC_ACQUIRE);
+        if (slot & 1u) {
+            uint64_t pages = 1ull << shift;
+            s->cache_pfn = pfn & ~(pages - 1u);
+            s->cache_pages = pages;
+            s->cache_addr = slot & ~(uintptr_t)1u;
+            return (void *)(s->cache_addr + (uintptr_t)((pfn - s->cache_pfn) << 12));
+        }
         if (slot == 0 || level == 0)
             return NULL;
         node = (const uintptr_t *)slot;

@@ -1,13 +1,15 @@
 //! Grace periods: per-thread reader records, no shared write on the read side.
 //!
-//! A reader record belongs to one thread at a time. Its `ctr` is 0 while the thread holds no
-//! kmap, and otherwise the global epoch it saw when its outermost kmap began. A writer that has
-//! unpublished something calls [`synchronize`]: it advances the epoch and waits until no record
-//! still shows an older, non-zero snapshot. Readers that began later cannot have seen what was
-//! unpublished.
+//! A reader record belongs to one thread at a time. Its `seq` is odd while the thread is inside
+//! a read-side section (holds a kmap or a section) and even outside; the thread bumps it when
+//! its outermost hold begins and again when its last hold ends. It is the only store a reader
+//! makes and it goes to the reader's own cache line: no global is written, and none but the
+//! table is read. A writer that has unpublished something calls [`synchronize`]: it reads every
+//! record's `seq` and waits, for each odd one, until it changes. A section that began after the
+//! unpublish cannot have seen what was unpublished.
 //!
-//! Ordering. The reader stores `ctr` and then loads the table; the writer stores the table and
-//! then loads `ctr` (the store-buffering pattern): one side needs a full fence. With
+//! Ordering. The reader stores `seq` and then loads the table; the writer stores the table and
+//! then loads `seq` (the store-buffering pattern): one side needs a full fence. With
 //! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` the writer pays it for every running thread of
 //! the process at once, and readers need only a compiler barrier (liburcu's "memb" flavour).
 //! Where membarrier is unavailable (old kernels, valgrind) readers fall back to a real fence.
@@ -28,8 +30,10 @@ const HELD_INITIAL: usize = 16;
 
 #[repr(align(128))]
 pub struct Reader {
-    /// 0 when idle; else the epoch seen at the outermost kmap. Written only by the owner.
-    ctr: AtomicU64,
+    /// Odd inside a read-side section. Written only by the owner.
+    seq: AtomicU64,
+    /// The reader must fence itself: membarrier is unavailable. Read only by the owner.
+    fence: AtomicBool,
     in_use: AtomicBool,
     /// Immutable once the record is on the list.
     next: *const Reader,
@@ -42,8 +46,8 @@ pub struct Reader {
 unsafe impl Sync for Reader {}
 
 static READERS: AtomicPtr<Reader> = AtomicPtr::new(ptr::null_mut());
-static EPOCH: AtomicU64 = AtomicU64::new(1);
-/// True when membarrier is unavailable and readers must fence themselves.
+/// True when membarrier is unavailable and readers must fence themselves. Copied into each
+/// record, so that readers need not read it.
 static READER_FENCE: AtomicBool = AtomicBool::new(true);
 
 struct Setup {
@@ -90,9 +94,15 @@ fn heavy_barrier() {
     // SAFETY: plain syscall; registration happened in `setup`.
     let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
     if rc != 0 {
-        // Cannot happen after a successful registration; a fence is still better than nothing,
-        // and readers are switched to fencing themselves from now on.
+        // Cannot happen after a successful registration. Should it, readers fence themselves
+        // from now on; for this grace period our own fence is the best that can be done.
         READER_FENCE.store(true, Ordering::SeqCst);
+        let mut p = READERS.load(Ordering::Acquire);
+        // SAFETY: records are never freed.
+        while let Some(r) = unsafe { p.as_ref() } {
+            r.fence.store(true, Ordering::SeqCst);
+            p = r.next as *mut Reader;
+        }
         fence(Ordering::SeqCst);
     }
 }
@@ -109,8 +119,11 @@ extern "C" fn thread_exit(record: *mut libc::c_void) {
         tls::set(0);
     }
     // SAFETY: still the owner; nobody else touches `held`.
-    unsafe { (*record.held.get()).clear() };
-    record.ctr.store(0, Ordering::Release);
+    let held = unsafe { &mut *record.held.get() };
+    if !held.is_empty() {
+        held.clear();
+        record.seq.fetch_add(1, Ordering::Release);
+    }
     record.in_use.store(false, Ordering::Release);
 }
 
@@ -170,7 +183,8 @@ fn new_record() -> Option<&'static Reader> {
         // SAFETY: `p` is fresh, properly aligned memory for one Reader.
         unsafe {
             p.write(Reader {
-                ctr: AtomicU64::new(0),
+                seq: AtomicU64::new(0),
+                fence: AtomicBool::new(READER_FENCE.load(Ordering::SeqCst)),
                 in_use: AtomicBool::new(true),
                 next: head,
                 held: UnsafeCell::new(std::mem::take(&mut held)),
@@ -200,9 +214,10 @@ impl Reader {
     #[inline(always)]
     pub fn enter(&self) {
         if self.depth() == 0 {
-            self.ctr
-                .store(EPOCH.load(Ordering::Acquire), Ordering::Relaxed);
-            if READER_FENCE.load(Ordering::Relaxed) {
+            // Only this thread writes `seq`: a plain increment, no read-modify-write.
+            let seq = self.seq.load(Ordering::Relaxed);
+            self.seq.store(seq + 1, Ordering::Relaxed);
+            if self.fence.load(Ordering::Relaxed) {
                 fence(Ordering::SeqCst);
             } else {
                 compiler_fence(Ordering::SeqCst);
@@ -214,7 +229,8 @@ impl Reader {
     #[inline(always)]
     pub fn leave_if_idle(&self) {
         if self.depth() == 0 {
-            self.ctr.store(0, Ordering::Release);
+            let seq = self.seq.load(Ordering::Relaxed);
+            self.seq.store(seq + 1, Ordering::Release);
         }
     }
 
@@ -259,30 +275,38 @@ pub fn synchronize() {
         return;
     }
     heavy_barrier();
-    let target = EPOCH.fetch_add(1, Ordering::AcqRel) + 1;
     let mut p = READERS.load(Ordering::Acquire);
     // SAFETY: records are never freed.
     while let Some(r) = unsafe { p.as_ref() } {
-        let mut spins = 0u32;
-        loop {
-            let c = r.ctr.load(Ordering::Acquire);
-            if c == 0 || c >= target {
-                break;
+        let seen = r.seq.load(Ordering::Acquire);
+        if seen & 1 == 1 {
+            let mut waited = Backoff::default();
+            while r.seq.load(Ordering::Acquire) == seen {
+                waited.pause();
             }
-            backoff(&mut spins);
         }
         p = r.next as *mut Reader;
     }
 }
 
-fn backoff(spins: &mut u32) {
-    *spins += 1;
-    if *spins < 64 {
-        std::hint::spin_loop();
-    } else if *spins < 128 {
-        std::thread::yield_now();
-    } else {
-        std::thread::sleep(Duration::from_micros(50));
+/// How a writer waits for a reader: sections are short, so spin briefly; then yield, which
+/// lets a reader preempted inside its section run on this CPU (the common cause of a long
+/// wait when threads outnumber CPUs); sleep only when the reader really holds on.
+#[derive(Default)]
+struct Backoff {
+    rounds: u32,
+}
+
+impl Backoff {
+    fn pause(&mut self) {
+        self.rounds = self.rounds.saturating_add(1);
+        if self.rounds < 64 {
+            std::hint::spin_loop();
+        } else if self.rounds < 64 + 2000 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(100));
+        }
     }
 }
 
@@ -330,7 +354,7 @@ mod tests {
         .unwrap();
         // SAFETY: records are never freed.
         let r = unsafe { &*(addr as *const Reader) };
-        assert_eq!(r.ctr.load(Ordering::SeqCst), 0);
+        assert_eq!(r.seq.load(Ordering::SeqCst) & 1, 0);
         synchronize();
     }
 
@@ -346,7 +370,7 @@ mod tests {
             assert!(r.release(0x3000));
             assert!(r.release(0x3000));
             assert!(!r.release(0x3000));
-            assert_eq!(r.ctr.load(Ordering::SeqCst), 0);
+            assert_eq!(r.seq.load(Ordering::SeqCst) & 1, 0);
         })
         .join()
         .unwrap();

@@ -256,11 +256,15 @@ pub fn kunmap(addr: usize) -> bool {
 /// What a read section holds in the thread's list of holds: never a page address.
 const SECTION_HOLD: usize = 1;
 
+pub use crate::table::Block;
+
 /// A read-side section: while it lives, every range it can see stays registered and mapped, so
 /// many translations can share one section (the seed review's "no RCU cost per access").
+/// It remembers the last block it translated, so runs of nearby pfns cost a comparison.
 /// Not `Send`: it belongs to the thread that opened it.
 pub struct ReadSection {
     root: usize,
+    cache: std::cell::Cell<Block>,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
@@ -276,24 +280,24 @@ impl ReadSection {
         }
         Ok(ReadSection {
             root: TABLE.root_word(),
+            cache: Default::default(),
             _not_send: std::marker::PhantomData,
         })
     }
 
     /// Address of `pfn`'s frame, valid while the section lives. Err: `Invalid` for a
-    /// scatterlist-chain handle, `NotMapped` when no range holds the frame.
+    /// scatterlist-chain handle, `NotMapped` when no range visible in the section holds it.
     #[inline(always)]
     pub fn translate(&self, pfn: Pfn) -> Result<usize> {
+        let mut cache = self.cache.get();
         // SAFETY: the section keeps everything reachable from `root` alive.
-        unsafe { translate_in_section(self.root, pfn) }
+        let addr = unsafe { translate_in_section(self.root, &mut cache, pfn) };
+        self.cache.set(cache);
+        addr
     }
 
-    /// The table root this section walks from, for the C header's inline translation.
-    pub fn root_word(&self) -> usize {
-        self.root
-    }
-
-    /// Leaves the section open past the life of this value; end it with [`close_section`].
+    /// Leaves the section open past the life of this value and returns its root word; end it
+    /// with [`close_section`].
     pub fn keep_open(self) -> usize {
         let root = self.root;
         std::mem::forget(self);
@@ -318,19 +322,24 @@ pub unsafe fn close_section() -> bool {
     rcu::current().is_some_and(|r| r.release(SECTION_HOLD))
 }
 
-/// Address of `pfn` walking from `root`, a root word from a section still open.
+/// Address of `pfn` in the section whose root word is `root`, through and into `cache`.
 ///
 /// # Safety
-/// The section that produced `root` is still open on this thread.
+/// The section that produced `root` is still open on this thread, and `cache` was filled only
+/// in it.
 #[inline(always)]
-pub unsafe fn translate_in_section(root: usize, pfn: Pfn) -> Result<usize> {
+pub unsafe fn translate_in_section(root: usize, cache: &mut Block, pfn: Pfn) -> Result<usize> {
+    // Keep SG_CHAIN (bit 63) in the key: it never matches, so one comparison covers both.
+    let key = pfn.0 & (crate::encoding::SG_CHAIN | crate::encoding::MAX_PFN);
+    if let Some(addr) = cache.addr_of(key) {
+        return Ok(addr);
+    }
     if pfn.sg_chain() {
         return Err(Error::Invalid);
     }
-    match crate::table::translate_from(root, pfn.pfn()) {
-        0 => Err(Error::NotMapped),
-        addr => Ok(addr),
-    }
+    let block = crate::table::block_from(root, pfn.pfn()).ok_or(Error::NotMapped)?;
+    *cache = block;
+    block.addr_of(pfn.pfn()).ok_or(Error::NotMapped)
 }
 
 /// Runs `f` only if no registered range uses virtual memory in `addr..addr + len`, with

@@ -8,8 +8,13 @@
 //! is stored as its maximal aligned blocks (like huge pages), so a 2 MiB-aligned 2 MiB range is
 //! one slot at the 2 MiB level and 1 TiB of them takes 8 MiB of table.
 //!
-//! The root sits at the lowest level that covers the highest registered pfn, so small address
-//! spaces walk few levels; the walk is at most six loads whatever the number of ranges.
+//! The root is the lowest node that covers every registered pfn (it records the first pfn it
+//! covers), so the walk starts as deep as the registered space allows: ranges that all lie in
+//! one 1 GiB window translate with a single slot load, in one 512 GiB window with two. The walk
+//! is at most six loads whatever the number of ranges.
+//!
+//! The layout is part of the C ABI (the header's inline walk reads it): the root word is a node
+//! address | its level; a node is 512 slots, then 512 extent pointers, then its first pfn.
 //!
 //! Writers are serialized by the caller. Slots are published with release stores; readers use
 //! acquire loads. Nodes detached by a removal are handed back for the caller to free after a
@@ -25,6 +30,9 @@ const MASK: u64 = FANOUT as u64 - 1;
 /// Level 5 indexes pfn bits 45..53, enough for 52-bit pfns.
 const TOP_LEVEL: u32 = 5;
 const LEAF: usize = 1;
+// Addresses, pfns and slots share one 64-bit word; the C header's inline walk assumes it too.
+const _: () = assert!(usize::BITS == 64);
+const _: () = assert!(std::mem::offset_of!(Node, first_pfn) == 8 * 2 * FANOUT);
 const LEVEL_MASK: usize = 7;
 
 /// A registered range as the table sees it. Its address must stay valid while it is in the
@@ -37,11 +45,13 @@ pub struct Extent {
     pub base: usize,
 }
 
-#[repr(C, align(4096))]
+#[repr(C, align(64))]
 pub struct Node {
     slots: [AtomicUsize; FANOUT],
     /// The extent behind each leaf slot, for callers that want the range's end.
     extents: [AtomicPtr<Extent>; FANOUT],
+    /// First pfn this node covers (aligned to its coverage). Immutable.
+    first_pfn: u64,
 }
 
 /// Owns nodes that were detached from the table; frees them when dropped.
@@ -60,19 +70,32 @@ impl Drop for Detached {
     }
 }
 
-fn new_node() -> *mut Node {
+/// A zeroed node at `level` covering the aligned window that holds `pfn`; null when out of
+/// memory.
+fn new_node(level: u32, pfn: u64) -> *mut Node {
     // SAFETY: Node has non-zero size; all-zero bytes are valid empty atomics.
-    unsafe { alloc_zeroed(Layout::new::<Node>()) as *mut Node }
+    let node = unsafe { alloc_zeroed(Layout::new::<Node>()) as *mut Node };
+    if !node.is_null() {
+        // SAFETY: fresh, exclusively owned.
+        unsafe { (*node).first_pfn = pfn & !(cover_pages(level) - 1) };
+    }
+    node
 }
 
+/// Pfns under one slot of a node at `level`.
 const fn span_pages(level: u32) -> u64 {
     1u64 << (BITS * level)
 }
 
-/// Lowest level whose node covers pfns `0..=last_pfn`.
-fn level_covering(last_pfn: u64) -> u32 {
-    (0..=TOP_LEVEL)
-        .find(|&l| BITS * (l + 1) >= 64 || last_pfn >> (BITS * (l + 1)) == 0)
+/// Pfns under a whole node at `level` (level 5 covers more than the 52-bit space).
+const fn cover_pages(level: u32) -> u64 {
+    1u64 << (BITS * (level + 1))
+}
+
+/// Lowest level (at least 1, so that 2 MiB blocks fit) whose single node covers `lo..=hi`.
+fn level_covering(lo: u64, hi: u64) -> u32 {
+    (1..TOP_LEVEL)
+        .find(|&l| lo >> (BITS * (l + 1)) == hi >> (BITS * (l + 1)))
         .unwrap_or(TOP_LEVEL)
 }
 
@@ -157,17 +180,17 @@ impl Table {
     /// overlaps it, and keeps `*extent` alive until after the grace period that follows its
     /// removal. Err: out of memory; translations are then as before.
     pub fn insert(&self, extent: &Extent) -> Result<(), ()> {
-        self.grow_to(level_covering(extent.last_pfn))?;
+        self.grow_to_cover(extent.first_pfn, extent.last_pfn)?;
         let root = self.root.load(Ordering::Relaxed);
         let level = (root & LEVEL_MASK) as u32;
         let node = (root & !LEVEL_MASK) as *mut Node;
         // Allocate every node first, so that a failure publishes nothing.
         // SAFETY: writers are serialized; nodes reachable from the root are live.
-        let needed = unsafe { count(node, level, 0, extent) };
+        let (needed, first) = unsafe { (count(node, level, extent), (*node).first_pfn) };
         let mut pool = Vec::new();
         pool.try_reserve(needed).map_err(|_| ())?;
         for _ in 0..needed {
-            let n = new_node();
+            let n = new_node(0, 0);
             if n.is_null() {
                 drop(Detached(pool));
                 return Err(());
@@ -175,38 +198,57 @@ impl Table {
             pool.push(n);
         }
         // SAFETY: as above; `pool` holds exactly the nodes the walk creates.
-        unsafe { fill(node, level, 0, extent, &mut pool) };
+        unsafe { fill(node, level, first, extent, &mut pool) };
         debug_assert!(pool.is_empty());
         Ok(())
     }
 
-    /// Raises the root until it covers level `want`. Each new root only adds empty slots above
-    /// the old one, so readers translate exactly as before.
-    fn grow_to(&self, want: u32) -> Result<(), ()> {
+    /// Makes the root cover `lo..=hi`: a first root just big enough, or a new, higher root above
+    /// the old one (linked through fresh intermediate nodes). A grown root only adds empty
+    /// slots around the old one, so readers translate exactly as before.
+    fn grow_to_cover(&self, lo: u64, hi: u64) -> Result<(), ()> {
         let root = self.root.load(Ordering::Relaxed);
-        let mut level = (root & LEVEL_MASK) as u32;
-        let mut node = (root & !LEVEL_MASK) as *mut Node;
-        if node.is_null() {
-            node = new_node();
+        let old_level = (root & LEVEL_MASK) as u32;
+        let old = (root & !LEVEL_MASK) as *mut Node;
+        if old.is_null() {
+            let level = level_covering(lo, hi);
+            let node = new_node(level, lo);
             if node.is_null() {
                 return Err(());
             }
             self.root
-                .store(node as usize | want as usize, Ordering::Release);
+                .store(node as usize | level as usize, Ordering::Release);
             return Ok(());
         }
-        while level < want {
-            let parent = new_node();
-            if parent.is_null() {
+        // SAFETY: the root is live (serialized writer).
+        let old_first = unsafe { (*old).first_pfn };
+        let old_last = old_first.saturating_add(cover_pages(old_level) - 1);
+        if lo >= old_first && hi <= old_last {
+            return Ok(());
+        }
+        let level = level_covering(lo.min(old_first), hi.max(old_last));
+        let mut chain = Vec::new();
+        chain
+            .try_reserve((level - old_level) as usize)
+            .map_err(|_| ())?;
+        for l in (old_level + 1..=level).rev() {
+            let n = new_node(l, old_first);
+            if n.is_null() {
+                drop(Detached(chain));
                 return Err(());
             }
-            // SAFETY: fresh node, not yet visible.
-            unsafe { (*parent).slots[0].store(node as usize, Ordering::Relaxed) };
-            node = parent;
-            level += 1;
-            self.root
-                .store(node as usize | level as usize, Ordering::Release);
+            chain.push(n);
         }
+        // chain[0] is the new root; each node's slot towards `old_first` leads one level down.
+        for (i, &n) in chain.iter().enumerate() {
+            let l = level - i as u32;
+            let child = chain.get(i + 1).copied().unwrap_or(old);
+            let idx = ((old_first >> (BITS * l)) & MASK) as usize;
+            // SAFETY: fresh nodes, not yet visible.
+            unsafe { (*n).slots[idx].store(child as usize, Ordering::Relaxed) };
+        }
+        self.root
+            .store(chain[0] as usize | level as usize, Ordering::Release);
         Ok(())
     }
 
@@ -222,7 +264,7 @@ impl Table {
         }
         // SAFETY: serialized writer; reachable nodes are live.
         unsafe {
-            clear(node, level, 0, extent, &mut detached);
+            clear(node, level, (*node).first_pfn, extent, &mut detached);
             if is_empty(node) {
                 self.root.store(0, Ordering::Release);
                 detached.push(node);
@@ -256,6 +298,41 @@ impl Drop for Table {
     }
 }
 
+/// An aligned block of pfns that one leaf slot maps: pfns `first_pfn..first_pfn + pages`
+/// start at virtual address `addr`. `pages == 0`: no block (never matches).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Block {
+    pub first_pfn: u64,
+    pub pages: u64,
+    pub addr: usize,
+}
+
+impl Block {
+    /// Address of `pfn`'s frame if the block holds it. `pfn` may carry bit 63 (which then
+    /// never matches): callers fold their flag check into this one comparison.
+    #[inline(always)]
+    pub fn addr_of(&self, pfn: u64) -> Option<usize> {
+        let off = pfn.wrapping_sub(self.first_pfn);
+        (off < self.pages).then(|| self.addr + ((off as usize) << 12))
+    }
+}
+
+/// The leaf block holding `pfn`, walking from root word `root`.
+///
+/// # Safety
+/// `root` was read inside the read-side section the caller is still in.
+#[inline(always)]
+pub unsafe fn block_from(root: usize, pfn: u64) -> Option<Block> {
+    let leaf = find(root, pfn)?;
+    let pages = span_pages(leaf.level);
+    Some(Block {
+        first_pfn: pfn & !(pages - 1),
+        pages,
+        addr: leaf.slot & !LEAF,
+    })
+}
+
 /// Address of `pfn`'s frame, walking from root word `root` (see [`Table::root_word`]), or 0.
 ///
 /// # Safety
@@ -272,7 +349,8 @@ pub unsafe fn translate_from(root: usize, pfn: u64) -> usize {
 unsafe fn find<'a>(root: usize, pfn: u64) -> Option<Leaf<'a>> {
     let mut level = (root & LEVEL_MASK) as u32;
     let mut node = (root & !LEVEL_MASK) as *const Node;
-    if node.is_null() || (pfn >> (BITS * level + BITS)) != 0 {
+    // Below the root's first pfn the subtraction wraps to a huge value: one test for both ends.
+    if node.is_null() || (pfn.wrapping_sub((*node).first_pfn) >> (BITS * level + BITS)) != 0 {
         return None;
     }
     loop {
@@ -320,7 +398,12 @@ fn touched(level: u32, node_first: u64, e: &Extent) -> impl Iterator<Item = (usi
     })
 }
 
-unsafe fn count(node: *const Node, level: u32, node_first: u64, e: &Extent) -> usize {
+/// Nodes that inserting `e` under `node` (at `level`) will create.
+unsafe fn count(node: *const Node, level: u32, e: &Extent) -> usize {
+    count_below(node, level, (*node).first_pfn, e)
+}
+
+unsafe fn count_below(node: *const Node, level: u32, node_first: u64, e: &Extent) -> usize {
     let mut n = 0;
     for (i, first, whole) in touched(level, node_first, e) {
         if whole {
@@ -334,7 +417,7 @@ unsafe fn count(node: *const Node, level: u32, node_first: u64, e: &Extent) -> u
         if child == 0 {
             n += 1;
         }
-        n += count(child as *const Node, level - 1, first, e);
+        n += count_below(child as *const Node, level - 1, first, e);
     }
     n
 }
@@ -358,6 +441,7 @@ unsafe fn fill(
         let fresh = child.is_null();
         if fresh {
             child = pool.pop().unwrap_or(ptr::null_mut());
+            (*child).first_pfn = first;
         }
         fill(child, level - 1, first, e, pool);
         if fresh {
@@ -451,6 +535,28 @@ mod tests {
         drop(t.remove(&e));
         unsafe { assert_eq!(t.translate(512), 0) };
         assert_eq!(t.memory_bytes(), 0);
+    }
+
+    #[test]
+    fn root_covers_just_what_is_registered_and_grows_both_ways() {
+        let t = Table::new();
+        let mid = ext(1 << 30, (1 << 30) + 511, 0x4000_0000);
+        t.insert(&mid).unwrap();
+        assert_eq!(t.root_word() & LEVEL_MASK, 1);
+        let below = ext(5, 9, 0x5000_0000);
+        let above = ext(1 << 40, (1 << 40) + 2, 0x6000_0000);
+        t.insert(&below).unwrap();
+        t.insert(&above).unwrap();
+        unsafe {
+            assert_eq!(t.translate((1 << 30) + 7), 0x4000_0000 + 7 * 4096);
+            assert_eq!(t.translate(9), 0x5000_0000 + 4 * 4096);
+            assert_eq!(t.translate((1 << 40) + 2), 0x6000_0000 + 2 * 4096);
+            assert_eq!(t.translate(4), 0);
+            assert_eq!(t.translate((1 << 40) + 3), 0);
+            assert_eq!(t.translate((1 << 30) + 512), 0);
+        }
+        let _gone = (t.remove(&mid), t.remove(&below), t.remove(&above));
+        assert_eq!(t.root_word(), 0);
     }
 
     #[test]

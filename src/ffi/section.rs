@@ -6,15 +6,42 @@ use std::ptr;
 
 use super::encoding::pfn_t;
 use super::{ffi_boundary, set_errno};
-use crate::space::{self, ReadSection};
+use crate::space::{self, Block, ReadSection};
 
-/// An open read section of the calling thread, from pfn_read_lock. Pass it by value to
+/// An open read section of the calling thread, from pfn_read_lock. Pass its address to
 /// pfn_section_translate (or the header's inline pfn_section_translate_inline). `root` is the
-/// translation table as the section saw it; treat it as opaque.
+/// translation table as the section saw it; `cache_*` the last block translated in it. Treat
+/// the fields as opaque.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct pfn_section {
     pub root: usize,
+    pub cache_pfn: u64,
+    pub cache_pages: u64,
+    pub cache_addr: usize,
+}
+
+impl pfn_section {
+    const NONE: pfn_section = pfn_section {
+        root: 0,
+        cache_pfn: 0,
+        cache_pages: 0,
+        cache_addr: 0,
+    };
+
+    fn cache(&self) -> Block {
+        Block {
+            first_pfn: self.cache_pfn,
+            pages: self.cache_pages,
+            addr: self.cache_addr,
+        }
+    }
+
+    fn set_cache(&mut self, b: Block) {
+        self.cache_pfn = b.first_pfn;
+        self.cache_pages = b.pages;
+        self.cache_addr = b.addr;
+    }
 }
 
 /// Opens a read section on the calling thread: until the matching pfn_read_unlock on this
@@ -28,14 +55,15 @@ pub struct pfn_section {
 /// translates nothing and pfn_read_unlock is still safe to call.
 #[no_mangle]
 pub extern "C" fn pfn_read_lock() -> pfn_section {
-    ffi_boundary!(pfn_section { root: 0 }, {
+    ffi_boundary!(pfn_section::NONE, {
         match ReadSection::open() {
             Ok(section) => pfn_section {
                 root: section.keep_open(),
+                ..pfn_section::NONE
             },
             Err(e) => {
                 set_errno(e.errno());
-                pfn_section { root: 0 }
+                pfn_section::NONE
             }
         }
     })
@@ -51,18 +79,26 @@ pub extern "C" fn pfn_read_unlock() {
     })
 }
 
-/// Address of `pfn`'s frame (page-aligned), valid until the section `s` is closed; no unmap is
-/// needed. The same result as pfn_section_translate_inline in the header.
+/// Address of `pfn`'s frame (page-aligned), valid until the section `*s` is closed; no unmap
+/// is needed. Remembers the block it found in `*s`. The same result as
+/// pfn_section_translate_inline in the header.
 ///
 /// Returns NULL with errno: ENXIO when no range visible in the section holds the frame;
-/// EINVAL when PFN_SG_CHAIN is set.
+/// EINVAL when PFN_SG_CHAIN is set or `s` is NULL.
 ///
 /// # Safety
-/// `s` comes from pfn_read_lock on this thread and is still open.
+/// `*s` comes from pfn_read_lock on this thread and is still open.
 #[no_mangle]
-pub unsafe extern "C" fn pfn_section_translate(s: pfn_section, pfn: pfn_t) -> *mut c_void {
+pub unsafe extern "C" fn pfn_section_translate(s: *mut pfn_section, pfn: pfn_t) -> *mut c_void {
     ffi_boundary!(ptr::null_mut(), {
-        match space::translate_in_section(s.root, pfn.into()) {
+        let Some(s) = s.as_mut() else {
+            set_errno(libc::EINVAL);
+            return ptr::null_mut();
+        };
+        let mut cache = s.cache();
+        let result = space::translate_in_section(s.root, &mut cache, pfn.into());
+        s.set_cache(cache);
+        match result {
             Ok(addr) => addr as *mut c_void,
             Err(e) => {
                 set_errno(e.errno());

@@ -346,6 +346,12 @@ void *pfn_section_translate(struct pfn_section *s, struct pfn_t pfn);
  */
 const char *pfn_version(void);
 
+/**
+ * Bytes of translation-table memory in use now (diagnostics; the range records and indexes
+ * that registration also keeps are not counted). Takes the registration lock briefly.
+ */
+uint64_t pfn_table_bytes(void);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus
@@ -356,7 +362,8 @@ const char *pfn_version(void);
  * set). A pfn in the block last translated costs one comparison. The walk relies on the table
  * layout, part of this ABI: the root word is a node address | level (1..5); a node is 512
  * slots, 512 words the walk does not read, then the first pfn it covers; a slot is 0, a node
- * address, or the virtual address of a block | 1; each level indexes 9 bits of the pfn.
+ * address, or (base - first_pfn * 4096) of its range | 1, wrapping, so that a frame's address
+ * is that plus pfn * 4096; each level indexes 9 bits of the pfn.
  */
 static inline void *pfn_section_translate_inline(struct pfn_section *s, struct pfn_t p)
 {
@@ -376,8 +383,8 @@ static inline void *pfn_section_translate_inline(struct pfn_section *s, struct p
             uint64_t pages = 1ull << shift;
             s->cache_pfn = pfn & ~(pages - 1u);
             s->cache_pages = pages;
-            s->cache_addr = slot & ~(uintptr_t)1u;
-            return (void *)(s->cache_addr + (uintptr_t)((pfn - s->cache_pfn) << 12));
+            s->cache_addr = (slot & ~(uintptr_t)1u) + (uintptr_t)(s->cache_pfn << 12);
+            return (void *)((slot & ~(uintptr_t)1u) + (uintptr_t)(pfn << 12));
         }
         if (slot == 0 || level == 0)
             return NULL;

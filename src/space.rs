@@ -211,16 +211,35 @@ pub fn kmap(pfn: Pfn) -> Result<usize> {
     let reader = rcu::current_or_register().ok_or(Error::OutOfMemory)?;
     reader.enter();
     // SAFETY: inside the read-side section opened by `enter` (or one already open).
-    let addr = unsafe { TABLE.translate(pfn.pfn()) };
-    if addr == 0 {
+    let Some(addr) = (unsafe { TABLE.translate(pfn.pfn()) }) else {
         reader.leave_if_idle();
         return Err(Error::NotMapped);
-    }
+    };
     if !reader.hold(addr) {
         reader.leave_if_idle();
         return Err(Error::OutOfMemory);
     }
     Ok(addr)
+}
+
+/// [`kmap`] when nothing unusual happens, else None with nothing changed: the thread has a
+/// record with room for one more hold, and the frame is mapped. Allocates nothing, takes no
+/// lock and cannot panic, so the C layer can call it without a stack frame.
+#[inline(always)]
+pub fn kmap_fast(pfn: Pfn) -> Option<usize> {
+    if pfn.sg_chain() {
+        return None;
+    }
+    let reader = rcu::current()?;
+    reader.enter();
+    // SAFETY: inside the read-side section opened by `enter` (or one already open).
+    match unsafe { TABLE.translate(pfn.pfn()) } {
+        Some(addr) if reader.try_hold(addr) => Some(addr),
+        _ => {
+            reader.leave_if_idle();
+            None
+        }
+    }
 }
 
 /// As [`kmap`], also returning the bytes contiguous from the address to the range's end.

@@ -3,8 +3,9 @@
 //! This is the seed review's "widen the memory section" idea made general. Each level indexes
 //! 9 bits of the pfn (512 slots, like x86 page tables). A slot is empty, points to the next
 //! level, or is a leaf: the whole span under that slot belongs to one range, and the slot holds
-//! the virtual address of the span's first byte (page-aligned, tagged in bit 0). A translation
-//! is therefore `slot + offset`: no range descriptor is touched and no bound is compared. A range
+//! `base - (first_pfn << 12)` of that range (page-aligned, wrapping, tagged in bit 0). A
+//! translation is therefore `slot + (pfn << 12)`: no range descriptor is touched and no bound is
+//! compared. A range
 //! is stored as its maximal aligned blocks (like huge pages), so a 2 MiB-aligned 2 MiB range is
 //! one slot at the 2 MiB level and 1 TiB of them takes 8 MiB of table.
 //!
@@ -133,13 +134,13 @@ impl Table {
         }
     }
 
-    /// Address of `pfn`'s frame, or 0.
+    /// Address of `pfn`'s frame.
     ///
     /// # Safety
     /// The caller must be inside a read-side section (see `rcu`) for as long as it uses
     /// anything it learned here, so that no node is freed under it.
     #[inline(always)]
-    pub unsafe fn translate(&self, pfn: u64) -> usize {
+    pub unsafe fn translate(&self, pfn: u64) -> Option<usize> {
         translate_from(self.root_word(), pfn)
     }
 
@@ -170,7 +171,7 @@ impl Table {
                 pages << 12
             };
             return Some(Hit {
-                addr: leaf_addr(leaf.slot, leaf.level, pfn),
+                addr: leaf_addr(leaf.slot, pfn),
                 len,
             });
         }
@@ -329,20 +330,17 @@ pub unsafe fn block_from(root: usize, pfn: u64) -> Option<Block> {
     Some(Block {
         first_pfn: pfn & !(pages - 1),
         pages,
-        addr: leaf.slot & !LEAF,
+        addr: leaf_addr(leaf.slot, pfn & !(pages - 1)),
     })
 }
 
-/// Address of `pfn`'s frame, walking from root word `root` (see [`Table::root_word`]), or 0.
+/// Address of `pfn`'s frame, walking from root word `root` (see [`Table::root_word`]).
 ///
 /// # Safety
 /// `root` was read inside the read-side section the caller is still in.
 #[inline(always)]
-pub unsafe fn translate_from(root: usize, pfn: u64) -> usize {
-    match find(root, pfn) {
-        Some(leaf) => leaf_addr(leaf.slot, leaf.level, pfn),
-        None => 0,
-    }
+pub unsafe fn translate_from(root: usize, pfn: u64) -> Option<usize> {
+    find(root, pfn).map(|leaf| leaf_addr(leaf.slot, pfn))
 }
 
 #[inline(always)]
@@ -374,8 +372,8 @@ unsafe fn find<'a>(root: usize, pfn: u64) -> Option<Leaf<'a>> {
 }
 
 #[inline(always)]
-fn leaf_addr(slot: usize, level: u32, pfn: u64) -> usize {
-    (slot & !LEAF) + (((pfn & (span_pages(level) - 1)) as usize) << 12)
+fn leaf_addr(slot: usize, pfn: u64) -> usize {
+    (slot & !LEAF).wrapping_add((pfn as usize) << 12)
 }
 
 /// The slots of a node at `level` starting at `node_first` that `extent` touches, with each
@@ -432,9 +430,10 @@ unsafe fn fill(
     for (i, first, whole) in touched(level, node_first, e) {
         let slot = &(*node).slots[i];
         if whole {
-            let addr = e.base + (((first - e.first_pfn) as usize) << 12);
+            // The leaf holds base - (first_pfn << 12), wrapping: a translation is one add.
+            let delta = e.base.wrapping_sub((e.first_pfn as usize) << 12);
             (*node).extents[i].store(e as *const Extent as *mut Extent, Ordering::Relaxed);
-            slot.store(addr | LEAF, Ordering::Release);
+            slot.store(delta | LEAF, Ordering::Release);
             continue;
         }
         let mut child = slot.load(Ordering::Relaxed) as *mut Node;
@@ -523,17 +522,17 @@ mod tests {
         let e = ext(512, 512 + 1023, 0x10_0000_0000);
         t.insert(&e).unwrap();
         unsafe {
-            assert_eq!(t.translate(512), 0x10_0000_0000);
-            assert_eq!(t.translate(513), 0x10_0000_1000);
-            assert_eq!(t.translate(1535), 0x10_0000_0000 + 1023 * 4096);
-            assert_eq!(t.translate(511), 0);
-            assert_eq!(t.translate(1536), 0);
-            assert_eq!(t.translate(1 << 40), 0);
+            assert_eq!(t.translate(512), Some(0x10_0000_0000));
+            assert_eq!(t.translate(513), Some(0x10_0000_1000));
+            assert_eq!(t.translate(1535), Some(0x10_0000_0000 + 1023 * 4096));
+            assert_eq!(t.translate(511), None);
+            assert_eq!(t.translate(1536), None);
+            assert_eq!(t.translate(1 << 40), None);
             let h = t.translate_len(1000).unwrap();
             assert_eq!(h.len, (1535 - 1000 + 1) * 4096);
         }
         drop(t.remove(&e));
-        unsafe { assert_eq!(t.translate(512), 0) };
+        unsafe { assert_eq!(t.translate(512), None) };
         assert_eq!(t.memory_bytes(), 0);
     }
 
@@ -548,12 +547,12 @@ mod tests {
         t.insert(&below).unwrap();
         t.insert(&above).unwrap();
         unsafe {
-            assert_eq!(t.translate((1 << 30) + 7), 0x4000_0000 + 7 * 4096);
-            assert_eq!(t.translate(9), 0x5000_0000 + 4 * 4096);
-            assert_eq!(t.translate((1 << 40) + 2), 0x6000_0000 + 2 * 4096);
-            assert_eq!(t.translate(4), 0);
-            assert_eq!(t.translate((1 << 40) + 3), 0);
-            assert_eq!(t.translate((1 << 30) + 512), 0);
+            assert_eq!(t.translate((1 << 30) + 7), Some(0x4000_0000 + 7 * 4096));
+            assert_eq!(t.translate(9), Some(0x5000_0000 + 4 * 4096));
+            assert_eq!(t.translate((1 << 40) + 2), Some(0x6000_0000 + 2 * 4096));
+            assert_eq!(t.translate(4), None);
+            assert_eq!(t.translate((1 << 40) + 3), None);
+            assert_eq!(t.translate((1 << 30) + 512), None);
         }
         let _gone = (t.remove(&mid), t.remove(&below), t.remove(&above));
         assert_eq!(t.root_word(), 0);
@@ -570,13 +569,16 @@ mod tests {
         }
         unsafe {
             for p in [3u64, 4, 511, 512, 700] {
-                assert_eq!(t.translate(p), 0x1000_0000 + ((p - 3) as usize) * 4096);
+                assert_eq!(
+                    t.translate(p),
+                    Some(0x1000_0000 + ((p - 3) as usize) * 4096)
+                );
             }
-            assert_eq!(t.translate(701), 0x2000_0000);
-            assert_eq!(t.translate(702), 0);
-            assert_eq!(t.translate(2), 0);
-            assert_eq!(t.translate((1 << 52) - 1), 0x3000_0000 + 4 * 4096);
-            assert_eq!(t.translate((1 << 52) - 6), 0);
+            assert_eq!(t.translate(701), Some(0x2000_0000));
+            assert_eq!(t.translate(702), None);
+            assert_eq!(t.translate(2), None);
+            assert_eq!(t.translate((1 << 52) - 1), Some(0x3000_0000 + 4 * 4096));
+            assert_eq!(t.translate((1 << 52) - 6), None);
         }
         let mut gone = Vec::new();
         for e in [&c, &a, &b] {

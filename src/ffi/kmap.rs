@@ -20,15 +20,31 @@ use crate::space;
 /// Cost: O(1) whatever the number of ranges; no lock and no shared write.
 #[no_mangle]
 pub extern "C" fn kmap_atomic_pfn_t(pfn: pfn_t) -> *mut c_void {
+    // The fast path cannot panic (no allocation, no lock, no fallible arithmetic), so it runs
+    // outside the panic boundary, which would otherwise cost a stack frame on every call.
+    match space::kmap_fast(pfn.into()) {
+        Some(addr) => addr as *mut c_void,
+        None => kmap_slow(pfn),
+    }
+}
+
+/// Everything else: the thread's first kmap, deep nesting, and every error.
+#[inline(never)]
+fn kmap_slow(pfn: pfn_t) -> *mut c_void {
     ffi_boundary!(ptr::null_mut(), {
         match space::kmap(pfn.into()) {
             Ok(addr) => addr as *mut c_void,
-            Err(e) => {
-                set_errno(e.errno());
-                ptr::null_mut()
-            }
+            Err(e) => fail(e),
         }
     })
+}
+
+/// The error return, out of line so that the success path needs no stack frame.
+#[cold]
+#[inline(never)]
+fn fail(e: crate::Error) -> *mut c_void {
+    set_errno(e.errno());
+    ptr::null_mut()
 }
 
 /// As kmap_atomic_pfn_t, and writes to `*len` (when the call succeeds and `len` is not NULL)
@@ -49,10 +65,7 @@ pub unsafe extern "C" fn kmap_atomic_pfn_t_len(pfn: pfn_t, len: *mut u64) -> *mu
                 }
                 addr as *mut c_void
             }
-            Err(e) => {
-                set_errno(e.errno());
-                ptr::null_mut()
-            }
+            Err(e) => fail(e),
         }
     })
 }

@@ -10,6 +10,11 @@ have c++ || need+=(g++)
 have make || need+=(make)
 have git || need+=(git)
 have pkg-config || need+=(pkg-config)
+have valgrind || need+=(valgrind)
+# The benchmark's peers, so that `make test` checks every contender returns correct addresses.
+pkg() { have pkg-config && pkg-config --exists "$1"; }
+pkg liburcu-memb || need+=(liburcu-dev)
+pkg libpmemobj || need+=(libpmemobj-dev)
 
 if ((${#need[@]})); then
     echo "install-deps: installing ${need[*]}"

@@ -98,7 +98,35 @@ bench: lib $(BENCH_OUT)/bench
 bench-check: lib $(BENCH_OUT)/bench
 	./$(BENCH_OUT)/bench --verify
 
-test: deps lint cargo-test header-check c-test bench-check
+# ---- tools that find what tests miss
+CXX ?= c++
+CXX_TESTS := api_encoding int_section
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+VALGRIND := valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect -q
+
+$(OUT)/cxx/%: c-tests/%.c c-tests/check.h include/pfn.h $(STATIC)
+	@mkdir -p $(@D)
+	$(CXX) -x c++ -std=c++17 -Wall -Wextra -Wpedantic -Werror -Wno-missing-field-initializers $(CFLAGS) -Iinclude -o $@ $< -x none $(STATIC) $(STATIC_LIBS)
+
+$(OUT)/asan/%: c-tests/%.c c-tests/check.h include/pfn.h $(STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) -O1 -g $(SAN_FLAGS) -Iinclude -o $@ $< $(STATIC) $(STATIC_LIBS)
+
+.PHONY: check-cxx check-sanitizers check-valgrind
+# The header compiles as C++ and the tests pass when built so.
+check-cxx: lib $(addprefix $(OUT)/cxx/,$(CXX_TESTS))
+	@for t in $(addprefix $(OUT)/cxx/,$(CXX_TESTS)); do echo "== $$t"; ./$$t || exit 1; done
+
+# Every C test under AddressSanitizer + UndefinedBehaviorSanitizer, then under valgrind memcheck.
+check-sanitizers: lib $(addprefix $(OUT)/asan/,$(C_TESTS)) check-valgrind
+	@for t in $(addprefix $(OUT)/asan/,$(C_TESTS)); do echo "== $$t (asan+ubsan)"; \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 ./$$t || exit 1; done
+
+check-valgrind: lib $(C_SHARED)
+	@for t in $(C_SHARED); do echo "== $$t (valgrind)"; \
+		PFN_TEST_QUICK=1 $(VALGRIND) ./$$t || exit 1; done
+
+test: deps lint cargo-test header-check c-test check-cxx check-sanitizers bench-check
 
 clean:
 	$(CARGO) clean

@@ -1,5 +1,7 @@
 /* The pfn_t encoding: every flag, every helper, boundary values, and the version. */
+#ifndef _GNU_SOURCE /* g++ defines it */
 #define _GNU_SOURCE
+#endif
 #include <unistd.h>
 #include "pfn.h"
 #include "check.h"

@@ -1,8 +1,9 @@
 /* Read sections: the header-inline translation, the exported one and kmap agree on every
  * frame; a section holds off unregister like a kmap does. */
+#ifndef _GNU_SOURCE /* g++ defines it */
 #define _GNU_SOURCE
+#endif
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <unistd.h>
 #include "pfn.h"
@@ -25,7 +26,7 @@ int main(void)
     unlink(path);
     pfn_pmem *m = pfn_pmem_map(path, 1024 * PAGE, PFN_PMEM_CREATE);
     REQUIRE(m != NULL);
-    char *base = pfn_pmem_addr(m);
+    char *base = (char *)pfn_pmem_addr(m);
     pfn_device *dev = pfn_device_new("section");
     REQUIRE(dev != NULL);
 

@@ -62,6 +62,20 @@ static void range_errors(pfn_device *dev, char *base)
     CHECK_NULL_ERRNO(kmap_atomic_pfn_t(phys_to_pfn_t(PHYS, PFN_SG_CHAIN)), EINVAL);
     CHECK_NULL_ERRNO(kmap_atomic_pfn_t_len(phys_to_pfn_t(PHYS, PFN_SG_CHAIN), NULL), EINVAL);
     CHECK_NULL_ERRNO(kmap_atomic_pfn_t(pfn_to_pfn_t((1ull << 52) - 1)), ENXIO);
+    /* Every flag but SG_CHAIN translates; beyond-52-bit values can only carry flags. */
+    const uint64_t flags[] = {PFN_SG_LAST, PFN_DEV, PFN_MAP, PFN_SPECIAL, PFN_FLAGS_MASK & ~PFN_SG_CHAIN};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        pfn_t p = {((PHYS >> 12) + 2) | flags[i]};
+        void *a = kmap_atomic_pfn_t(p);
+        CHECK(a == base + 2 * PAGE);
+        kunmap_atomic_pfn_t(a);
+    }
+    pfn_t beyond = {(PHYS >> 12) | PFN_FLAGS_MASK};
+    CHECK_NULL_ERRNO(kmap_atomic_pfn_t(beyond), EINVAL);
+    /* Registering the same physical range twice through one device, and reversed overflowing
+     * ends: refused without changing anything. */
+    pfn_resource top_wrap = {0xFFFFFFFFFFFFF000ull, 0x0FFFull, NULL};
+    CHECK_EQ(devm_register_kmap_pfn_range(dev, &top_wrap, base), -EINVAL);
 
     /* -EDEADLK: unregister or device free while this thread holds a kmap; nothing removed. */
     void *held = kmap_atomic_pfn_t(phys_to_pfn_t(PHYS, 0));
@@ -115,6 +129,13 @@ static void pmem_errors(void)
     close(fd);
     CHECK_NULL_ERRNO(pfn_pmem_map(path, 0, 0), EINVAL);
     CHECK_NULL_ERRNO(pfn_pmem_map(path, 4 * PAGE, 0), EINVAL);
+    /* A zero-length file: nothing to map at size 0. */
+    REQUIRE(truncate(path, 0) == 0);
+    CHECK_NULL_ERRNO(pfn_pmem_map(path, 0, 0), EINVAL);
+    CHECK_NULL_ERRNO(pfn_pmem_map(path, 0, PFN_PMEM_CREATE), EINVAL);
+    /* A path that is not a file at all, and one whose directory does not exist. */
+    CHECK_NULL_ERRNO(pfn_pmem_map("/dev/null", 0, 0), EINVAL);
+    CHECK_NULL_ERRNO(pfn_pmem_map("/nonexistent-dir/x.pmem", PAGE, PFN_PMEM_CREATE), ENOENT);
 
     pfn_pmem *m = pfn_pmem_map(path, 4 * PAGE, PFN_PMEM_CREATE);
     REQUIRE(m != NULL);
@@ -129,6 +150,8 @@ static void pmem_errors(void)
     CHECK_EQ(pfn_pmem_persist(m, NULL, 1), -EINVAL);
     CHECK_EQ(pfn_pmem_persist(NULL, a, 1), -EINVAL);
     CHECK_NULL_ERRNO(pfn_pmem_addr(NULL), EINVAL);
+    CHECK_NULL_ERRNO(pfn_pmem_addr((pfn_pmem *)&m), EINVAL);
+    CHECK_EQ(pfn_pmem_unmap((pfn_pmem *)&m), -EINVAL);
     errno = 0;
     CHECK_EQ(pfn_pmem_size(NULL), 0);
     CHECK_EQ(errno, EINVAL);

@@ -291,11 +291,20 @@ void *pfn_pmem_addr(const struct pfn_pmem *m);
 uint64_t pfn_pmem_size(const struct pfn_pmem *m);
 
 /**
+ * Bytes of the mapping that the file still backs: pfn_pmem_size unless someone truncated
+ * the file since it was mapped (then touching the bytes past this raises SIGBUS). Returns it,
+ * or 0 with errno EINVAL when `m` is not a live mapping, or another fstat(2) errno.
+ */
+uint64_t pfn_pmem_backed_size(const struct pfn_pmem *m);
+
+/**
  * Makes the bytes `addr .. addr + len` of mapping `m` durable (msync; see README on DAX).
  * Any thread may persist, also while others write elsewhere in the mapping.
  *
  * Returns 0; -EINVAL when `m` is not a live mapping, `addr` is NULL or any byte lies outside
- * the mapping; or the negative errno of msync(2) (e.g. -EIO).
+ * the mapping; -EFAULT when the file no longer covers those bytes (another process truncated
+ * it: touching them would raise SIGBUS, see pfn_pmem_backed_size); or the negative errno of
+ * msync(2) (e.g. -EIO).
  */
 int pfn_pmem_persist(const struct pfn_pmem *m, const void *addr, size_t len);
 

@@ -5,6 +5,7 @@
 
 pub mod encoding;
 pub mod error;
+mod fork;
 pub mod pmem;
 mod rcu;
 pub mod space;

@@ -24,7 +24,7 @@ pub struct MapOptions {
 #[derive(Debug)]
 pub struct PmemFile {
     map: MmapRaw,
-    _file: File,
+    file: File,
 }
 
 impl PmemFile {
@@ -66,7 +66,7 @@ impl PmemFile {
             }
         }
         let map = MmapOptions::new().len(size as usize).map_raw(&file)?;
-        Ok(PmemFile { map, _file: file })
+        Ok(PmemFile { map, file })
     }
 
     /// Address of the first mapped byte (page-aligned).
@@ -83,17 +83,30 @@ impl PmemFile {
     }
 
     /// Makes `addr..addr + len` durable. Errors: `Invalid` when any of it lies outside the
-    /// mapping; `Os(errno)` when msync fails.
+    /// mapping; `Os(EFAULT)` when the file no longer covers it (someone truncated the file:
+    /// those bytes have no backing and touching them raises SIGBUS); `Os(errno)` when msync
+    /// fails.
     pub fn persist(&self, addr: usize, len: usize) -> Result<()> {
         let start = self.addr();
         let offset = addr.checked_sub(start).ok_or(Error::Invalid)?;
-        if offset.checked_add(len).is_none_or(|end| end > self.len()) {
+        let end = offset.checked_add(len).ok_or(Error::Invalid)?;
+        if end > self.len() {
             return Err(Error::Invalid);
         }
         if len == 0 {
             return Ok(());
         }
+        if self.file.metadata()?.len() < end as u64 {
+            return Err(Error::Os(libc::EFAULT));
+        }
         self.map.flush_range(offset, len).map_err(Error::from)
+    }
+
+    /// Bytes the file still has of the mapping: less than [`PmemFile::len`] after someone
+    /// truncated it.
+    pub fn backed_len(&self) -> Result<usize> {
+        let size = self.file.metadata()?.len();
+        Ok(size.min(self.len() as u64) as usize)
     }
 
     /// Unmaps the file. Errors: `Busy` (and the mapping stays) while a registered range uses

@@ -147,6 +147,7 @@ pub fn current_or_register() -> Option<&'static Reader> {
 #[cold]
 fn register() -> Option<&'static Reader> {
     let setup = setup()?;
+    crate::fork::install();
     let record = claim_free_record().or_else(new_record)?;
     tls::set(record as *const Reader as usize);
     // SAFETY: the key was created in `setup`; the value is this thread's record.
@@ -284,6 +285,41 @@ impl Reader {
 #[inline(never)]
 fn grow(held: &mut Vec<usize>) -> bool {
     held.try_reserve(held.capacity().max(1)).is_ok()
+}
+
+/// In a child process after fork(): only the forking thread exists there, so every other
+/// thread's record is released; the forking thread keeps its holds. Runs before any other
+/// thread can exist in the child, so it may touch every record's owner-only state.
+pub(crate) fn after_fork_in_child() {
+    // The child has its own address space: register it for membarrier as well (if this
+    // fails, heavy_barrier falls back to fences).
+    if !READER_FENCE.load(Ordering::Relaxed) {
+        // SAFETY: plain syscall.
+        unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                0,
+                0,
+            )
+        };
+    }
+    let mine = tls::get() as *const Reader;
+    let mut p = READERS.load(Ordering::Acquire);
+    // SAFETY: records are never freed; the child is single-threaded here.
+    while let Some(r) = unsafe { p.as_ref() } {
+        if !ptr::eq(r, mine) && r.in_use.load(Ordering::Relaxed) {
+            // SAFETY: its owner does not exist in this process.
+            let held = unsafe { &mut *r.held.get() };
+            if !held.is_empty() {
+                held.clear();
+            }
+            let seq = r.seq.load(Ordering::Relaxed);
+            r.seq.store(seq + (seq & 1), Ordering::Release);
+            r.in_use.store(false, Ordering::Release);
+        }
+        p = r.next as *mut Reader;
+    }
 }
 
 /// True when the calling thread holds a kmap (so waiting for readers would wait for itself).

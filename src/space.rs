@@ -24,7 +24,7 @@ struct Range {
     name: Option<String>,
 }
 
-struct State {
+pub(crate) struct State {
     /// By first pfn.
     ranges: BTreeMap<u64, Range>,
     /// (base, first pfn) -> bytes of virtual memory the range uses.
@@ -62,6 +62,11 @@ impl State {
     }
 }
 
+/// Holds registration off across fork(); see `fork`.
+pub(crate) fn lock_for_fork() -> MutexGuard<'static, State> {
+    state()
+}
+
 fn state() -> MutexGuard<'static, State> {
     // Every writer leaves the state consistent before anything that could panic.
     STATE
@@ -78,6 +83,7 @@ pub struct Device {
 
 impl Device {
     pub fn new(name: &str) -> Device {
+        crate::fork::install();
         Device {
             id: NEXT_DEVICE.fetch_add(1, Ordering::Relaxed),
             name: name.to_owned(),

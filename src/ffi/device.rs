@@ -36,6 +36,7 @@ pub(crate) static DEVICES: Handles<Device> = Handles::new();
 #[no_mangle]
 pub unsafe extern "C" fn pfn_device_new(name: *const c_char) -> *mut pfn_device {
     ffi_boundary!(ptr::null_mut(), {
+        super::fork_safe();
         let name = opt_string(name).unwrap_or_default();
         DEVICES.add(Device::new(&name)) as *mut pfn_device
     })

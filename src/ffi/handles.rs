@@ -6,8 +6,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub type Table<T> = BTreeMap<usize, Arc<T>>;
+
 pub struct Handles<T> {
-    live: Mutex<BTreeMap<usize, Arc<T>>>,
+    live: Mutex<Table<T>>,
 }
 
 impl<T> Handles<T> {
@@ -17,7 +19,7 @@ impl<T> Handles<T> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<usize, Arc<T>>> {
+    fn lock(&self) -> MutexGuard<'_, Table<T>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -37,5 +39,17 @@ impl<T> Handles<T> {
     /// Ends a live handle; the object is dropped when the last user lets go of it.
     pub fn remove(&self, key: usize) -> Option<Arc<T>> {
         self.lock().remove(&key)
+    }
+
+    /// Makes a removed handle live again, at the same address.
+    pub fn restore(&self, value: Arc<T>) {
+        let key = Arc::as_ptr(&value) as usize;
+        self.lock().insert(key, value);
+    }
+
+    /// Holds the table across fork() so that the child does not inherit it locked by a thread
+    /// that does not exist there. No thread ever holds this lock while taking another.
+    pub fn lock_for_fork(&'static self) -> MutexGuard<'static, Table<T>> {
+        self.lock()
     }
 }

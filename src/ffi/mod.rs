@@ -26,6 +26,36 @@ macro_rules! ffi_boundary {
 }
 pub(crate) use ffi_boundary;
 
+/// Keeps the handle tables usable in a child after fork(): they are held across the fork, so
+/// no other thread can leave one locked there. Installed once, with the first handle.
+pub(crate) fn fork_safe() {
+    use std::cell::RefCell;
+    use std::sync::OnceLock;
+
+    type Guards = (
+        Option<std::sync::MutexGuard<'static, handles::Table<crate::space::Device>>>,
+        Option<std::sync::MutexGuard<'static, handles::Table<crate::pmem::PmemFile>>>,
+    );
+    thread_local! {
+        static HELD: RefCell<Guards> = const { RefCell::new((None, None)) };
+    }
+    extern "C" fn prepare() {
+        let guards = (
+            Some(device::DEVICES.lock_for_fork()),
+            Some(pmem::MAPS.lock_for_fork()),
+        );
+        HELD.with(|h| *h.borrow_mut() = guards);
+    }
+    extern "C" fn release() {
+        HELD.with(|h| *h.borrow_mut() = (None, None));
+    }
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        // SAFETY: plain functions with the required signature.
+        unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
+    });
+}
+
 pub(crate) fn set_errno(e: c_int) {
     // SAFETY: __errno_location returns this thread's errno slot.
     unsafe { *libc::__errno_location() = e };

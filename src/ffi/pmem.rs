@@ -19,7 +19,7 @@ pub struct pfn_pmem {
 /// pfn_pmem_map flag: create the file if missing, and extend it to `size` if shorter.
 pub const PFN_PMEM_CREATE: u32 = 1;
 
-static MAPS: Handles<PmemFile> = Handles::new();
+pub(crate) static MAPS: Handles<PmemFile> = Handles::new();
 
 /// Maps `size` bytes of the file at `path` shared, read-write (size 0: the whole existing
 /// file). With PFN_PMEM_CREATE the file is created (mode 0644) or extended, and its blocks are
@@ -44,6 +44,7 @@ pub unsafe extern "C" fn pfn_pmem_map(path: *const c_char, size: u64, flags: u32
         let opts = MapOptions {
             create: flags & PFN_PMEM_CREATE != 0,
         };
+        super::fork_safe();
         match PmemFile::map(path, size, opts) {
             Ok(map) => MAPS.add(map) as *mut pfn_pmem,
             Err(e) => {
@@ -83,11 +84,33 @@ pub extern "C" fn pfn_pmem_size(m: *const pfn_pmem) -> u64 {
     })
 }
 
+/// Bytes of the mapping that the file still backs: pfn_pmem_size unless someone truncated
+/// the file since it was mapped (then touching the bytes past this raises SIGBUS). Returns it,
+/// or 0 with errno EINVAL when `m` is not a live mapping, or another fstat(2) errno.
+#[no_mangle]
+pub extern "C" fn pfn_pmem_backed_size(m: *const pfn_pmem) -> u64 {
+    ffi_boundary!(0, {
+        match MAPS.get(m as usize).map(|map| map.backed_len()) {
+            Some(Ok(n)) => n as u64,
+            Some(Err(e)) => {
+                set_errno(e.errno());
+                0
+            }
+            None => {
+                set_errno(libc::EINVAL);
+                0
+            }
+        }
+    })
+}
+
 /// Makes the bytes `addr .. addr + len` of mapping `m` durable (msync; see README on DAX).
 /// Any thread may persist, also while others write elsewhere in the mapping.
 ///
 /// Returns 0; -EINVAL when `m` is not a live mapping, `addr` is NULL or any byte lies outside
-/// the mapping; or the negative errno of msync(2) (e.g. -EIO).
+/// the mapping; -EFAULT when the file no longer covers those bytes (another process truncated
+/// it: touching them would raise SIGBUS, see pfn_pmem_backed_size); or the negative errno of
+/// msync(2) (e.g. -EIO).
 #[no_mangle]
 pub extern "C" fn pfn_pmem_persist(m: *const pfn_pmem, addr: *const c_void, len: usize) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
@@ -109,17 +132,22 @@ pub extern "C" fn pfn_pmem_unmap(m: *mut pfn_pmem) -> c_int {
         if m.is_null() {
             return 0;
         }
-        let Some(map) = MAPS.get(m as usize) else {
+        // Take the handle out first (so no new user finds it), then check under the
+        // registration lock that no range uses the memory; if one does, put the handle back.
+        // The memory is unmapped when the last concurrent user lets go.
+        let Some(map) = MAPS.remove(m as usize) else {
             return -libc::EINVAL;
         };
         let (addr, len) = (map.addr(), map.len());
-        drop(map);
-        // Removing the handle while registration is held off makes the check and the unmap
-        // one step. The memory is unmapped when the last concurrent user lets go.
-        match space::without_ranges_in(addr, len, || MAPS.remove(m as usize)) {
-            Ok(Some(_)) => 0,
-            Ok(None) => -libc::EINVAL,
-            Err(e) => -e.errno(),
+        let mut kept = Some(map);
+        match space::without_ranges_in(addr, len, || drop(kept.take())) {
+            Ok(()) => 0,
+            Err(e) => {
+                if let Some(map) = kept.take() {
+                    MAPS.restore(map);
+                }
+                -e.errno()
+            }
         }
     })
 }

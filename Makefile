@@ -19,7 +19,8 @@ C_TESTS  := $(basename $(notdir $(wildcard c-tests/*.c)))
 C_SHARED := $(addprefix $(OUT)/shared/,$(C_TESTS))
 C_STATIC := $(addprefix $(OUT)/static/,$(C_TESTS))
 
-.PHONY: all deps lib demo test cargo-test lint header-check c-test clean
+.PHONY: all deps lib demo test cargo-test lint header-check c-test clean install uninstall \
+        check-install check-examples check-python
 
 all: lib
 
@@ -68,6 +69,44 @@ c-test: lib $(C_SHARED) $(C_STATIC)
 	total=$$(( $(words $(C_SHARED)) + $(words $(C_STATIC)) )); \
 	echo "c-tests: $$((total-failed)) passed, $$failed failed"; \
 	test $$failed = 0
+
+# ---- install (PREFIX and DESTDIR as usual)
+PREFIX  ?= /usr/local
+DESTDIR ?=
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+LIBDEST := $(DESTDIR)$(PREFIX)/lib
+
+install: lib
+	install -d $(LIBDEST)/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 0755 $(SHARED) $(LIBDEST)/libpfn.so.$(VERSION)
+	ln -sf libpfn.so.$(VERSION) $(LIBDEST)/libpfn.so.$(MAJOR)
+	ln -sf libpfn.so.$(MAJOR) $(LIBDEST)/libpfn.so
+	install -m 0644 $(STATIC) $(LIBDEST)/libpfn.a
+	install -m 0644 include/pfn.h $(DESTDIR)$(PREFIX)/include/pfn.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@STATIC_LIBS@|$(STATIC_LIBS)|' \
+		pfn.pc.in > $(LIBDEST)/pkgconfig/pfn.pc
+
+uninstall:
+	rm -f $(LIBDEST)/libpfn.so.$(VERSION) $(LIBDEST)/libpfn.so.$(MAJOR) $(LIBDEST)/libpfn.so \
+		$(LIBDEST)/libpfn.a $(LIBDEST)/pkgconfig/pfn.pc $(DESTDIR)$(PREFIX)/include/pfn.h
+
+check-install:
+	bash scripts/check-install.sh
+
+# ---- examples and Python
+$(OUT)/plog: examples/plog.c include/pfn.h $(STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) -Iinclude -o $@ $< $(STATIC) $(STATIC_LIBS)
+
+check-examples: lib $(OUT)/plog
+	bash examples/plog_test.sh $(OUT)/plog
+
+check-python: lib
+	PYTHONPATH=python PFN_LIBRARY=$(SHARED) python3 -m pytest -q python/tests
+	f=$${PFN_TEST_DIR:-/dev/shm}/libpfn-kv-$$$$.pmem; \
+	PYTHONPATH=python PFN_LIBRARY=$(SHARED) python3 python/examples/kv_pages.py $$f && \
+	PYTHONPATH=python PFN_LIBRARY=$(SHARED) python3 python/examples/kv_pages.py $$f | grep -q "run number 2"; \
+	rc=$$?; rm -f $$f; exit $$rc
 
 # ---- benchmarks (not part of `make test`; `make bench-check` is)
 BENCH_OUT  := $(OUT)/bench
@@ -126,7 +165,7 @@ check-valgrind: lib $(C_SHARED)
 	@for t in $(C_SHARED); do echo "== $$t (valgrind)"; \
 		PFN_TEST_QUICK=1 $(VALGRIND) ./$$t || exit 1; done
 
-test: deps lint cargo-test header-check c-test check-cxx check-sanitizers bench-check
+test: deps lint cargo-test header-check c-test check-cxx check-sanitizers check-examples check-python check-install bench-check
 
 clean:
 	$(CARGO) clean

@@ -24,6 +24,11 @@ if ((${#need[@]})); then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+if ! python3 -c 'import pytest' 2>/dev/null; then
+    echo "install-deps: installing pytest"
+    python3 -m pip install -q pytest
+fi
+
 if ! have cargo; then
     echo "install-deps: cargo is missing; install a Rust toolchain (rustup) first" >&2
     exit 1

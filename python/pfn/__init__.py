@@ -1,0 +1,231 @@
+"""libpfn from Python: pfn_t handles into a library-owned physical space, O(1) kmaps.
+
+    import pfn
+    with pfn.PmemFile("/dev/shm/pool", 1 << 20, create=True) as m, pfn.Device("pmem0") as dev:
+        dev.register(1 << 40, m.size, m.addr)
+        h = pfn.Pfn.from_phys((1 << 40) + 5 * pfn.PAGE_SIZE, pfn.DEV)
+        with pfn.kmap(h) as page:          # a writable memoryview of the page
+            page[:5] = b"hello"
+        m.persist()
+
+Errors are OSError with the errno of the C call. A kmap's memoryview is released when its
+`with` block ends; do not keep it (or slices of it) beyond that.
+"""
+
+import contextlib
+import ctypes
+import errno as _errno
+import os
+
+from ._lib import load as _load, pfn_resource as _resource, pfn_t as _pfn_t, c_u64 as _u64
+
+__all__ = [
+    "PAGE_SHIFT", "PAGE_SIZE", "FLAGS_MASK", "SG_CHAIN", "SG_LAST", "DEV", "MAP", "SPECIAL",
+    "Pfn", "Device", "PmemFile", "kmap", "read_section", "version", "library",
+]
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+FLAGS_MASK = 0xFFF0000000000000
+SG_CHAIN = 1 << 63
+SG_LAST = 1 << 62
+DEV = 1 << 61
+MAP = 1 << 60
+SPECIAL = 1 << 59
+
+_lib = None
+
+
+def library(path=None):
+    """The loaded C library (loaded on first use; `path` picks a file the first time)."""
+    global _lib
+    if _lib is None:
+        _lib = _load(path)
+    return _lib
+
+
+def _raise(err, what):
+    raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _check(rc, what):
+    if rc < 0:
+        _raise(-rc, what)
+    return rc
+
+
+def _null_check(ptr, what):
+    if not ptr:
+        _raise(ctypes.get_errno() or _errno.EIO, what)
+    return ptr
+
+
+def version():
+    return library().pfn_version().decode()
+
+
+class Pfn:
+    """A pfn_t value: page-frame number in bits 0..51, flags in bits 52..63."""
+
+    __slots__ = ("val",)
+
+    def __init__(self, val):
+        if not 0 <= val < 1 << 64:
+            raise ValueError("a pfn_t is an unsigned 64-bit value")
+        self.val = val
+
+    @classmethod
+    def from_pfn(cls, pfn, flags=0):
+        # getattr: a double-underscore name written in a class body would be mangled
+        make = getattr(library(), "__pfn_to_pfn_t")
+        return cls(make(pfn & (2**64 - 1), flags & (2**64 - 1)).val)
+
+    @classmethod
+    def from_phys(cls, phys, flags=0):
+        return cls(library().phys_to_pfn_t(phys, flags).val)
+
+    def _c(self):
+        return _pfn_t(self.val)
+
+    @property
+    def pfn(self):
+        return library().pfn_t_to_pfn(self._c())
+
+    @property
+    def phys(self):
+        return library().pfn_t_to_phys(self._c())
+
+    @property
+    def flags(self):
+        return self.val & FLAGS_MASK
+
+    @property
+    def has_page(self):
+        return library().pfn_t_has_page(self._c())
+
+    @property
+    def devmap(self):
+        return library().pfn_t_devmap(self._c())
+
+    @property
+    def special(self):
+        return library().pfn_t_special(self._c())
+
+    def __eq__(self, other):
+        return isinstance(other, Pfn) and other.val == self.val
+
+    def __hash__(self):
+        return hash(self.val)
+
+    def __repr__(self):
+        return f"Pfn(pfn={self.pfn:#x}, flags={self.flags:#x})"
+
+
+class Device:
+    """An owner of ranges. Closing it unregisters them all, waiting for kmaps in flight."""
+
+    def __init__(self, name=None):
+        lib = library()
+        self._ptr = _null_check(
+            lib.pfn_device_new(name.encode() if name is not None else None), "pfn_device_new")
+
+    def register(self, start, size, base, name=None):
+        """Registers physical bytes start .. start + size - 1 as mapped at address `base`."""
+        res = _resource(start, start + size - 1, name.encode() if name else None)
+        _check(library().devm_register_kmap_pfn_range(self._live(), ctypes.byref(res), base),
+               "register")
+
+    def unregister(self, start):
+        _check(library().pfn_unregister_range(self._live(), start), "unregister")
+
+    def close(self):
+        if self._ptr:
+            _check(library().pfn_device_free(self._ptr), "pfn_device_free")
+            self._ptr = None
+
+    def _live(self):
+        if not self._ptr:
+            raise ValueError("device is closed")
+        return self._ptr
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class PmemFile:
+    """A file mapped shared, read-write (size 0: the whole existing file)."""
+
+    def __init__(self, path, size=0, create=False):
+        lib = library()
+        self._ptr = _null_check(
+            lib.pfn_pmem_map(os.fsencode(path), size, 1 if create else 0), f"map {path}")
+        self.addr = lib.pfn_pmem_addr(self._ptr)
+        self.size = lib.pfn_pmem_size(self._ptr)
+
+    @property
+    def backed_size(self):
+        """Bytes the file still backs (less than size after someone truncated it)."""
+        return library().pfn_pmem_backed_size(self._live())
+
+    def persist(self, offset=0, length=None):
+        """Makes bytes offset .. offset + length of the mapping durable (default: all)."""
+        if length is None:
+            length = self.size - offset
+        if offset < 0 or length < 0:
+            _raise(_errno.EINVAL, "persist")
+        _check(library().pfn_pmem_persist(self._live(), self.addr + offset, length), "persist")
+
+    def close(self):
+        if self._ptr:
+            _check(library().pfn_pmem_unmap(self._ptr), "pfn_pmem_unmap")
+            self._ptr = None
+
+    def _live(self):
+        if not self._ptr:
+            raise ValueError("mapping is closed")
+        return self._ptr
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@contextlib.contextmanager
+def kmap(p, length=PAGE_SIZE):
+    """Maps handle `p` (a Pfn or int) for this thread, yielding a writable memoryview of
+    `length` bytes from the frame's start (at most to the range's end). The view is released
+    and the kmap ended when the block exits."""
+    lib = library()
+    val = p.val if isinstance(p, Pfn) else p
+    avail = _u64(0)
+    addr = _null_check(lib.kmap_atomic_pfn_t_len(_pfn_t(val), ctypes.byref(avail)), "kmap")
+    try:
+        if length > avail.value:
+            _raise(_errno.EINVAL, f"kmap: {length} bytes asked, {avail.value} contiguous")
+        view = memoryview((ctypes.c_char * length).from_address(addr)).cast("B")
+        try:
+            yield view
+        finally:
+            view.release()
+    finally:
+        lib.kunmap_atomic_pfn_t(addr)
+
+
+@contextlib.contextmanager
+def read_section():
+    """A read section: yields translate(p) -> address (int) valid until the block exits."""
+    lib = library()
+    section = lib.pfn_read_lock()
+    try:
+        def translate(p):
+            val = p.val if isinstance(p, Pfn) else p
+            return _null_check(lib.pfn_section_translate(ctypes.byref(section), _pfn_t(val)),
+                               "translate")
+        yield translate
+    finally:
+        lib.pfn_read_unlock()

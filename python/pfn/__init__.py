@@ -121,8 +121,33 @@ class Pfn:
         return f"Pfn(pfn={self.pfn:#x}, flags={self.flags:#x})"
 
 
-class Device:
+class _Handle:
+    """A C handle ended by the function named `_free` when closed (or when the `with` ends)."""
+
+    _free = ""
+    _ptr = None
+
+    def close(self):
+        if self._ptr:
+            _check(getattr(library(), self._free)(self._ptr), self._free)
+            self._ptr = None
+
+    def _live(self):
+        if not self._ptr:
+            raise ValueError(f"{type(self).__name__} is closed")
+        return self._ptr
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Device(_Handle):
     """An owner of ranges. Closing it unregisters them all, waiting for kmaps in flight."""
+
+    _free = "pfn_device_free"
 
     def __init__(self, name=None):
         lib = library()
@@ -138,25 +163,11 @@ class Device:
     def unregister(self, start):
         _check(library().pfn_unregister_range(self._live(), start), "unregister")
 
-    def close(self):
-        if self._ptr:
-            _check(library().pfn_device_free(self._ptr), "pfn_device_free")
-            self._ptr = None
 
-    def _live(self):
-        if not self._ptr:
-            raise ValueError("device is closed")
-        return self._ptr
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-class PmemFile:
+class PmemFile(_Handle):
     """A file mapped shared, read-write (size 0: the whole existing file)."""
+
+    _free = "pfn_pmem_unmap"
 
     def __init__(self, path, size=0, create=False):
         lib = library()
@@ -177,22 +188,6 @@ class PmemFile:
         if offset < 0 or length < 0:
             _raise(_errno.EINVAL, "persist")
         _check(library().pfn_pmem_persist(self._live(), self.addr + offset, length), "persist")
-
-    def close(self):
-        if self._ptr:
-            _check(library().pfn_pmem_unmap(self._ptr), "pfn_pmem_unmap")
-            self._ptr = None
-
-    def _live(self):
-        if not self._ptr:
-            raise ValueError("mapping is closed")
-        return self._ptr
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 @contextlib.contextmanager

@@ -98,7 +98,8 @@ typedef struct pfn_resource {
    */
   uint64_t end;
   /**
-   * A label for diagnostics; may be NULL; copied.
+   * A label for the caller's own use; may be NULL; the library reads nothing through it and
+   * keeps no pointer to it.
    */
   const char *name;
 } pfn_resource;
@@ -159,7 +160,7 @@ int pfn_device_free(struct pfn_device *dev);
  * Registers physical range `res` (owned by `dev`) as mapped at virtual address `base`: from
  * now on, kmap_atomic_pfn_t of any frame in it returns `base + (phys - res->start)`. The
  * memory at `base` must stay mapped until the range is unregistered (pfn_unregister_range or
- * pfn_device_free). `res` is copied.
+ * pfn_device_free). `*res` is copied; no pointer to it is kept.
  *
  * Returns 0, or:
  * -EINVAL: `dev` not a live device, `res` or `base` NULL, `res->start`, `res->end + 1` or
@@ -170,8 +171,8 @@ int pfn_device_free(struct pfn_device *dev);
  * Thread rules: any thread, also one that holds kmaps.
  *
  * # Safety
- * `res` is NULL or points to a pfn_resource whose `name` is NULL or a NUL-terminated string.
- * Handles are checked; other pointers cannot be.
+ * `res` is NULL or points to a readable pfn_resource. Handles are checked; other pointers
+ * cannot be.
  */
 int devm_register_kmap_pfn_range(struct pfn_device *dev,
                                  const struct pfn_resource *res,

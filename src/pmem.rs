@@ -47,7 +47,7 @@ impl PmemFile {
             .open(path)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
-            return Err(Error::Os(libc::EINVAL));
+            return Err(Error::Invalid);
         }
         let current = meta.len();
         let size = if size == 0 { current } else { size };

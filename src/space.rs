@@ -20,8 +20,6 @@ struct Range {
     /// Boxed: the table points at it until a grace period after removal.
     extent: Box<Extent>,
     device: u64,
-    #[allow(dead_code)]
-    name: Option<String>,
 }
 
 pub(crate) struct State {
@@ -99,7 +97,7 @@ impl Device {
     /// Errors: `Invalid` when `start`, `end + 1` or `base` is not page-aligned, `end < start`,
     /// `base` is 0, or the range would run past the end of the virtual address space; `Busy`
     /// when it overlaps a registered range; `OutOfMemory`.
-    pub fn register(&self, start: u64, end: u64, base: usize, name: Option<&str>) -> Result<()> {
+    pub fn register(&self, start: u64, end: u64, base: usize) -> Result<()> {
         let page_mask = PAGE_SIZE - 1;
         if start & page_mask != 0
             || end & page_mask != page_mask
@@ -133,7 +131,6 @@ impl Device {
             Range {
                 extent,
                 device: self.id,
-                name: name.map(str::to_owned),
             },
         );
         Ok(())
@@ -400,7 +397,7 @@ mod tests {
     fn register_translate_unregister() {
         let dev = Device::new("t1");
         let start = 100 * GIB;
-        dev.register(start, start + 8 * PAGE_SIZE - 1, 0x7000_0000_0000, None)
+        dev.register(start, start + 8 * PAGE_SIZE - 1, 0x7000_0000_0000)
             .unwrap();
         let p = Pfn::from_phys(start + 3 * PAGE_SIZE, 0);
         let addr = kmap(p).unwrap();
@@ -422,34 +419,31 @@ mod tests {
         let s = 200 * GIB;
         let b = 0x7100_0000_0000usize;
         assert_eq!(
-            dev.register(s + 1, s + PAGE_SIZE - 1, b, None),
+            dev.register(s + 1, s + PAGE_SIZE - 1, b),
             Err(Error::Invalid)
         );
-        assert_eq!(dev.register(s, s + PAGE_SIZE, b, None), Err(Error::Invalid));
-        assert_eq!(dev.register(s, s - 1, b, None), Err(Error::Invalid));
+        assert_eq!(dev.register(s, s + PAGE_SIZE, b), Err(Error::Invalid));
+        assert_eq!(dev.register(s, s - 1, b), Err(Error::Invalid));
         assert_eq!(
-            dev.register(s, s + PAGE_SIZE - 1, b + 1, None),
+            dev.register(s, s + PAGE_SIZE - 1, b + 1),
             Err(Error::Invalid)
         );
+        assert_eq!(dev.register(s, s + PAGE_SIZE - 1, 0), Err(Error::Invalid));
         assert_eq!(
-            dev.register(s, s + PAGE_SIZE - 1, 0, None),
+            dev.register(s, s + 2 * PAGE_SIZE - 1, usize::MAX - 4095),
             Err(Error::Invalid)
         );
-        assert_eq!(
-            dev.register(s, s + 2 * PAGE_SIZE - 1, usize::MAX - 4095, None),
-            Err(Error::Invalid)
-        );
-        dev.register(s, s + 4 * PAGE_SIZE - 1, b, None).unwrap();
+        dev.register(s, s + 4 * PAGE_SIZE - 1, b).unwrap();
         let other = Device::new("t2b");
         assert_eq!(
-            other.register(s + 3 * PAGE_SIZE, s + 9 * PAGE_SIZE - 1, b, None),
+            other.register(s + 3 * PAGE_SIZE, s + 9 * PAGE_SIZE - 1, b),
             Err(Error::Busy)
         );
         assert_eq!(other.unregister(s), Err(Error::NotFound));
         assert_eq!(dev.range_count(), 1);
         drop(dev);
         other
-            .register(s + 3 * PAGE_SIZE, s + 9 * PAGE_SIZE - 1, b, None)
+            .register(s + 3 * PAGE_SIZE, s + 9 * PAGE_SIZE - 1, b)
             .unwrap();
         assert_eq!(kmap(Pfn::from_phys(s, 0)), Err(Error::NotMapped));
         assert_eq!(
@@ -463,8 +457,7 @@ mod tests {
         let dev = Device::new("t3");
         let s = 300 * GIB;
         let b = 0x7200_0000_0000usize;
-        dev.register(s, s + 4 * PAGE_SIZE - 1, b + 8192, None)
-            .unwrap();
+        dev.register(s, s + 4 * PAGE_SIZE - 1, b + 8192).unwrap();
         assert_eq!(without_ranges_in(b, 16384, || 1), Err(Error::Busy));
         assert_eq!(without_ranges_in(b, 8192, || 1), Ok(1));
         assert_eq!(without_ranges_in(b + 8192 + 16384, 4096, || 2), Ok(2));

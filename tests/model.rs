@@ -83,7 +83,7 @@ fn run(seed: u64, steps: usize) -> [usize; 6] {
                 } else {
                     Ok(())
                 };
-                let got = devices[dev].register(first * PAGE, last * PAGE + PAGE - 1, base, None);
+                let got = devices[dev].register(first * PAGE, last * PAGE + PAGE - 1, base);
                 assert_eq!(got, want, "register {first:#x}..={last:#x}");
                 if got.is_ok() {
                     model.ranges.insert(

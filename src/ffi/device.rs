@@ -20,7 +20,8 @@ pub struct pfn_resource {
     pub start: u64,
     /// Last byte, inclusive: start + size - 1 (so end + 1 is page-aligned).
     pub end: u64,
-    /// A label for diagnostics; may be NULL; copied.
+    /// A label for the caller's own use; may be NULL; the library reads nothing through it and
+    /// keeps no pointer to it.
     pub name: *const c_char,
 }
 
@@ -72,7 +73,7 @@ pub extern "C" fn pfn_device_free(dev: *mut pfn_device) -> c_int {
 /// Registers physical range `res` (owned by `dev`) as mapped at virtual address `base`: from
 /// now on, kmap_atomic_pfn_t of any frame in it returns `base + (phys - res->start)`. The
 /// memory at `base` must stay mapped until the range is unregistered (pfn_unregister_range or
-/// pfn_device_free). `res` is copied.
+/// pfn_device_free). `*res` is copied; no pointer to it is kept.
 ///
 /// Returns 0, or:
 /// -EINVAL: `dev` not a live device, `res` or `base` NULL, `res->start`, `res->end + 1` or
@@ -83,8 +84,8 @@ pub extern "C" fn pfn_device_free(dev: *mut pfn_device) -> c_int {
 /// Thread rules: any thread, also one that holds kmaps.
 ///
 /// # Safety
-/// `res` is NULL or points to a pfn_resource whose `name` is NULL or a NUL-terminated string.
-/// Handles are checked; other pointers cannot be.
+/// `res` is NULL or points to a readable pfn_resource. Handles are checked; other pointers
+/// cannot be.
 #[no_mangle]
 pub unsafe extern "C" fn devm_register_kmap_pfn_range(
     dev: *mut pfn_device,
@@ -101,8 +102,7 @@ pub unsafe extern "C" fn devm_register_kmap_pfn_range(
         if base.is_null() {
             return -libc::EINVAL;
         }
-        let name = opt_string(res.name);
-        status(device.register(res.start, res.end, base as usize, name.as_deref()))
+        status(device.register(res.start, res.end, base as usize))
     })
 }
 

@@ -208,13 +208,31 @@ impl Drop for Device {
 /// `OutOfMemory` when the thread's first kmap cannot allocate its reader record.
 #[inline(always)]
 pub fn kmap(pfn: Pfn) -> Result<usize> {
+    // SAFETY: `held_lookup` runs the lookup inside the thread's read-side section.
+    held_lookup(pfn, |p| {
+        unsafe { TABLE.translate(p) }.map(|addr| (addr, ()))
+    })
+    .map(|(a, ())| a)
+}
+
+/// As [`kmap`], also returning the bytes contiguous from the address to the range's end.
+pub fn kmap_len(pfn: Pfn) -> Result<(usize, u64)> {
+    // SAFETY: as in `kmap`.
+    held_lookup(pfn, |p| {
+        unsafe { TABLE.translate_len(p) }.map(|hit| (hit.addr, hit.len))
+    })
+}
+
+/// Runs `lookup` (address and any extra) inside the calling thread's read-side section and
+/// records the address as held; on any failure the thread is left as it was.
+#[inline(always)]
+fn held_lookup<T>(pfn: Pfn, lookup: impl FnOnce(u64) -> Option<(usize, T)>) -> Result<(usize, T)> {
     if pfn.sg_chain() {
         return Err(Error::Invalid);
     }
     let reader = rcu::current_or_register().ok_or(Error::OutOfMemory)?;
     reader.enter();
-    // SAFETY: inside the read-side section opened by `enter` (or one already open).
-    let Some(addr) = (unsafe { TABLE.translate(pfn.pfn()) }) else {
+    let Some((addr, extra)) = lookup(pfn.pfn()) else {
         reader.leave_if_idle();
         return Err(Error::NotMapped);
     };
@@ -222,7 +240,7 @@ pub fn kmap(pfn: Pfn) -> Result<usize> {
         reader.leave_if_idle();
         return Err(Error::OutOfMemory);
     }
-    Ok(addr)
+    Ok((addr, extra))
 }
 
 /// [`kmap`] when nothing unusual happens, else None with nothing changed: the thread has a
@@ -243,26 +261,6 @@ pub fn kmap_fast(pfn: Pfn) -> Option<usize> {
             None
         }
     }
-}
-
-/// As [`kmap`], also returning the bytes contiguous from the address to the range's end.
-pub fn kmap_len(pfn: Pfn) -> Result<(usize, u64)> {
-    if pfn.sg_chain() {
-        return Err(Error::Invalid);
-    }
-    let reader = rcu::current_or_register().ok_or(Error::OutOfMemory)?;
-    reader.enter();
-    // SAFETY: inside the read-side section.
-    let hit = unsafe { TABLE.translate_len(pfn.pfn()) };
-    let Some(hit) = hit else {
-        reader.leave_if_idle();
-        return Err(Error::NotMapped);
-    };
-    if !reader.hold(hit.addr) {
-        reader.leave_if_idle();
-        return Err(Error::OutOfMemory);
-    }
-    Ok((hit.addr, hit.len))
 }
 
 /// Releases one kmap of the page holding `addr` taken by this thread. Returns false (and

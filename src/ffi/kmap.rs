@@ -30,7 +30,7 @@ pub extern "C" fn kmap_atomic_pfn_t(pfn: pfn_t) -> *mut c_void {
 
 /// Everything else: the thread's first kmap, deep nesting, and every error.
 #[inline(never)]
-fn kmap_slow(pfn: pfn_t) -> *mut c_void {
+extern "C" fn kmap_slow(pfn: pfn_t) -> *mut c_void {
     ffi_boundary!(ptr::null_mut(), {
         match space::kmap(pfn.into()) {
             Ok(addr) => addr as *mut c_void,

@@ -62,11 +62,17 @@ header-check: lib
 		{ echo "include/pfn.h changed in the build: commit the regenerated header"; exit 1; }; \
 	else echo "not a git checkout: header drift not checked"; fi
 
+# The thread and churn tests run once more with readers fencing themselves (no membarrier).
+FENCE_TESTS := $(OUT)/shared/int_threads $(OUT)/shared/stress_churn
+
 c-test: lib $(C_SHARED) $(C_STATIC)
 	@failed=0; for t in $(C_SHARED) $(C_STATIC); do \
 		echo "== $$t"; ./$$t || failed=$$((failed+1)); \
 	done; \
-	total=$$(( $(words $(C_SHARED)) + $(words $(C_STATIC)) )); \
+	for t in $(FENCE_TESTS); do \
+		echo "== $$t (PFN_NO_MEMBARRIER=1)"; PFN_NO_MEMBARRIER=1 ./$$t || failed=$$((failed+1)); \
+	done; \
+	total=$$(( $(words $(C_SHARED)) + $(words $(C_STATIC)) + $(words $(FENCE_TESTS)) )); \
 	echo "c-tests: $$((total-failed)) passed, $$failed failed"; \
 	test $$failed = 0
 

@@ -12,7 +12,8 @@
 //! then loads `seq` (the store-buffering pattern): one side needs a full fence. With
 //! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` the writer pays it for every running thread of
 //! the process at once, and readers need only a compiler barrier (liburcu's "memb" flavour).
-//! Where membarrier is unavailable (old kernels, valgrind) readers fall back to a real fence.
+//! Where membarrier is unavailable (or `PFN_NO_MEMBARRIER` is set, which tests use to cover
+//! this path) readers fall back to a real fence.
 //!
 //! Records are never freed: a thread that exits returns its record to the list for reuse, so a
 //! writer may walk the list without a lock. Memory is bounded by the peak number of threads.
@@ -61,15 +62,17 @@ const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
 fn setup() -> Option<&'static Setup> {
     SETUP
         .get_or_init(|| {
+            let refused = std::env::var_os("PFN_NO_MEMBARRIER").is_some();
             // SAFETY: plain syscalls with integer arguments.
-            let registered = unsafe {
-                libc::syscall(
-                    libc::SYS_membarrier,
-                    MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
-                    0,
-                    0,
-                )
-            } == 0;
+            let registered = !refused
+                && unsafe {
+                    libc::syscall(
+                        libc::SYS_membarrier,
+                        MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                        0,
+                        0,
+                    )
+                } == 0;
             let works = registered
                 && unsafe {
                     libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0)

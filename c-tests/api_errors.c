@@ -155,10 +155,17 @@ static void pmem_errors(void)
     errno = 0;
     CHECK_EQ(pfn_pmem_size(NULL), 0);
     CHECK_EQ(errno, EINVAL);
+    errno = 0;
+    CHECK_EQ(pfn_pmem_backed_size(NULL), 0);
+    CHECK_EQ(errno, EINVAL);
+    CHECK_EQ(pfn_pmem_backed_size(m), 4 * PAGE);
     CHECK_EQ(pfn_pmem_unmap(m), 0);
     /* Unmapped twice: -EINVAL; NULL: no-op. */
     CHECK_EQ(pfn_pmem_unmap(m), -EINVAL);
     CHECK_EQ(pfn_pmem_persist(m, a, 1), -EINVAL);
+    errno = 0;
+    CHECK_EQ(pfn_pmem_backed_size(m), 0);
+    CHECK_EQ(errno, EINVAL);
     CHECK_EQ(pfn_pmem_unmap(NULL), 0);
     unlink(path);
 }

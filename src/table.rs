@@ -274,28 +274,32 @@ impl Table {
         Detached(detached)
     }
 
-    /// Bytes of table memory in use (for the benchmark's memory figure).
+    /// Bytes of table memory in use (for the benchmark's memory figure). The caller excludes
+    /// writers.
     pub fn memory_bytes(&self) -> usize {
+        // SAFETY: writers are excluded, so every reachable node stays live during the walk.
+        unsafe { self.nodes().len() * std::mem::size_of::<Node>() }
+    }
+
+    /// Every node reachable from the root.
+    ///
+    /// # Safety
+    /// No writer runs meanwhile.
+    unsafe fn nodes(&self) -> Vec<*mut Node> {
         let root = self.root.load(Ordering::Acquire);
-        let node = (root & !LEVEL_MASK) as *const Node;
-        if node.is_null() {
-            return 0;
+        let node = (root & !LEVEL_MASK) as *mut Node;
+        let mut all = Vec::new();
+        if !node.is_null() {
+            collect(node, (root & LEVEL_MASK) as u32, &mut all);
         }
-        // SAFETY: called with writers excluded by the caller (or on a quiescent table).
-        unsafe { count_nodes(node, (root & LEVEL_MASK) as u32) * std::mem::size_of::<Node>() }
+        all
     }
 }
 
 impl Drop for Table {
     fn drop(&mut self) {
-        let root = *self.root.get_mut();
-        let node = (root & !LEVEL_MASK) as *mut Node;
-        if !node.is_null() {
-            let mut all = Vec::new();
-            // SAFETY: exclusive access in drop.
-            unsafe { collect(node, (root & LEVEL_MASK) as u32, &mut all) };
-            drop(Detached(all));
-        }
+        // SAFETY: exclusive access in drop.
+        drop(Detached(unsafe { self.nodes() }));
     }
 }
 
@@ -477,19 +481,6 @@ unsafe fn clear(
 
 unsafe fn is_empty(node: *const Node) -> bool {
     (*node).slots.iter().all(|s| s.load(Ordering::Relaxed) == 0)
-}
-
-unsafe fn count_nodes(node: *const Node, level: u32) -> usize {
-    let mut n = 1;
-    if level > 0 {
-        for s in (*node).slots.iter() {
-            let v = s.load(Ordering::Relaxed);
-            if v != 0 && v & LEAF == 0 {
-                n += count_nodes(v as *const Node, level - 1);
-            }
-        }
-    }
-    n
 }
 
 unsafe fn collect(node: *mut Node, level: u32, out: &mut Vec<*mut Node>) {

@@ -100,14 +100,23 @@ fn heavy_barrier() {
         // Cannot happen after a successful registration. Should it, readers fence themselves
         // from now on; for this grace period our own fence is the best that can be done.
         READER_FENCE.store(true, Ordering::SeqCst);
-        let mut p = READERS.load(Ordering::Acquire);
-        // SAFETY: records are never freed.
-        while let Some(r) = unsafe { p.as_ref() } {
+        for r in records() {
             r.fence.store(true, Ordering::SeqCst);
-            p = r.next as *mut Reader;
         }
         fence(Ordering::SeqCst);
     }
+}
+
+/// Every record ever published, newest first. Records are never freed and `next` never
+/// changes after publication, so the walk needs no lock.
+fn records() -> impl Iterator<Item = &'static Reader> {
+    let mut p = READERS.load(Ordering::Acquire) as *const Reader;
+    std::iter::from_fn(move || {
+        // SAFETY: null or a published record, which lives for the rest of the process.
+        let r = unsafe { p.as_ref() }?;
+        p = r.next;
+        Some(r)
+    })
 }
 
 /// Runs at thread exit (pthread key destructor): kmaps still held are released.
@@ -121,13 +130,8 @@ extern "C" fn thread_exit(record: *mut libc::c_void) {
     if tls::get() == record as *const Reader as usize {
         tls::set(0);
     }
-    // SAFETY: still the owner; nobody else touches `held`.
-    let held = unsafe { &mut *record.held.get() };
-    if !held.is_empty() {
-        held.clear();
-        record.seq.fetch_add(1, Ordering::Release);
-    }
-    record.in_use.store(false, Ordering::Release);
+    // SAFETY: still the owner.
+    unsafe { record.release_all_and_free() };
 }
 
 /// The calling thread's record, if it has one.
@@ -159,18 +163,12 @@ fn register() -> Option<&'static Reader> {
 }
 
 fn claim_free_record() -> Option<&'static Reader> {
-    let mut p = READERS.load(Ordering::Acquire);
-    while let Some(r) = unsafe { p.as_ref() } {
-        if !r.in_use.load(Ordering::Relaxed)
+    records().find(|r| {
+        !r.in_use.load(Ordering::Relaxed)
             && r.in_use
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
-        {
-            return Some(r);
-        }
-        p = r.next as *mut Reader;
-    }
-    None
+    })
 }
 
 fn new_record() -> Option<&'static Reader> {
@@ -207,6 +205,17 @@ fn new_record() -> Option<&'static Reader> {
 }
 
 impl Reader {
+    /// Drops every hold, leaves the read-side section, and returns the record for reuse.
+    ///
+    /// # Safety
+    /// The caller is the owner, or the owner no longer exists (thread exit, fork child).
+    unsafe fn release_all_and_free(&self) {
+        (*self.held.get()).clear();
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq + (seq & 1), Ordering::Release);
+        self.in_use.store(false, Ordering::Release);
+    }
+
     /// Number of kmaps this thread holds.
     #[inline(always)]
     pub fn depth(&self) -> usize {
@@ -308,20 +317,11 @@ pub(crate) fn after_fork_in_child() {
         };
     }
     let mine = tls::get() as *const Reader;
-    let mut p = READERS.load(Ordering::Acquire);
-    // SAFETY: records are never freed; the child is single-threaded here.
-    while let Some(r) = unsafe { p.as_ref() } {
+    for r in records() {
         if !ptr::eq(r, mine) && r.in_use.load(Ordering::Relaxed) {
-            // SAFETY: its owner does not exist in this process.
-            let held = unsafe { &mut *r.held.get() };
-            if !held.is_empty() {
-                held.clear();
-            }
-            let seq = r.seq.load(Ordering::Relaxed);
-            r.seq.store(seq + (seq & 1), Ordering::Release);
-            r.in_use.store(false, Ordering::Release);
+            // SAFETY: its owner does not exist in this process, which is single-threaded here.
+            unsafe { r.release_all_and_free() };
         }
-        p = r.next as *mut Reader;
     }
 }
 
@@ -338,9 +338,7 @@ pub fn synchronize() {
         return;
     }
     heavy_barrier();
-    let mut p = READERS.load(Ordering::Acquire);
-    // SAFETY: records are never freed.
-    while let Some(r) = unsafe { p.as_ref() } {
+    for r in records() {
         let seen = r.seq.load(Ordering::Acquire);
         if seen & 1 == 1 {
             let mut waited = Backoff::default();
@@ -348,7 +346,6 @@ pub fn synchronize() {
                 waited.pause();
             }
         }
-        p = r.next as *mut Reader;
     }
 }
 

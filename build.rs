@@ -13,6 +13,9 @@ fn main() {
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libpfn.so.{major}");
+    // Never unloaded: dlclose() leaves it resident, so the thread-exit and fork handlers it
+    // installs never point into unloaded code.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
 
     let mut config =
         cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml parses");

@@ -42,13 +42,24 @@ int main(void)
     }
     CHECK_EQ(registered, NRANGES);
 
+    /* The contiguous length runs to the end of the range, or on through the ranges after it
+     * while each continues the last both physically (no gap) and in the file (no wrap). */
+    static uint64_t run_pages[NRANGES];
+    int runs_joined = 0;
+    for (int i = NRANGES - 1; i >= 0; i--) {
+        int joins = i + 1 < NRANGES && gap_of(i + 1) == 0 && file_page[i + 1] == file_page[i] + npages[i];
+        run_pages[i] = npages[i] + (joins ? run_pages[i + 1] : 0);
+        runs_joined += joins;
+    }
+    CHECK(runs_joined > NRANGES / 4);
+
     /* Every page of every range translates to its own place; the gaps translate to nothing. */
     int right = 0, pages = 0, gaps_empty = 0, gaps = 0;
     for (int i = 0; i < NRANGES; i++) {
         for (uint64_t p = 0; p < npages[i]; p++, pages++) {
             uint64_t len = 0;
             char *a = kmap_atomic_pfn_t_len(phys_to_pfn_t(start[i] + p * PAGE, 0), &len);
-            right += a == base + (file_page[i] + p) * PAGE && len == (npages[i] - p) * PAGE;
+            right += a == base + (file_page[i] + p) * PAGE && len == (run_pages[i] - p) * PAGE;
             kunmap_atomic_pfn_t(a);
         }
         if (i + 1 < NRANGES && gap_of(i + 1)) {
@@ -62,7 +73,8 @@ int main(void)
     CHECK_EQ(gaps_empty, gaps);
     CHECK(pages > 2 * NRANGES);
 
-    /* Unregister every other range; the rest still translate, the removed ones do not. */
+    /* Unregister every other range; the rest still translate, the removed ones do not, and
+     * no run goes on past a removed range. */
     int removed = 0, still = 0, gone = 0;
     for (int i = 0; i < NRANGES; i += 2)
         removed += pfn_unregister_range(dev, start[i]) == 0;
@@ -77,6 +89,14 @@ int main(void)
     CHECK_EQ(removed, NRANGES / 2);
     CHECK_EQ(still, NRANGES / 2);
     CHECK_EQ(gone, NRANGES / 2);
+    int cut = 0;
+    for (int i = 1; i < NRANGES; i += 2) {
+        uint64_t len = 0;
+        char *a = kmap_atomic_pfn_t_len(phys_to_pfn_t(start[i], 0), &len);
+        cut += a != NULL && len == npages[i] * PAGE;
+        kunmap_atomic_pfn_t(a);
+    }
+    CHECK_EQ(cut, NRANGES / 2);
 
     /* Freeing the device removes the other half. */
     CHECK_EQ(pfn_device_free(dev), 0);

@@ -5,17 +5,47 @@
  * Errors: functions returning int return 0 or a negative errno; functions returning a pointer
  * return NULL and set errno. Each function below lists its errors; any of them may also report
  * ENOTRECOVERABLE, an internal bug caught at the boundary (no panic ever unwinds into C).
+ * A call that fails changes nothing.
  *
  * Ownership: pfn_device and pfn_pmem handles are created by pfn_device_new / pfn_pmem_map and
- * ended by pfn_device_free / pfn_pmem_unmap. Every handle is checked on every call: a freed or
- * foreign pointer is EINVAL, not a crash (a later handle may reuse a freed one's address).
- * Strings and resources passed in are copied.
+ * ended by pfn_device_free / pfn_pmem_unmap. Every handle is checked on every call, and a
+ * handle value is never reused: a freed, foreign or stale handle is EINVAL, not a crash, even
+ * after new handles were created. Strings and resources passed in are copied.
  *
- * Threads: every function may be called from any thread, concurrently. kmaps and read sections
- * belong to the thread that took them and are released by it (or by its exit). Calls that wait
- * for readers (pfn_unregister_range, pfn_device_free) return -EDEADLK on a thread that holds a
- * kmap or read section. After fork(), see README: the child keeps the forking thread's holds and
- * drops every other thread's.
+ * Threads: every function may be called from any thread, concurrently, also on the same object
+ * (racing frees: one wins, the others get EINVAL). kmaps and thread-bound read sections belong
+ * to the thread that took them and are released by it (or by its exit); object-bound sections
+ * (pfn_section_open) belong to their pfn_section and are closed from any thread. Calls that
+ * wait for readers (pfn_unregister_range, pfn_device_free, pfn_pmem_unmap) return -EDEADLK on a
+ * thread that holds a kmap or thread-bound section. After fork(), see README: the child keeps
+ * the forking thread's holds and drops every other thread's.
+ *
+ * Signals: once a thread is set up (pfn_thread_init, or any earlier kmap or section on it),
+ * these are async-signal-safe on it: kmap_atomic_pfn_t, kmap_atomic_pfn_t_len,
+ * kmap_atomic_pfn_phys, kunmap_atomic_pfn_t, pfn_read_lock, pfn_read_unlock, pfn_section_close
+ * of a thread-bound section, pfn_section_translate*, their *_inline versions and the pfn_t /
+ * pfn_phys_t helpers. A signal handler may use them on a thread that is itself inside any of
+ * them, provided the handler releases what it takes before it returns (no longjmp out of a
+ * handler that holds a kmap or section) and releases only what it took. Nothing else is
+ * async-signal-safe. Before set-up, a handler's kmap may fail with EAGAIN instead of
+ * deadlocking.
+ *
+ * Cancellation: no libpfn function is a cancellation point. Calls that block or do I/O hold
+ * cancellation off while they run (a pending cancel acts at the caller's next cancellation
+ * point), and the others cannot leave state behind, so every call is safe under deferred and
+ * asynchronous cancellation. A cancelled thread releases its kmaps and sections as it exits.
+ *
+ * Loading: the shared library may be dlopen()ed and dlclose()d at any time; it stays resident
+ * after the first load (linked with -z nodelete), so thread exit and fork handlers never run
+ * unloaded code.
+ *
+ * Memory: out of memory is an error return (ENOMEM), never an abort; the functions that can
+ * hit it say so. A thread's first kmap or section allocates its reader state.
+ *
+ * Debugging: with the environment variable PFN_DEBUG=1, misuse (kunmap of an address the thread
+ * holds no kmap of, pfn_read_unlock with no section open, closing a section that is not open)
+ * prints a message and aborts, a thread that exits holding kmaps or sections is reported, and
+ * a grace period that waits more than 2 s names the threads it waits for.
  */
 #ifndef PFN_H
 #define PFN_H
@@ -29,6 +59,35 @@
 #define PFN_VERSION_PATCH 0
 #define PFN_VERSION_STRING "0.1.0"
 
+
+/**
+ * Holds kept in the record itself; the header's inline kmap uses only these.
+ */
+#define INLINE 16
+
+/**
+ * No entry.
+ */
+#define NIL UINT32_MAX
+
+/**
+ * Bits of `ctl` that count nested holds and sections.
+ */
+#define NEST_BITS 24
+
+#define NEST_MASK ((1 << NEST_BITS) - 1)
+
+/**
+ * One step of the sequence number above the nesting count.
+ */
+#define SEQ_ONE (1 << NEST_BITS)
+
+/**
+ * What a record serves.
+ */
+#define KIND_THREAD 0
+
+#define KIND_OBJECT 1
 
 /**
  * log2 of the page size.
@@ -69,6 +128,17 @@
  * Special mapping, never pinned.
  */
 #define PFN_SPECIAL (1ull << 59)
+
+/**
+ * Bits of a byte handle that hold the physical byte address (bits 0..55).
+ */
+#define PFN_PHYS_ADDR_MASK ((1ull << 56) - 1)
+
+/**
+ * Bits of a byte handle that hold flags (bits 56..63): pfn_t's flags at pfn_t's positions
+ * (PFN_DEV, PFN_MAP, ...); bits 56..58 are reserved and must be zero.
+ */
+#define PFN_PHYS_FLAGS_MASK ~((1ull << 56) - 1)
 
 /**
  * pfn_pmem_map flag: create the file if missing, and extend it to `size` if shorter.
@@ -114,16 +184,40 @@ typedef struct pfn_t {
 } pfn_t;
 
 /**
- * An open read section of the calling thread, from pfn_read_lock. Pass its address to
- * pfn_section_translate (or the header's inline pfn_section_translate_inline). `root` is the
- * translation table as the section saw it; `cache_*` the last block translated in it. Treat
- * the fields as opaque.
+ * A byte handle: the physical address of one byte (bits 0..55) plus pfn_t flags (bits
+ * 56..63), in one 64-bit word, so a link to an object of any size is one word that can be
+ * published with one atomic store (pfn_phys_store / pfn_phys_load in this header). The null
+ * handle is 0 (`PFN_PHYS_NULL`): physical byte 0 without flags is never named by a handle.
+ * Stable and position-independent like pfn_t: it may be stored on media. Adding a byte offset
+ * to `val` (while it stays below 2^56) names the byte that far on.
+ */
+typedef struct pfn_phys_t {
+  uint64_t val;
+} pfn_phys_t;
+
+/**
+ * An open read section. Two kinds share this type:
+ * - thread-bound, from pfn_read_lock (or pfn_read_lock_inline): it belongs to the calling
+ *   thread and is closed on that thread, innermost first, by pfn_read_unlock or
+ *   pfn_section_close;
+ * - object-bound, from pfn_section_open: it belongs to this value, which may move between
+ *   threads (a transaction handed to another worker, an I/O completion); any thread closes it,
+ *   exactly once, with pfn_section_close.
+ *
+ * Translate with pfn_section_translate* (exported) or pfn_section_translate*_inline (in this
+ * header, no call). `root` is the translation table as the section saw it; `cache_*` the run
+ * of ranges the last lookup found; `reader` and `token` identify the section; `prev` links
+ * scopes (PFN_SECTION_SCOPE). Treat the fields as opaque; copies of the value translate alike
+ * but close once.
  */
 typedef struct pfn_section {
   size_t root;
   uint64_t cache_pfn;
   uint64_t cache_pages;
   size_t cache_addr;
+  void *reader;
+  uint64_t token;
+  struct pfn_section *prev;
 } pfn_section;
 
 /**
@@ -136,9 +230,11 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Creates a device. `name` may be NULL; it is copied.
+ * Creates a device. `name` may be NULL; it is not kept (kept for the seed's signature).
  *
  * Returns the device, to be freed with pfn_device_free, or NULL with errno ENOMEM.
+ * Device handles are never reused: after pfn_device_free, the old value stays invalid (EINVAL)
+ * even when a new device is created.
  * Thread rules: any thread.
  *
  * # Safety
@@ -147,12 +243,15 @@ extern "C" {
 struct pfn_device *pfn_device_new(const char *name);
 
 /**
- * Unregisters every range of `dev` (waiting, once, until no kmap of any of them is held by any
- * thread), then frees `dev`. NULL is a no-op.
+ * Unregisters every range of `dev` (waiting, once, until no kmap or section that could see
+ * any of them is held by any thread), then frees `dev`. NULL is a no-op. When two calls free
+ * the same device at once, one frees it and the other returns -EINVAL; a registration racing
+ * with the free either completes before it (and is unregistered by it) or fails with -EINVAL.
  *
  * Returns 0; -EINVAL when `dev` is not a live device (already freed, or never one);
- * -EDEADLK when the calling thread holds a kmap (it would wait for itself): nothing is
- * removed and `dev` stays valid.
+ * -EDEADLK when the calling thread holds a kmap or read section (it would wait for itself):
+ * nothing is removed and `dev` stays valid; -ENOMEM / -EAGAIN as for a thread's first use.
+ * Not a cancellation point (cancellation is held off while it waits).
  */
 int pfn_device_free(struct pfn_device *dev);
 
@@ -160,15 +259,17 @@ int pfn_device_free(struct pfn_device *dev);
  * Registers physical range `res` (owned by `dev`) as mapped at virtual address `base`: from
  * now on, kmap_atomic_pfn_t of any frame in it returns `base + (phys - res->start)`. The
  * memory at `base` must stay mapped until the range is unregistered (pfn_unregister_range or
- * pfn_device_free). `*res` is copied; no pointer to it is kept.
+ * pfn_device_free). `*res` is copied; no pointer to it is kept. Reverse translation
+ * (pfn_virt_to_pfn_t) reports its frames with PFN_DEV.
  *
  * Returns 0, or:
- * -EINVAL: `dev` not a live device, `res` or `base` NULL, `res->start`, `res->end + 1` or
- *          `base` not page-aligned, `res->end < res->start`, or base + size past the end of
- *          the address space;
- * -EBUSY:  the range overlaps a registered range (of any device);
+ * -EINVAL: `dev` not a live device (freed, or being freed), `res` or `base` NULL,
+ *          `res->start`, `res->end + 1` or `base` not page-aligned, `res->end < res->start`,
+ *          or base + size past the end of the address space;
+ * -EBUSY:  the range overlaps a registered range (of any device), including one still being
+ *          unregistered, or its memory lies in a pfn_pmem mapping being unmapped;
  * -ENOMEM.
- * Thread rules: any thread, also one that holds kmaps.
+ * Thread rules: any thread, also one that holds kmaps or sections.
  *
  * # Safety
  * `res` is NULL or points to a readable pfn_resource. Handles are checked; other pointers
@@ -179,69 +280,40 @@ int devm_register_kmap_pfn_range(struct pfn_device *dev,
                                  void *base);
 
 /**
- * Unregisters the range that `dev` registered at physical address `start`. It disappears from
- * lookups at once; the call then waits until every kmap that could see it (on any thread) has
- * been released, so when it returns the memory may be unmapped.
+ * Registers `size` bytes mapped at `base` in physical space that no other range uses (the
+ * kernel's request_free_mem_region): the library picks the start, aligned to `align` (a power
+ * of two; 0 picks the largest power of two not above `size`, at most 1 GiB) and below 2^56
+ * (so byte handles can name every byte), writes it to `*start` and registers the range as
+ * devm_register_kmap_pfn_range would. The search and the registration are one step: racing
+ * registrations never overlap. Use it for handles that are not stored on media; handles that
+ * are stored need the same base on every run (see pfn_pmem_register and README).
  *
- * Returns 0, or -EINVAL when `dev` is not a live device; -ENOENT when `dev` registered no range
- * at `start`; -EDEADLK when the calling thread holds a kmap (nothing is removed).
+ * Returns 0, or -EINVAL (`dev` not live, `base` or `start` NULL or `base` unaligned, `size` 0
+ * or not a page multiple, `align` not a power of two), -ENOSPC (no free range that large),
+ * -EBUSY (`base` lies in a mapping being unmapped), -ENOMEM. `*start` is written only on
+ * success.
+ *
+ * # Safety
+ * `start` is NULL or points to a writable uint64_t.
+ */
+int pfn_register_free(struct pfn_device *dev,
+                      uint64_t size,
+                      uint64_t align,
+                      void *base,
+                      uint64_t *start);
+
+/**
+ * Unregisters the range that `dev` registered at physical address `start`. It disappears from
+ * lookups at once; the call then waits until every kmap and read section that could see it
+ * (on any thread) has ended, so when it returns the memory may be unmapped.
+ *
+ * Returns 0, or -EINVAL when `dev` is not a live device; -ENOENT when `dev` has no range at
+ * `start`, including one another call is unregistering (this call then returns only after
+ * that call's grace period: the memory may be unmapped after either returns); -EDEADLK when
+ * the calling thread holds a kmap or read section (nothing is removed).
+ * Not a cancellation point (cancellation is held off while it waits).
  */
 int pfn_unregister_range(struct pfn_device *dev, uint64_t start);
-
-/**
- * `pfn | (flags & PFN_FLAGS_MASK)`; pfn bits at and above bit 52 are dropped.
- */
-struct pfn_t __pfn_to_pfn_t(uint64_t pfn, uint64_t flags);
-
-/**
- * The flag-less handle of `pfn`.
- */
-struct pfn_t pfn_to_pfn_t(uint64_t pfn);
-
-/**
- * The handle of the frame holding physical byte `phys` (`phys >> PFN_PAGE_SHIFT`), with flags.
- */
-struct pfn_t phys_to_pfn_t(uint64_t phys, uint64_t flags);
-
-/**
- * The page-frame number, flags removed.
- */
-uint64_t pfn_t_to_pfn(struct pfn_t p);
-
-/**
- * Physical address of the frame's first byte.
- */
-uint64_t pfn_t_to_phys(struct pfn_t p);
-
-/**
- * True when PFN_MAP is set or PFN_DEV is clear.
- */
-bool pfn_t_has_page(struct pfn_t p);
-
-/**
- * True when both PFN_DEV and PFN_MAP are set.
- */
-bool pfn_t_devmap(struct pfn_t p);
-
-/**
- * True when PFN_SPECIAL is set.
- */
-bool pfn_t_special(struct pfn_t p);
-
-/**
- * The seed's name for pfn_t_has_page.
- */
-bool __pfn_t_has_page(struct pfn_t p);
-
-/**
- * The seed's name for pfn_t_to_pfn.
- */
-uint64_t __pfn_t_to_pfn(struct pfn_t p);
-
-/**
- * The seed's name for pfn_t_to_phys.
- */
-uint64_t __pfn_t_to_phys(struct pfn_t p);
 
 /**
  * Maps `pfn` for the calling thread: returns `base + (phys - start)` of the registered range
@@ -253,17 +325,24 @@ uint64_t __pfn_t_to_phys(struct pfn_t p);
  * Hold kmaps briefly: unregistering waits for them.
  *
  * Returns NULL with errno: ENXIO when no registered range holds the frame; EINVAL when
- * PFN_SG_CHAIN is set; ENOMEM when the thread's first kmap cannot allocate its state.
- * Cost: O(1) whatever the number of ranges; no lock and no shared write.
+ * PFN_SG_CHAIN is set; ENOMEM when the thread's first kmap cannot allocate its state (or very
+ * deep nesting its hold); EAGAIN in a signal handler that interrupted this thread's own
+ * set-up (call pfn_thread_init first).
+ * Cost: O(1) whatever the number of ranges; no lock and no shared write. Async-signal-safe once
+ * the thread is set up (see pfn_thread_init).
  */
 void *kmap_atomic_pfn_t(struct pfn_t pfn);
 
 /**
  * As kmap_atomic_pfn_t, and writes to `*len` (when the call succeeds and `len` is not NULL)
- * the bytes contiguous from the returned address to the end of the range, so a caller can
- * access a whole extent with one translation. Released with kunmap_atomic_pfn_t.
+ * the bytes contiguous from the returned address: to the end of the range, or further when
+ * the ranges after it continue it both physically and virtually (registered back to back, one
+ * right after the other in physical space and in memory), so one translation can serve an
+ * extent that spans ranges. Those ranges stay valid while the kmap is held (an unregister of
+ * any of them waits for it). kunmap_atomic_pfn_t of any address in the extent releases it.
  *
  * Returns NULL with errno as kmap_atomic_pfn_t; `*len` is then left unchanged.
+ * Async-signal-safe once the thread is set up.
  *
  * # Safety
  * `len` is NULL or points to a writable uint64_t.
@@ -271,10 +350,71 @@ void *kmap_atomic_pfn_t(struct pfn_t pfn);
 void *kmap_atomic_pfn_t_len(struct pfn_t pfn, uint64_t *len);
 
 /**
- * Ends one kmap of the page holding `addr` taken by the calling thread. An address this
- * thread holds no kmap of (another thread's, a stale one, NULL) releases nothing.
+ * Ends one of the calling thread's kmaps: one that begins at `addr`'s page (the address a kmap
+ * returned, or any address in that page), or else one whose extent contains `addr` (any
+ * address inside the page kmap_atomic_pfn_t returned, or inside the extent
+ * kmap_atomic_pfn_t_len returned). Which one, when several qualify, is unspecified (they are
+ * alike for the lifetime rules). Release in any order. A signal handler must release only the
+ * kmaps it took itself, by the addresses they returned.
+ *
+ * Returns 0 when a kmap was released; -EINVAL when this thread holds no kmap containing
+ * `addr` (another thread's, a stale one, NULL): nothing is released. With the environment
+ * variable PFN_DEBUG set, that case prints a message and aborts instead.
+ * Async-signal-safe.
  */
-void kunmap_atomic_pfn_t(void *addr);
+int kunmap_atomic_pfn_t(void *addr);
+
+/**
+ * Sets the calling thread up for libpfn ahead of time: afterwards kmap, kunmap, read
+ * sections and their translations allocate nothing on this thread (up to 16 nested kmaps) and
+ * are async-signal-safe, so a signal handler may use them. Calling it again does nothing.
+ *
+ * Returns 0, -ENOMEM, or -EAGAIN when called from a signal handler that interrupted this
+ * thread's own set-up.
+ */
+int pfn_thread_init(void);
+
+/**
+ * Internal to the header's inline fast paths: wakes a writer that waits for `reader` (the
+ * calling thread's reader, which has just left its outermost section). Not for direct use.
+ *
+ * # Safety
+ * `reader` is the calling thread's reader record (from the header's pfn_reader_self()).
+ */
+void pfn_reader_wake(void *reader);
+
+/**
+ * Maps the page holding the byte `h` names and returns the byte's address; release with
+ * kunmap_atomic_pfn_t of any address in that page. Returns NULL with errno: EINVAL for the
+ * null handle or PFN_SG_CHAIN; otherwise as kmap_atomic_pfn_t. Async-signal-safe once the
+ * thread is set up.
+ */
+void *kmap_atomic_pfn_phys(struct pfn_phys_t h);
+
+/**
+ * The handle of virtual address `addr`: when it lies in a registered range, writes the
+ * pfn_t of its frame to `*out` (with the flags the range was registered with: PFN_DEV, plus
+ * PFN_MAP for a range with page descriptors) and returns 0. When ranges share virtual memory,
+ * one of them answers. O(1) and lock-free: a table walk like kmap's, inside a brief read
+ * section of the calling thread.
+ *
+ * Returns 0; -ENXIO when no registered range holds `addr`; -EINVAL when `out` is NULL;
+ * -ENOMEM / -EAGAIN as for a thread's first kmap. `*out` is written only on success.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable pfn_t.
+ */
+int pfn_virt_to_pfn_t(const void *addr, struct pfn_t *out);
+
+/**
+ * As pfn_virt_to_pfn_t, writing the byte handle of `addr` itself to `*out`. Returns -ERANGE
+ * when the physical address is at or above 2^56 (a byte handle cannot name it), or is
+ * physical byte 0 registered without flags (the null handle).
+ *
+ * # Safety
+ * `out` is NULL or points to a writable pfn_phys_t.
+ */
+int pfn_virt_to_phys(const void *addr, struct pfn_phys_t *out);
 
 /**
  * Maps `size` bytes of the file at `path` shared, read-write (size 0: the whole existing
@@ -322,45 +462,122 @@ uint64_t pfn_pmem_backed_size(const struct pfn_pmem *m);
 int pfn_pmem_persist(const struct pfn_pmem *m, const void *addr, size_t len);
 
 /**
- * Unmaps `m` and frees it. NULL is a no-op.
+ * Unmaps `m` and frees it. NULL is a no-op. A call that fails changes nothing and other
+ * threads' calls on `m` see no difference while it runs.
  *
- * Returns 0; -EINVAL when `m` is not a live mapping (e.g. already unmapped); -EBUSY while a
- * registered range still lies in the mapping's memory: nothing is unmapped and `m` stays
- * valid (unregister the ranges first).
+ * Returns 0; -EINVAL when `m` is not a live mapping (e.g. already unmapped, or another call
+ * is unmapping it); -EBUSY while a registered range, or one still being unregistered, lies in
+ * the mapping's memory: nothing is unmapped and `m` stays valid (unregister the ranges
+ * first); -EDEADLK when the calling thread holds a kmap or read section (unmapping waits until
+ * other threads' calls on `m` have finished). From the moment it succeeds, registering a range
+ * in the mapping's memory fails with -EBUSY. Not a cancellation point.
  */
 int pfn_pmem_unmap(struct pfn_pmem *m);
 
 /**
- * Opens a read section on the calling thread: until the matching pfn_read_unlock on this
- * thread, no range visible in it can finish unregistering, so every address translated in it
- * stays valid. Sections nest with each other and with kmaps; unregistering from inside one
- * returns -EDEADLK; a thread that exits closes its sections. The section sees the ranges
- * registered before it opened. Cost: like one kmap; translations in it then cost a table walk
- * and nothing else (no call when inlined).
+ * Registers the whole mapping `m` for `dev` at physical address `phys` (page-aligned): the
+ * range `phys .. phys + pfn_pmem_size(m) - 1` at pfn_pmem_addr(m), as
+ * devm_register_kmap_pfn_range would, without a pfn_resource to fill in. Unregister it with
+ * pfn_unregister_range(dev, phys) or pfn_device_free.
  *
- * Returns the section. On failure (errno ENOMEM, a thread's first use only) the section
- * translates nothing and pfn_read_unlock is still safe to call.
+ * Returns 0 or the errors of devm_register_kmap_pfn_range; -EINVAL also when `m` is not a
+ * live mapping.
+ */
+int pfn_pmem_register(struct pfn_device *dev, const struct pfn_pmem *m, uint64_t phys);
+
+/**
+ * Opens a thread-bound read section on the calling thread: until it is closed on this thread,
+ * no range visible in it can finish unregistering, so every address translated in it stays
+ * valid. Sections nest with each other and with kmaps; unregistering from inside one returns
+ * -EDEADLK; a thread that exits closes its sections. The section sees the ranges registered
+ * before it opened (a range registered or unregistered meanwhile may or may not be seen; an
+ * address it translates stays valid until it closes). Cost: like one kmap; translations in it
+ * then cost a comparison for frames of the last run of ranges found, a table walk otherwise.
+ *
+ * Returns the section. Fails only on the thread's first use (errno ENOMEM, or EAGAIN in a
+ * signal handler that interrupted the thread's own set-up), or past 16 million nested
+ * sections (EOVERFLOW): the section then has `reader == NULL`, translates nothing, and must
+ * not be closed (pfn_section_close returns -EINVAL for it; pfn_read_unlock would close an
+ * outer section). Async-signal-safe once the thread is set up.
  */
 struct pfn_section pfn_read_lock(void);
 
 /**
- * Closes the calling thread's innermost open read section. Addresses translated in it must no
- * longer be used. Without an open section it does nothing.
+ * Closes the calling thread's innermost open thread-bound section. Addresses translated in it
+ * must no longer be used. Without an open section it does nothing (with PFN_DEBUG set it
+ * prints a message and aborts). Async-signal-safe.
  */
 void pfn_read_unlock(void);
 
 /**
- * Address of `pfn`'s frame (page-aligned), valid until the section `*s` is closed; no unmap
- * is needed. Remembers the block it found in `*s`. The same result as
- * pfn_section_translate_inline in the header.
+ * Opens an object-bound read section in `*s`: it guards translations exactly like a
+ * thread-bound one, but belongs to `*s` instead of the calling thread, so it may be closed on
+ * any thread (the kernel's srcu_down_read/srcu_up_read). Every grace period waits for it until
+ * it is closed; close it exactly once with pfn_section_close. It costs no shared write when
+ * the thread has opened and closed one before. Not async-signal-safe.
  *
- * Returns NULL with errno: ENXIO when no range visible in the section holds the frame;
- * EINVAL when PFN_SG_CHAIN is set or `s` is NULL.
+ * Returns 0; -EINVAL when `s` is NULL; -ENOMEM (then `*s` translates nothing).
  *
  * # Safety
- * `*s` comes from pfn_read_lock on this thread and is still open.
+ * `s` is NULL or points to a writable pfn_section.
+ */
+int pfn_section_open(struct pfn_section *s);
+
+/**
+ * Closes exactly the section `*s`: an object-bound one from any thread; a thread-bound one on
+ * its own thread, when it is the innermost open section there. Addresses translated in it must
+ * no longer be used. Afterwards `*s` translates nothing.
+ *
+ * Returns 0; -EINVAL when `*s` is not open (closed already, failed to open, never opened, a
+ * thread-bound section of another thread or one that is not the innermost; a thread-bound
+ * section closed and reopened at the same depth counts as open): nothing is closed. With
+ * PFN_DEBUG set, -EINVAL prints a message and aborts instead. Async-signal-safe for
+ * thread-bound sections.
+ *
+ * # Safety
+ * `s` is NULL or points to a pfn_section.
+ */
+int pfn_section_close(struct pfn_section *s);
+
+/**
+ * Address of `pfn`'s frame (page-aligned), valid until the section `*s` is closed; no unmap
+ * is needed. Remembers the run of ranges it found in `*s`. The same result as
+ * pfn_section_translate_inline in this header.
+ *
+ * Returns NULL with errno: ENXIO when no range visible in the section holds the frame;
+ * EINVAL when PFN_SG_CHAIN is set or `s` is NULL. Async-signal-safe.
+ *
+ * # Safety
+ * `*s` is an open section (any thread may translate in an object-bound one).
  */
 void *pfn_section_translate(struct pfn_section *s, struct pfn_t pfn);
+
+/**
+ * As pfn_section_translate, and writes to `*len` (when it succeeds and `len` is not NULL) the
+ * bytes contiguous from the returned address, as kmap_atomic_pfn_t_len reports them (to the
+ * end of the range, or of the run of ranges that continue it). The section's counterpart of
+ * kmap_atomic_pfn_t_len; pfn_section_translate_len_inline is the header-inline one.
+ *
+ * # Safety
+ * As pfn_section_translate; `len` is NULL or points to a writable uint64_t.
+ */
+void *pfn_section_translate_len(struct pfn_section *s, struct pfn_t pfn, uint64_t *len);
+
+/**
+ * Address of the byte a byte handle names, valid until the section closes. Returns NULL with
+ * errno EINVAL for the null handle, PFN_SG_CHAIN or a NULL `s`; ENXIO as
+ * pfn_section_translate. Header-inline: pfn_section_translate_phys_inline.
+ *
+ * # Safety
+ * As pfn_section_translate.
+ */
+void *pfn_section_translate_phys(struct pfn_section *s, struct pfn_phys_t h);
+
+/**
+ * The innermost section bound to the calling thread by PFN_SECTION_SCOPE, so that helper functions reach it without a parameter; NULL when none.
+ * The header's pfn_section_current_inline is the same without a call.
+ */
+struct pfn_section *pfn_section_current(void);
 
 /**
  * The library's name and version, e.g. "libpfn 0.1.0": a static string, never freed.
@@ -378,41 +595,393 @@ uint64_t pfn_table_bytes(void);
 }  // extern "C"
 #endif  // __cplusplus
 
-/**
- * Header-inline pfn_section_translate: the same result, and the same block remembered in `*s`,
- * with no call (NULL without errno when no visible range holds the frame or PFN_SG_CHAIN is
- * set). A pfn in the block last translated costs one comparison. The walk relies on the table
- * layout, part of this ABI: the root word is a node address | level (1..5); a node is 512
- * slots, 512 words the walk does not read, then the first pfn it covers; a slot is 0, a node
- * address, or (base - first_pfn * 4096) of its range | 1, wrapping, so that a frame's address
- * is that plus pfn * 4096; each level indexes 9 bits of the pfn.
- */
-static inline void *pfn_section_translate_inline(struct pfn_section *s, struct pfn_t p)
+/* ---- pfn_t helpers, inline as in the kernel (the library also exports them) ---------- */
+
+/** `pfn | (flags & PFN_FLAGS_MASK)`; pfn bits at and above bit 52 are dropped. */
+static inline struct pfn_t __pfn_to_pfn_t(uint64_t pfn, uint64_t flags)
 {
-    /* Bit 63 (PFN_SG_CHAIN) stays in the key: it never matches the cached block. */
-    uint64_t off = (p.val & (PFN_SG_CHAIN | ~PFN_FLAGS_MASK)) - s->cache_pfn;
-    if (off < s->cache_pages)
-        return (void *)(s->cache_addr + (uintptr_t)(off << 12));
-    unsigned level = (unsigned)(s->root & 7u);
-    const uintptr_t *node = (const uintptr_t *)(s->root & ~(size_t)7u);
-    uint64_t pfn = p.val & ~PFN_FLAGS_MASK;
-    if (node == NULL || (p.val & PFN_SG_CHAIN) != 0 || ((pfn - node[1024]) >> (9u * level + 9u)) != 0)
+    struct pfn_t p;
+    p.val = (pfn & ~PFN_FLAGS_MASK) | (flags & PFN_FLAGS_MASK);
+    return p;
+}
+/** The flag-less handle of `pfn`. */
+static inline struct pfn_t pfn_to_pfn_t(uint64_t pfn) { return __pfn_to_pfn_t(pfn, 0); }
+/** The handle of the frame holding physical byte `phys`, with flags. */
+static inline struct pfn_t phys_to_pfn_t(uint64_t phys, uint64_t flags)
+{
+    return __pfn_to_pfn_t(phys >> PFN_PAGE_SHIFT, flags);
+}
+/** The page-frame number, flags removed. */
+static inline uint64_t pfn_t_to_pfn(struct pfn_t p) { return p.val & ~PFN_FLAGS_MASK; }
+/** Physical address of the frame's first byte. */
+static inline uint64_t pfn_t_to_phys(struct pfn_t p) { return pfn_t_to_pfn(p) << PFN_PAGE_SHIFT; }
+/** True when PFN_MAP is set or PFN_DEV is clear. */
+static inline bool pfn_t_has_page(struct pfn_t p)
+{
+    return (p.val & PFN_MAP) != 0 || (p.val & PFN_DEV) == 0;
+}
+/** True when both PFN_DEV and PFN_MAP are set. */
+static inline bool pfn_t_devmap(struct pfn_t p)
+{
+    return (p.val & (PFN_DEV | PFN_MAP)) == (PFN_DEV | PFN_MAP);
+}
+/** True when PFN_SPECIAL is set. */
+static inline bool pfn_t_special(struct pfn_t p) { return (p.val & PFN_SPECIAL) != 0; }
+/** The seed's names. */
+static inline bool __pfn_t_has_page(struct pfn_t p) { return pfn_t_has_page(p); }
+static inline uint64_t __pfn_t_to_pfn(struct pfn_t p) { return pfn_t_to_pfn(p); }
+static inline uint64_t __pfn_t_to_phys(struct pfn_t p) { return pfn_t_to_phys(p); }
+
+/* ---- byte handles ------------------------------------------------------------------------ */
+
+/** A byte handle for physical byte `phys` (below 2^56) with pfn_t flags (PFN_DEV, ...). */
+static inline struct pfn_phys_t pfn_phys_make(uint64_t phys, uint64_t flags)
+{
+    struct pfn_phys_t h;
+    h.val = (phys & PFN_PHYS_ADDR_MASK) | (flags & PFN_PHYS_FLAGS_MASK);
+    return h;
+}
+/** The null byte handle. */
+static inline struct pfn_phys_t pfn_phys_null(void) { struct pfn_phys_t h; h.val = 0; return h; }
+static inline bool pfn_phys_is_null(struct pfn_phys_t h) { return h.val == 0; }
+/** The physical byte address a handle names. */
+static inline uint64_t pfn_phys_addr(struct pfn_phys_t h) { return h.val & PFN_PHYS_ADDR_MASK; }
+static inline uint64_t pfn_phys_flags(struct pfn_phys_t h) { return h.val & PFN_PHYS_FLAGS_MASK; }
+/** The handle of the byte `off` bytes further (a field of an object). */
+static inline struct pfn_phys_t pfn_phys_add(struct pfn_phys_t h, uint64_t off)
+{
+    struct pfn_phys_t r;
+    r.val = (h.val & PFN_PHYS_FLAGS_MASK) | ((h.val + off) & PFN_PHYS_ADDR_MASK);
+    return r;
+}
+/** The pfn_t of the frame holding the byte (same flags). */
+static inline struct pfn_t pfn_phys_to_pfn_t(struct pfn_phys_t h)
+{
+    return __pfn_to_pfn_t((h.val & PFN_PHYS_ADDR_MASK) >> PFN_PAGE_SHIFT, h.val & PFN_PHYS_FLAGS_MASK);
+}
+/** The byte handle of byte `off` of frame `p` (the frame must lie below 2^56). */
+static inline struct pfn_phys_t pfn_t_to_pfn_phys(struct pfn_t p, uint64_t off)
+{
+    return pfn_phys_make(pfn_t_to_phys(p) + off, p.val & PFN_PHYS_FLAGS_MASK);
+}
+/** Publishes a handle in `*slot` with one atomic release store: a reader that loads it with
+ *  pfn_phys_load sees everything written before (e.g. the object it names). */
+static inline void pfn_phys_store(struct pfn_phys_t *slot, struct pfn_phys_t h)
+{
+    __atomic_store_n(&slot->val, h.val, __ATOMIC_RELEASE);
+}
+/** Loads a handle published with pfn_phys_store (one atomic acquire load). */
+static inline struct pfn_phys_t pfn_phys_load(const struct pfn_phys_t *slot)
+{
+    struct pfn_phys_t h;
+    h.val = __atomic_load_n(&slot->val, __ATOMIC_ACQUIRE);
+    return h;
+}
+
+/* ---- inline fast paths --------------------------------------------------------------------
+ * The functions below do what the exported ones of the same name without _inline do, with no
+ * call in the common case. They read the library's state directly; the layouts they rely on
+ * are part of this ABI version:
+ * - pfn_table_root: the forward table's root word: a node address | level (1..5), 0 when
+ *   empty. A node is 512 slots, then 512 extent pointers, then the first pfn it covers; a slot
+ *   is 0, a node address, or (base - first_pfn * 4096) of its range | 1, wrapping, so that a
+ *   frame's address is that plus pfn * 4096; each level indexes 9 bits of the pfn. An extent
+ *   starts with its first pfn, last pfn, base address and the last pfn of its run.
+ * - pfn_reader_tls_offset: the thread-pointer offset of the calling thread's reader pointer
+ *   (x86_64 Linux; 0 until the first thread is set up, and elsewhere, where the inline
+ *   functions call the exported ones).
+ * - struct pfn_reader: the first fields of a thread's reader record.
+ * Internal names start with pfn__; do not use them directly. */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+extern uintptr_t pfn_table_root;
+extern intptr_t pfn_reader_tls_offset;
+#ifdef __cplusplus
+}
+#endif
+
+struct pfn_hold {
+    uintptr_t start;
+    uintptr_t end;
+};
+
+struct pfn_reader {
+    uint64_t ctl;      /* nesting count (bits 0..23) | sequence number << 24 */
+    uint32_t waiting;  /* a writer waits for this reader to leave its section */
+    uint32_t fence;    /* membarrier is unavailable: the reader fences itself */
+    uint64_t sections; /* open thread-bound sections */
+    uintptr_t current; /* innermost section bound by PFN_SECTION_SCOPE */
+    uint32_t kind;
+    uint32_t pfn__state;
+    uint64_t nholds;   /* kmaps held */
+    uint64_t pfn__hint[2];
+    struct pfn_hold holds[16];
+};
+
+struct pfn__extent {
+    uint64_t first;
+    uint64_t last;
+    uintptr_t target;
+    uint64_t run_last;
+};
+
+#define PFN__NEST_MASK ((1ull << 24) - 1)
+#define PFN__SEQ_ONE (1ull << 24)
+#define PFN__NEST_LIMIT (PFN__NEST_MASK - (1ull << 16))
+#define PFN__INLINE_HOLDS 16u
+
+/** The calling thread's reader record, or NULL when it has none yet (or on targets without
+ *  the inline fast paths). */
+static inline struct pfn_reader *pfn_reader_self(void)
+{
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+    intptr_t off = __atomic_load_n(&pfn_reader_tls_offset, __ATOMIC_RELAXED);
+    struct pfn_reader *r;
+    if (off == 0)
         return NULL;
+    __asm__("movq %%fs:(%1), %0" : "=r"(r) : "r"(off));
+    return r;
+#else
+    return NULL;
+#endif
+}
+
+static inline void pfn__barrier(const struct pfn_reader *r)
+{
+    if (r->fence)
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    else
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+static inline void pfn__enter(struct pfn_reader *r)
+{
+    uint64_t c = __atomic_load_n(&r->ctl, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->ctl, c + 1 + ((c & PFN__NEST_MASK) ? 0 : PFN__SEQ_ONE), __ATOMIC_RELAXED);
+    pfn__barrier(r);
+}
+
+static inline void pfn__leave(struct pfn_reader *r)
+{
+    uint64_t c = __atomic_load_n(&r->ctl, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->ctl, c - 1, __ATOMIC_RELEASE);
+    if ((c & PFN__NEST_MASK) == 1) {
+        pfn__barrier(r);
+        if (__atomic_load_n(&r->waiting, __ATOMIC_RELAXED))
+            pfn_reader_wake(r);
+    }
+}
+
+/** The leaf slot of `pfn` under root word `root` (0: none), and where it is. */
+static inline uintptr_t pfn__find(uintptr_t root, uint64_t pfn, const uintptr_t **at)
+{
+    unsigned level = (unsigned)(root & 7u);
+    const uintptr_t *node = (const uintptr_t *)(root & ~(uintptr_t)7u);
+    if (node == NULL || ((pfn - (uint64_t)node[1024]) >> (9u * level + 9u)) != 0)
+        return 0;
     for (;;) {
-        unsigned shift = 9u * level;
-        uintptr_t slot = __atomic_load_n(&node[(pfn >> shift) & 511u], __ATOMIC_ACQUIRE);
-        if (slot & 1u) {
-            uint64_t pages = 1ull << shift;
-            s->cache_pfn = pfn & ~(pages - 1u);
-            s->cache_pages = pages;
-            s->cache_addr = (slot & ~(uintptr_t)1u) + (uintptr_t)(s->cache_pfn << 12);
-            return (void *)((slot & ~(uintptr_t)1u) + (uintptr_t)(pfn << 12));
+        const uintptr_t *slot = &node[(pfn >> (9u * level)) & 511u];
+        uintptr_t v = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+        if (v & 1u) {
+            *at = slot;
+            return v;
         }
-        if (slot == 0 || level == 0)
-            return NULL;
-        node = (const uintptr_t *)slot;
+        if (v == 0 || level == 0)
+            return 0;
+        node = (const uintptr_t *)v;
         level--;
     }
 }
+
+/** kmap_atomic_pfn_t without a call when the thread is set up and holds fewer than 16 kmaps;
+ *  otherwise (and for every error) it calls kmap_atomic_pfn_t. Release with
+ *  kunmap_atomic_pfn_t_inline or kunmap_atomic_pfn_t. */
+static inline void *kmap_atomic_pfn_t_inline(struct pfn_t p)
+{
+    struct pfn_reader *r = pfn_reader_self();
+    if (r != NULL && r->nholds < PFN__INLINE_HOLDS && (p.val & PFN_SG_CHAIN) == 0) {
+        const uintptr_t *at;
+        uint64_t pfn = p.val & ~PFN_FLAGS_MASK;
+        pfn__enter(r);
+        uintptr_t slot = pfn__find(__atomic_load_n(&pfn_table_root, __ATOMIC_ACQUIRE), pfn, &at);
+        if (slot != 0) {
+            uintptr_t a = (slot & ~(uintptr_t)1u) + (uintptr_t)(pfn << 12);
+            uint64_t k = r->nholds;
+            __atomic_store_n(&r->nholds, k + 1, __ATOMIC_RELAXED);
+            __atomic_signal_fence(__ATOMIC_SEQ_CST);
+            r->holds[k].start = a;
+            r->holds[k].end = a + 4096u;
+            return (void *)a;
+        }
+        pfn__leave(r);
+    }
+    return kmap_atomic_pfn_t(p);
+}
+
+/** kunmap_atomic_pfn_t without a call when the thread's newest kmap begins at `addr`'s page;
+ *  otherwise it calls kunmap_atomic_pfn_t. Returns what kunmap_atomic_pfn_t returns. */
+static inline int kunmap_atomic_pfn_t_inline(void *addr)
+{
+    struct pfn_reader *r = pfn_reader_self();
+    if (r != NULL) {
+        uint64_t k = r->nholds;
+        if (k - 1 < PFN__INLINE_HOLDS) {
+            if (((uintptr_t)addr & ~(uintptr_t)4095u) == r->holds[k - 1].start) {
+                __atomic_store_n(&r->nholds, k - 1, __ATOMIC_RELAXED);
+                __atomic_signal_fence(__ATOMIC_SEQ_CST);
+                pfn__leave(r);
+                return 0;
+            }
+        }
+    }
+    return kunmap_atomic_pfn_t(addr);
+}
+
+/** pfn_read_lock without a call when the thread is set up. Close with pfn_read_unlock_inline,
+ *  pfn_read_unlock or pfn_section_close. */
+static inline struct pfn_section pfn_read_lock_inline(void)
+{
+    struct pfn_reader *r = pfn_reader_self();
+    if (r == NULL || (r->ctl & PFN__NEST_MASK) + 1 >= PFN__NEST_LIMIT)
+        return pfn_read_lock();
+    pfn__enter(r);
+    uint64_t depth = r->sections + 1;
+    __atomic_store_n(&r->sections, depth, __ATOMIC_RELAXED);
+    struct pfn_section s;
+    s.root = (size_t)__atomic_load_n(&pfn_table_root, __ATOMIC_ACQUIRE);
+    s.cache_pfn = 0;
+    s.cache_pages = 0;
+    s.cache_addr = 0;
+    s.reader = r;
+    s.token = depth;
+    s.prev = NULL;
+    return s;
+}
+
+/** pfn_read_unlock without a call (it calls pfn_read_unlock when no section is open). */
+static inline void pfn_read_unlock_inline(void)
+{
+    struct pfn_reader *r = pfn_reader_self();
+    if (r == NULL || r->sections == 0) {
+        pfn_read_unlock();
+        return;
+    }
+    __atomic_store_n(&r->sections, r->sections - 1, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    pfn__leave(r);
+}
+
+/** The miss path of pfn_section_translate_inline: walks, and caches the run of ranges found. */
+static inline void *pfn__section_miss(struct pfn_section *s, uint64_t pfn)
+{
+    const uintptr_t *at;
+    uintptr_t slot = pfn__find(s->root, pfn, &at);
+    if (slot == 0)
+        return NULL;
+    uintptr_t delta = slot & ~(uintptr_t)1u;
+    const struct pfn__extent *e =
+        (const struct pfn__extent *)__atomic_load_n(at + 512, __ATOMIC_ACQUIRE);
+    if (e != NULL) {
+        uint64_t run = __atomic_load_n(&e->run_last, __ATOMIC_ACQUIRE);
+        if (run < e->last)
+            run = e->last;
+        /* The section sees a snapshot: cache only when slot and extent still agree. */
+        if (pfn - e->first <= run - e->first && delta + (uintptr_t)(e->first << 12) == e->target) {
+            s->cache_pfn = e->first;
+            s->cache_pages = run - e->first + 1;
+            s->cache_addr = e->target;
+        }
+    }
+    return (void *)(delta + (uintptr_t)(pfn << 12));
+}
+
+/**
+ * Header-inline pfn_section_translate: the same result, and the same run remembered in `*s`,
+ * with no call (NULL without errno when no visible range holds the frame or PFN_SG_CHAIN is
+ * set). A pfn in the run of ranges last found costs one comparison.
+ */
+static inline void *pfn_section_translate_inline(struct pfn_section *s, struct pfn_t p)
+{
+    /* Bit 63 (PFN_SG_CHAIN) stays in the key: it never matches the cached run. */
+    uint64_t off = (p.val & (PFN_SG_CHAIN | ~PFN_FLAGS_MASK)) - s->cache_pfn;
+    if (off < s->cache_pages)
+        return (void *)(s->cache_addr + (uintptr_t)(off << 12));
+    if (p.val & PFN_SG_CHAIN)
+        return NULL;
+    return pfn__section_miss(s, p.val & ~PFN_FLAGS_MASK);
+}
+
+/** Header-inline pfn_section_translate_len: also writes the bytes contiguous from the address
+ *  (to the end of the run of ranges) to `*len` when it succeeds and `len` is not NULL. */
+static inline void *pfn_section_translate_len_inline(struct pfn_section *s, struct pfn_t p,
+                                                     uint64_t *len)
+{
+    void *a = pfn_section_translate_inline(s, p);
+    if (a != NULL && len != NULL) {
+        uint64_t off = (p.val & ~PFN_FLAGS_MASK) - s->cache_pfn;
+        uint64_t pages = off < s->cache_pages ? s->cache_pages - off : 1;
+        *len = pages >= (1ull << 52) ? UINT64_MAX : pages << 12;
+    }
+    return a;
+}
+
+/** Header-inline pfn_section_translate_phys: the address of the byte a byte handle names
+ *  (NULL for the null handle, PFN_SG_CHAIN, or a byte no visible range holds). */
+static inline void *pfn_section_translate_phys_inline(struct pfn_section *s, struct pfn_phys_t h)
+{
+    struct pfn_t p;
+    if (h.val == 0)
+        return NULL;
+    p.val = ((h.val & PFN_PHYS_ADDR_MASK) >> 12) | (h.val & PFN_SG_CHAIN);
+    char *a = (char *)pfn_section_translate_inline(s, p);
+    return a != NULL ? a + (h.val & 4095u) : NULL;
+}
+
+/** The innermost section bound to this thread by PFN_SECTION_SCOPE, or NULL. */
+static inline struct pfn_section *pfn_section_current_inline(void)
+{
+    struct pfn_reader *r = pfn_reader_self();
+    return r != NULL ? (struct pfn_section *)r->current : pfn_section_current();
+}
+
+/** Internal to PFN_SECTION_SCOPE. */
+static inline struct pfn_section pfn__scope_begin(struct pfn_section *self)
+{
+    struct pfn_section s = pfn_read_lock_inline();
+    struct pfn_reader *r = (struct pfn_reader *)s.reader;
+    if (r != NULL) {
+        s.prev = (struct pfn_section *)r->current;
+        r->current = (uintptr_t)self;
+    }
+    return s;
+}
+
+/** Internal to PFN_SECTION_SCOPE. */
+static inline void pfn__scope_end(struct pfn_section *s)
+{
+    struct pfn_reader *r = (struct pfn_reader *)s->reader;
+    if (r == NULL)
+        return;
+    r->current = (uintptr_t)s->prev;
+    if (r == pfn_reader_self() && r->sections == s->token) {
+        __atomic_store_n(&r->sections, r->sections - 1, __ATOMIC_RELAXED);
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        pfn__leave(r);
+    } else {
+        pfn_section_close(s);
+    }
+}
+
+/**
+ * PFN_SECTION_SCOPE(s) declares `struct pfn_section s`, opens a thread-bound read section in
+ * it and closes it when `s` goes out of scope, at every exit of the block (return, break,
+ * goto; GCC and Clang's cleanup attribute). While it is open, pfn_section_current_inline()
+ * (or pfn_section_current()) returns &s, so helper functions reach the section without a
+ * parameter. Scopes nest. Do not close `s` by hand.
+ */
+#define PFN_SECTION_SCOPE(s) \
+    __attribute__((cleanup(pfn__scope_end))) struct pfn_section s = pfn__scope_begin(&s)
 
 #endif /* PFN_H */

@@ -15,6 +15,10 @@ pub enum Error {
     /// The pfn lies in no registered range.
     NotMapped,
     OutOfMemory,
+    /// A signal handler interrupted this thread's own set-up: try again outside it.
+    Again,
+    /// No free physical space of the size asked for.
+    NoSpace,
     /// An operating-system error, by its errno.
     Os(i32),
 }
@@ -29,6 +33,8 @@ impl Error {
             Error::Deadlock => libc::EDEADLK,
             Error::NotMapped => libc::ENXIO,
             Error::OutOfMemory => libc::ENOMEM,
+            Error::Again => libc::EAGAIN,
+            Error::NoSpace => libc::ENOSPC,
             Error::Os(e) => e,
         }
     }

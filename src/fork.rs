@@ -5,36 +5,44 @@
 //!   that thread's code and will release them.
 //! - Every other thread's holds are released in the child: those threads do not exist there,
 //!   so an unregister in the child never waits for the parent's threads.
-//! - No lock is left held: registration is held off across `fork()` and released on both sides.
+//! - No lock is left held: registration and the reader pools are held off across `fork()` and
+//!   released on both sides; the grace-period lock is reset in the child.
+//!
+//! The handlers are installed once, when the library is loaded (see `lib.rs`), and stay valid:
+//! the shared library is never unloaded (it is linked with `-z nodelete`).
 
-use std::cell::RefCell;
-use std::sync::{MutexGuard, OnceLock};
+use std::cell::UnsafeCell;
 
 use crate::{rcu, space};
 
-thread_local! {
-    static HELD: RefCell<Option<MutexGuard<'static, space::State>>> = const { RefCell::new(None) };
-}
+type Held = Option<(rcu::ForkGuard, std::sync::MutexGuard<'static, space::State>)>;
 
-/// Installs the handlers once per process.
+/// The guards taken in `prepare`, released in `parent`/`child`. Only the forking thread touches
+/// it between the two, and two forking threads serialize on the locks it holds.
+struct Slot(UnsafeCell<Held>);
+// SAFETY: see above: one thread at a time, between prepare and parent/child.
+unsafe impl Sync for Slot {}
+static HELD: Slot = Slot(UnsafeCell::new(None));
+
+/// Installs the handlers (once, at load).
 pub(crate) fn install() {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        // SAFETY: the handlers are plain functions with the required signature.
-        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
-    });
+    // SAFETY: the handlers are plain functions with the required signature.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
 }
 
 extern "C" fn prepare() {
-    let guard = space::lock_for_fork();
-    HELD.with(|h| *h.borrow_mut() = Some(guard));
+    let guards = (rcu::lock_for_fork(), space::lock_for_fork());
+    // SAFETY: see `Slot`.
+    unsafe { *HELD.0.get() = Some(guards) };
 }
 
 extern "C" fn parent() {
-    HELD.with(|h| drop(h.borrow_mut().take()));
+    // SAFETY: see `Slot`.
+    drop(unsafe { (*HELD.0.get()).take() });
 }
 
 extern "C" fn child() {
     rcu::after_fork_in_child();
-    HELD.with(|h| drop(h.borrow_mut().take()));
+    // SAFETY: see `Slot`.
+    drop(unsafe { (*HELD.0.get()).take() });
 }

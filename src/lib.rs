@@ -2,12 +2,19 @@
 //!
 //! Layering: the modules below form a safe core that knows nothing of C; `ffi` is the only
 //! place that takes raw pointers from callers, catches panics and sets errno.
+//!
+//! Ground floor: `encoding` (pfn_t), `error`, `tls` (thread slots), `holds` (a thread's kmap
+//! holds), `index` (fallible bookkeeping), `table` (the radix tables). Above them `rcu`
+//! (readers and grace periods), then `space` (devices, ranges, translation) and `pmem`
+//! (mapped files); `fork` ties the core's locks to fork().
 
 pub mod encoding;
 pub mod error;
 mod fork;
+mod holds;
+mod index;
 pub mod pmem;
-mod rcu;
+pub mod rcu;
 pub mod space;
 mod table;
 mod tls;
@@ -18,3 +25,14 @@ pub use encoding::Pfn;
 pub use error::{Error, Result};
 pub use pmem::{MapOptions, PmemFile};
 pub use space::{kmap, kmap_len, kunmap, Device};
+
+/// Runs once when the library is loaded (shared or static): fork handlers are installed
+/// before any thread can take a library lock.
+extern "C" fn on_load() {
+    fork::install();
+    ffi::on_load();
+}
+
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;

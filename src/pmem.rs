@@ -23,8 +23,11 @@ pub struct MapOptions {
 
 #[derive(Debug)]
 pub struct PmemFile {
-    map: MmapRaw,
+    /// Dropped by hand in `drop`: unmapped before the bookkeeping forgets the mapping.
+    map: std::mem::ManuallyDrop<MmapRaw>,
     file: File,
+    /// The mapping as the bookkeeping knows it (registration refuses it while it is unmapped).
+    mapping: Option<space::MappingId>,
 }
 
 impl PmemFile {
@@ -66,7 +69,12 @@ impl PmemFile {
             }
         }
         let map = MmapOptions::new().len(size as usize).map_raw(&file)?;
-        Ok(PmemFile { map, file })
+        let mapping = Some(space::add_mapping(map.as_ptr() as usize, map.len())?);
+        Ok(PmemFile {
+            map: std::mem::ManuallyDrop::new(map),
+            file,
+            mapping,
+        })
     }
 
     /// Address of the first mapped byte (page-aligned).
@@ -109,14 +117,48 @@ impl PmemFile {
         Ok(size.min(self.len() as u64) as usize)
     }
 
+    /// First step of an unmap that others may be racing: refused with `Busy` while a
+    /// registered range (or one being unregistered) uses any of the mapping's memory, and with
+    /// `Invalid` when another call is unmapping it. On success registration refuses the memory
+    /// from now on; end with [`PmemFile::finish_unmap`] or [`PmemFile::abort_unmap`].
+    pub fn begin_unmap(&self) -> Result<()> {
+        match &self.mapping {
+            Some(id) => space::begin_unmap(id),
+            None => Err(Error::Invalid),
+        }
+    }
+
+    /// Undoes [`PmemFile::begin_unmap`].
+    pub fn abort_unmap(&self) {
+        if let Some(id) = &self.mapping {
+            space::abort_unmap(id);
+        }
+    }
+
+    /// Unmaps after a successful [`PmemFile::begin_unmap`].
+    pub fn finish_unmap(self) {
+        drop(self);
+    }
+
     /// Unmaps the file. Errors: `Busy` (and the mapping stays) while a registered range uses
     /// any of its memory.
     pub fn unmap(self) -> std::result::Result<(), (PmemFile, Error)> {
-        let (addr, len) = (self.addr(), self.len());
-        let mut kept = Some(self);
-        match space::without_ranges_in(addr, len, || drop(kept.take())) {
-            Ok(()) => Ok(()),
-            Err(e) => Err((kept.take().expect("kept when busy"), e)),
+        match self.begin_unmap() {
+            Ok(()) => {
+                self.finish_unmap();
+                Ok(())
+            }
+            Err(e) => Err((self, e)),
+        }
+    }
+}
+
+impl Drop for PmemFile {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here; nothing uses it afterwards.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.map) };
+        if let Some(id) = self.mapping.take() {
+            space::remove_mapping(id);
         }
     }
 }

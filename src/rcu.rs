@@ -1,116 +1,218 @@
-//! Grace periods: per-thread reader records, no shared write on the read side.
+//! Grace periods: reader records with one control word each, no shared write on the read side.
 //!
-//! A reader record belongs to one thread at a time. Its `seq` is odd while the thread is inside
-//! a read-side section (holds a kmap or a section) and even outside; the thread bumps it when
-//! its outermost hold begins and again when its last hold ends. It is the only store a reader
-//! makes and it goes to the reader's own cache line: no global is written, and none but the
-//! table is read. A writer that has unpublished something calls [`synchronize`]: it reads every
-//! record's `seq` and waits, for each odd one, until it changes. A section that began after the
-//! unpublish cannot have seen what was unpublished.
+//! Every thread that maps or opens a section has a reader record; so does every open
+//! object-bound section (a section that belongs to a value the caller passes between threads,
+//! like the kernel's `srcu_down_read`). A record's control word `ctl` holds a nesting count in
+//! its low [`NEST_BITS`] bits and a sequence number above them: entering the outermost section
+//! starts a new sequence number, nesting only counts. It is the one word a reader writes, with a
+//! plain load and store in its own cache line, so a signal handler that interrupts any reader
+//! operation on the same thread and leaves balanced leaves it consistent.
 //!
-//! Ordering. The reader stores `seq` and then loads the table; the writer stores the table and
-//! then loads `seq` (the store-buffering pattern): one side needs a full fence. With
+//! A writer that has unpublished something waits for a grace period: it takes a snapshot of
+//! every record whose nesting count is non-zero, then waits until each of those has left the
+//! section it was in (count zero, or a new sequence number). It waits for all of them at once:
+//! it spins briefly, then flags the records it still waits for (a word in the reader's own
+//! line) and sleeps on a futex; a reader that leaves its outermost section checks its own flag
+//! and wakes the writer only when it is set, so the common case writes nothing shared.
+//!
+//! Ordering. The reader stores `ctl` and then loads the table; the writer stores the table and
+//! then loads `ctl` (the store-buffering pattern): one side needs a full fence. With
 //! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` the writer pays it for every running thread of
 //! the process at once, and readers need only a compiler barrier (liburcu's "memb" flavour).
-//! Where membarrier is unavailable (or `PFN_NO_MEMBARRIER` is set, which tests use to cover
-//! this path) readers fall back to a real fence.
+//! Where membarrier cannot be registered at start-up, every reader fences itself. Should a
+//! registered membarrier fail later (it may return ENOMEM), the writer retries, then falls back
+//! to the global membarrier and to a TLB-shootdown barrier; it never completes a grace period on
+//! its local fence alone while readers rely on compiler barriers.
 //!
-//! Records are never freed: a thread that exits returns its record to the list for reuse, so a
-//! writer may walk the list without a lock. Memory is bounded by the peak number of threads.
+//! Concurrent writers share grace periods: one runs at a time, and a writer whose unpublish
+//! happened before a grace period began needs nothing more once that one has ended
+//! (`snapshot`/`wait_for`, like the kernel's `rcu_seq`).
+//!
+//! Records are never freed: a thread that exits returns its record to a pool for reuse, so a
+//! writer may walk the list without a lock. Memory is bounded by the peak number of threads and
+//! of object-bound sections open at once.
 
-use std::cell::UnsafeCell;
 use std::ptr;
-use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::atomic::{
+    compiler_fence, fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize,
+    Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst},
+};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
+use crate::holds::Holds;
 use crate::tls;
 
-/// Grows a thread's list of held kmaps in steps; the first step is allocated at registration.
-const HELD_INITIAL: usize = 16;
+/// Bits of `ctl` that count nested holds and sections.
+pub const NEST_BITS: u32 = 24;
+pub const NEST_MASK: u64 = (1 << NEST_BITS) - 1;
+/// One step of the sequence number above the nesting count.
+pub const SEQ_ONE: u64 = 1 << NEST_BITS;
+/// Nesting left free for kmaps above the deepest allowed sections (the inline fast paths never
+/// check for overflow; they stop at the inline holds).
+const NEST_HEADROOM: u64 = 1 << 16;
 
-#[repr(align(128))]
+/// What a record serves.
+pub const KIND_THREAD: u32 = 0;
+pub const KIND_OBJECT: u32 = 1;
+
+const STATE_FREE: u32 = 0;
+const STATE_USED: u32 = 1;
+/// Owned by a thread that does not exist in this process (a fork child): never reused, since
+/// its hold stack may have been caught mid-change at the fork.
+const STATE_ABANDONED: u32 = 2;
+
+/// How many freed object records a thread keeps for its next opens before returning them.
+const OBJECT_CACHE: usize = 16;
+
+/// One reader: a thread, or an open object-bound section.
+///
+/// The fields up to and including `holds` are read and written by the header's inline fast
+/// paths; their layout is part of the C ABI (`struct pfn_reader` in the header's trailer),
+/// checked by the assertions below.
+#[repr(C, align(128))]
 pub struct Reader {
-    /// Odd inside a read-side section. Written only by the owner.
-    seq: AtomicU64,
-    /// The reader must fence itself: membarrier is unavailable. Read only by the owner.
-    fence: AtomicBool,
-    in_use: AtomicBool,
+    /// Nesting count (low bits) and sequence number (high bits). Written by the owner only.
+    pub ctl: AtomicU64,
+    /// Non-zero when a writer sleeps waiting for this reader to leave its section.
+    pub waiting: AtomicU32,
+    /// Non-zero: membarrier is unavailable and this reader fences itself.
+    pub fence: AtomicU32,
+    /// Open thread-bound sections (owner only).
+    pub sections: AtomicU64,
+    /// The innermost section a `PFN_SECTION_SCOPE` bound to this thread (owner only).
+    pub current: AtomicUsize,
+    pub kind: u32,
+    state: AtomicU32,
+    /// kmaps held (threads only).
+    pub holds: Holds,
+    // ---- private from here on ----
     /// Immutable once the record is on the list.
     next: *const Reader,
-    /// Page addresses this thread has mapped and not yet released. Owner-only.
-    held: UnsafeCell<Vec<usize>>,
+    /// Pool link while free; object-cache link while cached.
+    pool_next: AtomicPtr<Reader>,
+    tid: AtomicI32,
+    /// A writer's snapshot of `ctl` (touched only under the grace-period lock).
+    gp_seen: AtomicU64,
+    gp_pending: AtomicBool,
+    gp_flagged: AtomicBool,
+    /// Freed object records this thread keeps (threads only; owner only).
+    cache_head: AtomicPtr<Reader>,
+    cache_len: AtomicUsize,
 }
 
-// SAFETY: `held` is touched only by the thread that owns the record (claimed with `in_use`);
-// every other field is atomic or immutable after publication.
+// The C header's `struct pfn_reader` mirrors these offsets.
+const _: () = {
+    assert!(std::mem::offset_of!(Reader, ctl) == 0);
+    assert!(std::mem::offset_of!(Reader, waiting) == 8);
+    assert!(std::mem::offset_of!(Reader, fence) == 12);
+    assert!(std::mem::offset_of!(Reader, sections) == 16);
+    assert!(std::mem::offset_of!(Reader, current) == 24);
+    assert!(std::mem::offset_of!(Reader, kind) == 32);
+    assert!(std::mem::offset_of!(Reader, holds) == 40);
+    assert!(std::mem::offset_of!(Holds, len) == 0);
+    assert!(std::mem::offset_of!(Holds, inline) == 24);
+};
+
+// SAFETY: owner-only fields are touched by the owning thread (and its signal handlers); the
+// rest are atomics or immutable after publication.
 unsafe impl Sync for Reader {}
+unsafe impl Send for Reader {}
 
 static READERS: AtomicPtr<Reader> = AtomicPtr::new(ptr::null_mut());
-/// True when membarrier is unavailable and readers must fence themselves. Copied into each
-/// record, so that readers need not read it.
+/// Decided once at set-up, before any record exists.
 static READER_FENCE: AtomicBool = AtomicBool::new(true);
+static DEBUG: AtomicBool = AtomicBool::new(false);
+
+struct Pool(*mut Reader);
+// SAFETY: the pointers are records, which live for the whole process.
+unsafe impl Send for Pool {}
+static THREAD_POOL: Mutex<Pool> = Mutex::new(Pool(ptr::null_mut()));
+static OBJECT_POOL: Mutex<Pool> = Mutex::new(Pool(ptr::null_mut()));
 
 struct Setup {
     exit_key: libc::pthread_key_t,
+    /// Test-only (PFN_TEST_MEMBARRIER_FAIL=n): the first n membarrier calls report failure.
+    membarrier_failures: AtomicU64,
+    barrier_page: usize,
 }
 static SETUP: OnceLock<Option<Setup>> = OnceLock::new();
 
+const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+/// An environment variable, read without allocating.
+pub(crate) fn env_flag(name: &std::ffi::CStr) -> Option<u64> {
+    // SAFETY: a NUL-terminated name; getenv returns NULL or a NUL-terminated string.
+    let v = unsafe { libc::getenv(name.as_ptr()) };
+    if v.is_null() {
+        return None;
+    }
+    // SAFETY: as above.
+    let s = unsafe { std::ffi::CStr::from_ptr(v) }.to_bytes();
+    Some(
+        std::str::from_utf8(s)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1),
+    )
+}
+
+fn membarrier(cmd: libc::c_long) -> bool {
+    // SAFETY: plain syscall with integer arguments.
+    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) == 0 }
+}
 
 fn setup() -> Option<&'static Setup> {
     SETUP
         .get_or_init(|| {
-            let refused = std::env::var_os("PFN_NO_MEMBARRIER").is_some();
-            // SAFETY: plain syscalls with integer arguments.
-            let registered = !refused
-                && unsafe {
-                    libc::syscall(
-                        libc::SYS_membarrier,
-                        MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
-                        0,
-                        0,
-                    )
-                } == 0;
-            let works = registered
-                && unsafe {
-                    libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0)
-                } == 0;
-            READER_FENCE.store(!works, Ordering::SeqCst);
+            let refused = env_flag(c"PFN_NO_MEMBARRIER").is_some();
+            let works = !refused
+                && membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED)
+                && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+            READER_FENCE.store(!works, SeqCst);
+            DEBUG.store(env_flag(c"PFN_DEBUG").is_some_and(|v| v != 0), SeqCst);
             let mut key: libc::pthread_key_t = 0;
             // SAFETY: `key` is a valid out-pointer; the destructor has the required signature.
             if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } != 0 {
                 return None;
             }
-            Some(Setup { exit_key: key })
+            // SAFETY: an anonymous page for the TLB-shootdown barrier (see heavy_barrier).
+            let page = unsafe {
+                libc::mmap(
+                    ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            Some(Setup {
+                exit_key: key,
+                membarrier_failures: AtomicU64::new(
+                    env_flag(c"PFN_TEST_MEMBARRIER_FAIL").unwrap_or(0),
+                ),
+                barrier_page: if page == libc::MAP_FAILED {
+                    0
+                } else {
+                    page as usize
+                },
+            })
         })
         .as_ref()
 }
 
-/// A full fence on every thread of the process that runs right now (or on ours, as fallback).
-fn heavy_barrier() {
-    if READER_FENCE.load(Ordering::Relaxed) {
-        fence(Ordering::SeqCst);
-        return;
-    }
-    // SAFETY: plain syscall; registration happened in `setup`.
-    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
-    if rc != 0 {
-        // Cannot happen after a successful registration. Should it, readers fence themselves
-        // from now on; for this grace period our own fence is the best that can be done.
-        READER_FENCE.store(true, Ordering::SeqCst);
-        for r in records() {
-            r.fence.store(true, Ordering::SeqCst);
-        }
-        fence(Ordering::SeqCst);
-    }
+/// True when PFN_DEBUG asked for misuse to be reported.
+pub fn debug() -> bool {
+    DEBUG.load(Relaxed)
 }
 
 /// Every record ever published, newest first. Records are never freed and `next` never
 /// changes after publication, so the walk needs no lock.
 fn records() -> impl Iterator<Item = &'static Reader> {
-    let mut p = READERS.load(Ordering::Acquire) as *const Reader;
+    let mut p = READERS.load(Acquire) as *const Reader;
     std::iter::from_fn(move || {
         // SAFETY: null or a published record, which lives for the rest of the process.
         let r = unsafe { p.as_ref() }?;
@@ -119,19 +221,71 @@ fn records() -> impl Iterator<Item = &'static Reader> {
     })
 }
 
-/// Runs at thread exit (pthread key destructor): kmaps still held are released.
-extern "C" fn thread_exit(record: *mut libc::c_void) {
-    let record = record as *const Reader;
-    if record.is_null() {
-        return;
+fn lock<T>(m: &'static Mutex<T>) -> MutexGuard<'static, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn pool_pop(pool: &'static Mutex<Pool>) -> Option<&'static Reader> {
+    let mut head = lock(pool);
+    // SAFETY: pool entries are published records.
+    let r = unsafe { head.0.as_ref() }?;
+    head.0 = r.pool_next.load(Relaxed);
+    r.state.store(STATE_USED, Relaxed);
+    Some(r)
+}
+
+fn pool_push(pool: &'static Mutex<Pool>, r: &'static Reader) {
+    let mut head = lock(pool);
+    r.state.store(STATE_FREE, Relaxed);
+    r.pool_next.store(head.0, Relaxed);
+    head.0 = r as *const Reader as *mut Reader;
+}
+
+/// A new record on the list. None: out of memory.
+fn new_record(kind: u32) -> Option<&'static Reader> {
+    let layout = std::alloc::Layout::new::<Reader>();
+    // SAFETY: Reader has non-zero size.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut Reader;
+    if p.is_null() {
+        return None;
     }
-    // SAFETY: the key holds this thread's own record, which is never freed.
-    let record = unsafe { &*record };
-    if tls::get() == record as *const Reader as usize {
-        tls::set(0);
+    let mut head = READERS.load(Acquire);
+    loop {
+        // SAFETY: `p` is fresh, properly aligned memory for one Reader.
+        unsafe {
+            p.write(Reader {
+                ctl: AtomicU64::new(0),
+                waiting: AtomicU32::new(0),
+                fence: AtomicU32::new(READER_FENCE.load(SeqCst) as u32),
+                sections: AtomicU64::new(0),
+                current: AtomicUsize::new(0),
+                kind,
+                state: AtomicU32::new(STATE_USED),
+                holds: Holds::default(),
+                next: head,
+                pool_next: AtomicPtr::new(ptr::null_mut()),
+                tid: AtomicI32::new(0),
+                gp_seen: AtomicU64::new(0),
+                gp_pending: AtomicBool::new(false),
+                gp_flagged: AtomicBool::new(false),
+                cache_head: AtomicPtr::new(ptr::null_mut()),
+                cache_len: AtomicUsize::new(0),
+            })
+        };
+        match READERS.compare_exchange(head, p, AcqRel, Acquire) {
+            // SAFETY: published records live for the rest of the process.
+            Ok(_) => return Some(unsafe { &*p }),
+            Err(now) => head = now,
+        }
     }
-    // SAFETY: still the owner.
-    unsafe { record.release_all_and_free() };
+}
+
+/// Why a reader could not be set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetupError {
+    OutOfMemory,
+    /// A signal handler interrupted this thread's own set-up.
+    Interrupted,
 }
 
 /// The calling thread's record, if it has one.
@@ -142,240 +296,531 @@ pub fn current() -> Option<&'static Reader> {
     unsafe { p.as_ref() }
 }
 
-/// The calling thread's record, registering the thread on first use. `None`: out of memory.
+/// The calling thread's record, setting the thread up on first use.
 #[inline(always)]
-pub fn current_or_register() -> Option<&'static Reader> {
+pub fn current_or_register() -> Result<&'static Reader, SetupError> {
     match current() {
-        Some(r) => Some(r),
-        None => register(),
+        Some(r) => Ok(r),
+        None => register_thread(),
     }
 }
 
 #[cold]
-fn register() -> Option<&'static Reader> {
-    let setup = setup()?;
-    crate::fork::install();
-    let record = claim_free_record().or_else(new_record)?;
-    tls::set(record as *const Reader as usize);
-    // SAFETY: the key was created in `setup`; the value is this thread's record.
-    unsafe { libc::pthread_setspecific(setup.exit_key, record as *const Reader as *const _) };
-    Some(record)
-}
-
-fn claim_free_record() -> Option<&'static Reader> {
-    records().find(|r| {
-        !r.in_use.load(Ordering::Relaxed)
-            && r.in_use
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-    })
-}
-
-fn new_record() -> Option<&'static Reader> {
-    let mut held = Vec::new();
-    held.try_reserve(HELD_INITIAL).ok()?;
-    let layout = std::alloc::Layout::new::<Reader>();
-    // SAFETY: Reader has non-zero size.
-    let p = unsafe { std::alloc::alloc(layout) } as *mut Reader;
-    if p.is_null() {
-        return None;
+#[inline(never)]
+fn register_thread() -> Result<&'static Reader, SetupError> {
+    if tls::registering() {
+        return Err(SetupError::Interrupted);
     }
-    let mut head = READERS.load(Ordering::Acquire);
-    loop {
-        // SAFETY: `p` is fresh, properly aligned memory for one Reader.
-        unsafe {
-            p.write(Reader {
-                seq: AtomicU64::new(0),
-                fence: AtomicBool::new(READER_FENCE.load(Ordering::SeqCst)),
-                in_use: AtomicBool::new(true),
-                next: head,
-                held: UnsafeCell::new(std::mem::take(&mut held)),
-            })
-        };
-        match READERS.compare_exchange(head, p, Ordering::AcqRel, Ordering::Acquire) {
-            // SAFETY: published records live for the rest of the process.
-            Ok(_) => return Some(unsafe { &*p }),
-            Err(now) => {
-                head = now;
-                // SAFETY: not yet published; take the Vec back before rewriting.
-                held = unsafe { std::mem::take(&mut *(*p).held.get()) };
-            }
+    tls::set_registering(true);
+    let result = (|| {
+        let setup = setup().ok_or(SetupError::OutOfMemory)?;
+        let r = pool_pop(&THREAD_POOL)
+            .or_else(|| new_record(KIND_THREAD))
+            .ok_or(SetupError::OutOfMemory)?;
+        // SAFETY: the key was created in `setup`; the value is this thread's record.
+        if unsafe { libc::pthread_setspecific(setup.exit_key, r as *const Reader as *const _) } != 0
+        {
+            pool_push(&THREAD_POOL, r);
+            return Err(SetupError::OutOfMemory);
         }
+        // SAFETY: plain syscall.
+        r.tid
+            .store(unsafe { libc::syscall(libc::SYS_gettid) } as i32, Relaxed);
+        tls::set(r as *const Reader as usize);
+        Ok(r)
+    })();
+    tls::set_registering(false);
+    result
+}
+
+/// Runs at thread exit (pthread key destructor): holds and sections still open are released.
+extern "C" fn thread_exit(record: *mut libc::c_void) {
+    let record = record as *const Reader;
+    if record.is_null() {
+        return;
     }
+    // SAFETY: the key holds this thread's own record, which is never freed.
+    let r: &'static Reader = unsafe { &*record };
+    if tls::get() == r as *const Reader as usize {
+        tls::set(0);
+    }
+    let holds = r.holds.len();
+    let sections = r.sections.load(Relaxed);
+    if debug() && holds + sections as usize > 0 {
+        report(format_args!(
+            "thread {} exited holding {} kmap(s) and {} read section(s)",
+            r.tid.load(Relaxed),
+            holds,
+            sections
+        ));
+    }
+    r.reset();
+    // Cached object records go back to the shared pool.
+    let mut p = r.cache_head.swap(ptr::null_mut(), Relaxed);
+    r.cache_len.store(0, Relaxed);
+    // SAFETY: cached entries are published records.
+    while let Some(o) = unsafe { p.as_ref() } {
+        p = o.pool_next.load(Relaxed);
+        pool_push(&OBJECT_POOL, o);
+    }
+    pool_push(&THREAD_POOL, r);
+}
+
+/// Writes one line to stderr for the debug mode (PFN_DEBUG).
+pub fn report(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut line = Vec::new();
+    let _ = writeln!(line, "libpfn: {args}");
+    // SAFETY: writing our own buffer to fd 2.
+    unsafe { libc::write(2, line.as_ptr() as *const _, line.len()) };
 }
 
 impl Reader {
-    /// Drops every hold, leaves the read-side section, and returns the record for reuse.
-    ///
-    /// # Safety
-    /// The caller is the owner, or the owner no longer exists (thread exit, fork child).
-    unsafe fn release_all_and_free(&self) {
-        (*self.held.get()).clear();
-        let seq = self.seq.load(Ordering::Relaxed);
-        self.seq.store(seq + (seq & 1), Ordering::Release);
-        self.in_use.store(false, Ordering::Release);
-    }
-
-    /// Number of kmaps this thread holds.
     #[inline(always)]
-    pub fn depth(&self) -> usize {
-        // SAFETY: owner-only access (callers hold the record from `current*`).
-        unsafe { (*self.held.get()).len() }
+    fn barrier(&self) {
+        if self.fence.load(Relaxed) != 0 {
+            fence(SeqCst);
+        } else {
+            compiler_fence(SeqCst);
+        }
     }
 
-    /// Begins a read-side section if none is open. Call before reading the table.
+    /// Enters a read-side section (or nests one level deeper). Call before reading anything a
+    /// writer may unpublish. The caller keeps the nesting count below its limit.
     #[inline(always)]
     pub fn enter(&self) {
-        if self.depth() == 0 {
-            // Only this thread writes `seq`: a plain increment, no read-modify-write.
-            let seq = self.seq.load(Ordering::Relaxed);
-            self.seq.store(seq + 1, Ordering::Relaxed);
-            if self.fence.load(Ordering::Relaxed) {
-                fence(Ordering::SeqCst);
-            } else {
-                compiler_fence(Ordering::SeqCst);
+        let c = self.ctl.load(Relaxed);
+        let outermost = (c & NEST_MASK == 0) as u64;
+        self.ctl.store(c + 1 + outermost * SEQ_ONE, Relaxed);
+        self.barrier();
+    }
+
+    /// Leaves one level; after the outermost, wakes a writer that waits for this reader.
+    #[inline(always)]
+    pub fn leave(&self) {
+        let c = self.ctl.load(Relaxed);
+        self.ctl.store(c - 1, Release);
+        if c & NEST_MASK == 1 {
+            self.barrier();
+            if self.waiting.load(Relaxed) != 0 {
+                wake(self);
             }
         }
     }
 
-    /// Ends the section opened by `enter` if this thread holds nothing.
-    #[inline(always)]
-    pub fn leave_if_idle(&self) {
-        if self.depth() == 0 {
-            let seq = self.seq.load(Ordering::Relaxed);
-            self.seq.store(seq + 1, Ordering::Release);
-        }
+    /// Nesting depth (kmaps + sections of this thread).
+    pub fn nesting(&self) -> u64 {
+        self.ctl.load(Relaxed) & NEST_MASK
     }
 
-    /// Records a held page address. `false`: out of memory (nothing recorded).
-    #[inline(always)]
-    pub fn hold(&self, page: usize) -> bool {
-        // SAFETY: owner-only access.
-        let held = unsafe { &mut *self.held.get() };
-        if held.len() == held.capacity() && !grow(held) {
+    /// True when this thread holds a kmap or an open section (waiting would wait for itself).
+    pub fn is_reading(&self) -> bool {
+        self.nesting() != 0
+    }
+
+    pub fn tid(&self) -> i32 {
+        self.tid.load(Relaxed)
+    }
+
+    /// Room for `n` more levels below the nesting limit.
+    pub fn has_room(&self, n: u64) -> bool {
+        self.nesting() + n < NEST_MASK - NEST_HEADROOM
+    }
+
+    /// Opens a thread-bound section; returns its depth. Cannot fail while the nesting count
+    /// has room (checked by the caller with `has_room`).
+    pub fn open_section(&self) -> u64 {
+        self.enter();
+        let d = self.sections.load(Relaxed) + 1;
+        self.sections.store(d, Relaxed);
+        d
+    }
+
+    /// Closes the innermost thread-bound section if its depth is `depth` (any depth when None).
+    /// False: no such section is open (nothing changes).
+    pub fn close_section(&self, depth: Option<u64>) -> bool {
+        let d = self.sections.load(Relaxed);
+        if d == 0 || depth.is_some_and(|want| want != d) {
             return false;
         }
-        held.push(page);
+        self.sections.store(d - 1, Relaxed);
+        compiler_fence(SeqCst);
+        self.leave();
         true
     }
 
-    /// Records a held page address if there is room without allocating; false (nothing
-    /// recorded) otherwise. For the allocation-free fast path.
-    #[inline(always)]
-    pub fn try_hold(&self, page: usize) -> bool {
-        // SAFETY: owner-only access.
-        let held = unsafe { &mut *self.held.get() };
-        if held.len() == held.capacity() {
-            return false;
+    /// Forgets every hold and section and leaves the read side (thread exit, fork child).
+    fn reset(&self) {
+        self.holds.clear();
+        self.sections.store(0, Relaxed);
+        self.current.store(0, Relaxed);
+        let c = self.ctl.load(Relaxed);
+        self.ctl.store(c & !NEST_MASK, Release);
+        fence(SeqCst);
+        if self.waiting.load(Relaxed) != 0 {
+            wake(self);
         }
-        // SAFETY: capacity checked just above: this cannot reallocate.
-        unsafe {
-            held.as_mut_ptr().add(held.len()).write(page);
-            held.set_len(held.len() + 1);
-        }
-        true
     }
+}
 
-    /// Releases one hold of `page`. `false`: this thread holds no such page.
-    #[inline(always)]
-    pub fn release(&self, page: usize) -> bool {
-        // SAFETY: owner-only access.
-        let held = unsafe { &mut *self.held.get() };
-        match held.iter().rposition(|&a| a == page) {
-            Some(i) => {
-                held.swap_remove(i);
-                self.leave_if_idle();
-                true
+/// Sets up the calling thread ahead of time, so that later reader calls on it allocate nothing
+/// and are async-signal-safe.
+pub fn thread_init() -> Result<&'static Reader, SetupError> {
+    current_or_register()
+}
+
+/// An open object-bound section: the record and the control word it was opened with.
+#[derive(Clone, Copy)]
+pub struct ObjectSection {
+    pub record: &'static Reader,
+    pub token: u64,
+}
+
+/// Opens a section that belongs to the returned value instead of the calling thread: any
+/// thread may close it, exactly once. Costs no shared write when the thread has a cached
+/// record. Errors: out of memory for the first record.
+pub fn open_object_section() -> Result<ObjectSection, SetupError> {
+    let me = current_or_register()?;
+    let cached = me.cache_head.load(Relaxed);
+    // SAFETY: cache entries are published records.
+    let r = match unsafe { cached.as_ref() } {
+        Some(r) => {
+            me.cache_head.store(r.pool_next.load(Relaxed), Relaxed);
+            me.cache_len.store(me.cache_len.load(Relaxed) - 1, Relaxed);
+            r
+        }
+        None => pool_pop(&OBJECT_POOL)
+            .or_else(|| new_record(KIND_OBJECT))
+            .ok_or(SetupError::OutOfMemory)?,
+    };
+    let c = r.ctl.load(Relaxed);
+    let token = (c & !NEST_MASK) + SEQ_ONE + 1;
+    r.ctl.store(token, Relaxed);
+    // The opener runs now, so membarrier covers this store as it does a thread's.
+    r.barrier();
+    Ok(ObjectSection { record: r, token })
+}
+
+/// Closes an object-bound section from any thread. False: it is not open (closed already, or
+/// never opened with this token); nothing changes.
+pub fn close_object_section(s: ObjectSection) -> bool {
+    let r = s.record;
+    if r.kind != KIND_OBJECT
+        || r.ctl
+            .compare_exchange(s.token, s.token - 1, SeqCst, Relaxed)
+            .is_err()
+    {
+        return false;
+    }
+    if r.waiting.load(SeqCst) != 0 {
+        wake(r);
+    }
+    // Keep it for this thread's next open, or return it to the pool.
+    match current() {
+        Some(me) if me.cache_len.load(Relaxed) < OBJECT_CACHE => {
+            r.pool_next.store(me.cache_head.load(Relaxed), Relaxed);
+            me.cache_head
+                .store(r as *const Reader as *mut Reader, Relaxed);
+            me.cache_len.store(me.cache_len.load(Relaxed) + 1, Relaxed);
+        }
+        _ => pool_push(&OBJECT_POOL, r),
+    }
+    true
+}
+
+// ---- the writer side ----
+
+static GP_SEQ: AtomicU64 = AtomicU64::new(0);
+static GP_LOCK: GpLock = GpLock(AtomicU32::new(0));
+
+/// The lock that lets one grace period run at a time. Not std's Mutex: a fork child must be
+/// able to reset it (fork does not wait for a grace period, which may be waiting for the
+/// forking thread itself).
+struct GpLock(AtomicU32);
+
+struct GpGuard;
+
+impl GpLock {
+    fn lock(&self) -> GpGuard {
+        if self.0.compare_exchange(0, 1, Acquire, Relaxed).is_err() {
+            while self.0.swap(2, Acquire) != 0 {
+                futex(&self.0, libc::FUTEX_WAIT, 2, None);
             }
-            None => false,
+        }
+        GpGuard
+    }
+}
+
+impl Drop for GpGuard {
+    fn drop(&mut self) {
+        if GP_LOCK.0.swap(0, Release) == 2 {
+            futex(&GP_LOCK.0, libc::FUTEX_WAKE, 1, None);
         }
     }
 }
+static GP_FUTEX: AtomicU32 = AtomicU32::new(0);
 
-/// Makes room for one more hold; false when memory ran out. Out of line: deep nesting is rare.
-#[cold]
-#[inline(never)]
-fn grow(held: &mut Vec<usize>) -> bool {
-    held.try_reserve(held.capacity().max(1)).is_ok()
+/// A point a grace period must reach for everything unpublished before this call to be free
+/// of readers. Call after unpublishing.
+pub fn snapshot() -> u64 {
+    fence(SeqCst);
+    let s = GP_SEQ.load(SeqCst);
+    (s + 3) & !1
 }
 
-/// In a child process after fork(): only the forking thread exists there, so every other
-/// thread's record is released; the forking thread keeps its holds. Runs before any other
-/// thread can exist in the child, so it may touch every record's owner-only state.
-pub(crate) fn after_fork_in_child() {
-    // The child has its own address space: register it for membarrier as well (if this
-    // fails, heavy_barrier falls back to fences).
-    if !READER_FENCE.load(Ordering::Relaxed) {
-        // SAFETY: plain syscall.
-        unsafe {
-            libc::syscall(
-                libc::SYS_membarrier,
-                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
-                0,
-                0,
-            )
-        };
-    }
-    let mine = tls::get() as *const Reader;
-    for r in records() {
-        if !ptr::eq(r, mine) && r.in_use.load(Ordering::Relaxed) {
-            // SAFETY: its owner does not exist in this process, which is single-threaded here.
-            unsafe { r.release_all_and_free() };
-        }
-    }
-}
-
-/// True when the calling thread holds a kmap (so waiting for readers would wait for itself).
-pub fn caller_holds_kmap() -> bool {
-    current().is_some_and(|r| r.depth() > 0)
+/// True when the grace period `target` (from [`snapshot`]) has completed.
+pub fn completed(target: u64) -> bool {
+    GP_SEQ.load(Acquire).wrapping_sub(target) as i64 >= 0
 }
 
 /// Waits until every read-side section that could have seen state unpublished before this
-/// call has ended. Must not be called by a thread that holds a kmap.
+/// call has ended. Must not be called by a thread that is itself reading (it would wait for
+/// itself).
 pub fn synchronize() {
-    if setup().is_none() {
-        // Without a key no thread could ever register, so no reader exists.
+    wait_for(snapshot());
+}
+
+/// Waits until grace period `target` has completed, running grace periods as needed.
+pub fn wait_for(target: u64) {
+    while !completed(target) {
+        let _gp = GP_LOCK.lock();
+        if completed(target) {
+            break;
+        }
+        GP_SEQ.fetch_add(1, SeqCst);
+        run_grace_period();
+        GP_SEQ.fetch_add(1, SeqCst);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn wake(r: &Reader) {
+    r.waiting.store(0, Relaxed);
+    GP_FUTEX.store(0, Release);
+    futex(&GP_FUTEX, libc::FUTEX_WAKE, i32::MAX as u32, None);
+}
+
+/// The exported wake-up for the header's inline leave.
+pub fn wake_writer(r: &Reader) {
+    wake(r)
+}
+
+fn futex(word: &AtomicU32, op: libc::c_int, val: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: a futex call on a word we own; syscall() is not a cancellation point.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            op | libc::FUTEX_PRIVATE_FLAG,
+            val,
+            tsp,
+            0,
+            0,
+        )
+    };
+}
+
+/// A full fence on every thread of the process that runs right now: membarrier, with
+/// fallbacks that are as strong. Where readers fence themselves, a local fence is enough.
+fn heavy_barrier() {
+    if READER_FENCE.load(Relaxed) {
+        fence(SeqCst);
+        return;
+    }
+    let Some(setup) = setup() else {
+        fence(SeqCst);
+        return;
+    };
+    let try_membarrier = |cmd| {
+        let injected = setup
+            .membarrier_failures
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        !injected && membarrier(cmd)
+    };
+    let mut backoff = Duration::from_micros(50);
+    loop {
+        for _ in 0..3 {
+            if try_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) {
+                return;
+            }
+        }
+        // The global command waits for a scheduler grace period: slow but needs no memory.
+        if try_membarrier(MEMBARRIER_CMD_GLOBAL) {
+            return;
+        }
+        // Lowering a page's protection makes the kernel shoot down the TLB entries of every
+        // CPU that runs this process, with an interrupt that serializes each of them.
+        if setup.barrier_page != 0 {
+            let page = setup.barrier_page as *mut libc::c_void;
+            // SAFETY: our own page; the write makes it present before the shootdown.
+            let ok = unsafe {
+                (page as *mut u8).write_volatile(1);
+                libc::mprotect(page, 4096, libc::PROT_READ) == 0
+                    && libc::mprotect(page, 4096, libc::PROT_READ | libc::PROT_WRITE) == 0
+            };
+            if ok {
+                fence(SeqCst);
+                return;
+            }
+        }
+        sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// Sleeps without a cancellation point (nanosleep is one).
+fn sleep(d: Duration) {
+    static NEVER: AtomicU32 = AtomicU32::new(0);
+    futex(&NEVER, libc::FUTEX_WAIT, 0, Some(d));
+}
+
+/// Records still in the section they were in at the snapshot.
+fn still_pending() -> usize {
+    let mut n = 0;
+    for r in records().filter(|r| r.gp_pending.load(Relaxed)) {
+        let c = r.ctl.load(Acquire);
+        let seen = r.gp_seen.load(Relaxed);
+        if c & NEST_MASK == 0 || (c >> NEST_BITS) != (seen >> NEST_BITS) {
+            r.gp_pending.store(false, Relaxed);
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn run_grace_period() {
+    if READERS.load(Acquire).is_null() {
         return;
     }
     heavy_barrier();
+    let mut pending = 0;
     for r in records() {
-        let seen = r.seq.load(Ordering::Acquire);
-        if seen & 1 == 1 {
-            let mut waited = Backoff::default();
-            while r.seq.load(Ordering::Acquire) == seen {
-                waited.pause();
+        let c = r.ctl.load(Acquire);
+        let busy = c & NEST_MASK != 0;
+        r.gp_seen.store(c, Relaxed);
+        r.gp_pending.store(busy, Relaxed);
+        pending += busy as usize;
+    }
+    // Sections are short: most readers leave within microseconds.
+    let spin_until = Instant::now() + Duration::from_micros(20);
+    while pending != 0 && Instant::now() < spin_until {
+        std::hint::spin_loop();
+        pending = still_pending();
+    }
+    if pending == 0 {
+        return;
+    }
+    // Flag the readers still inside, make the flags visible before their next leave (or see
+    // their leave), then sleep until one of them wakes us.
+    GP_FUTEX.store(1, SeqCst);
+    for r in records().filter(|r| r.gp_pending.load(Relaxed)) {
+        r.gp_flagged.store(true, Relaxed);
+        r.waiting.store(1, Relaxed);
+    }
+    heavy_barrier();
+    let started = Instant::now();
+    let mut reported = false;
+    loop {
+        pending = still_pending();
+        if pending == 0 {
+            break;
+        }
+        futex(
+            &GP_FUTEX,
+            libc::FUTEX_WAIT,
+            1,
+            Some(Duration::from_millis(5)),
+        );
+        // Reading the waker's store orders its leave before the next check.
+        GP_FUTEX.swap(1, SeqCst);
+        if debug() && !reported && started.elapsed() > Duration::from_secs(2) {
+            reported = true;
+            for r in records().filter(|r| r.gp_pending.load(Relaxed)) {
+                report(format_args!(
+                    "a grace period has waited 2 s for {} (thread {}, {} kmap(s), {} section(s))",
+                    if r.kind == KIND_OBJECT {
+                        "an object-bound section"
+                    } else {
+                        "a reader"
+                    },
+                    r.tid.load(Relaxed),
+                    r.holds.len(),
+                    r.sections.load(Relaxed)
+                ));
             }
         }
     }
+    GP_FUTEX.store(0, SeqCst);
+    for r in records().filter(|r| r.gp_flagged.load(Relaxed)) {
+        r.gp_flagged.store(false, Relaxed);
+        r.waiting.store(0, Relaxed);
+    }
 }
 
-/// How a writer waits for a reader: sections are short, so spin briefly; then sleep. Sleeping
-/// (not yielding) matters when threads outnumber CPUs: a reader preempted inside its section
-/// (often by this very writer's wakeup) gets this CPU at once, and a yield would not give it.
-/// Measured with two busy readers on two CPUs: yielding first put p50 at 3.7 ms, sleeping
-/// at once at 0.1 ms (bench/bench.c, unregister latency).
-#[derive(Default)]
-struct Backoff {
-    rounds: u32,
+// ---- fork ----
+
+/// Locks held across fork() so that the child does not inherit them locked by a thread that
+/// does not exist there (see `fork`).
+/// (The grace-period lock is not held across fork: a grace period may be waiting for the
+/// forking thread. The child resets it instead.)
+pub(crate) struct ForkGuard {
+    _threads: MutexGuard<'static, Pool>,
+    _objects: MutexGuard<'static, Pool>,
 }
 
-impl Backoff {
-    const SPINS: u32 = 256;
+pub(crate) fn lock_for_fork() -> ForkGuard {
+    ForkGuard {
+        _threads: lock(&THREAD_POOL),
+        _objects: lock(&OBJECT_POOL),
+    }
+}
 
-    fn pause(&mut self) {
-        self.rounds = self.rounds.saturating_add(1);
-        if self.rounds < Self::SPINS {
-            std::hint::spin_loop();
-        } else {
-            std::thread::sleep(Duration::from_micros(20));
+/// In a child process after fork(): only the forking thread exists there. Every other
+/// thread's record is abandoned (its reads end; it is never reused, since its hold stack may
+/// have been mid-change). The forking thread keeps its holds; object-bound sections stay open
+/// until closed. Runs before any other thread can exist in the child.
+pub(crate) fn after_fork_in_child() {
+    if !READER_FENCE.load(Relaxed) {
+        // The child is a new process for membarrier's registration.
+        membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
+    }
+    let mine = tls::get() as *const Reader;
+    for r in records() {
+        if r.kind == KIND_THREAD && !ptr::eq(r, mine) && r.state.load(Relaxed) == STATE_USED {
+            r.state.store(STATE_ABANDONED, Relaxed);
+            let c = r.ctl.load(Relaxed);
+            r.ctl.store(c & !NEST_MASK, Relaxed);
+            r.waiting.store(0, Relaxed);
         }
+    }
+    GP_FUTEX.store(0, Relaxed);
+    // A grace period the parent was running does not run here: it never started, for the
+    // child (its writer does not exist here), and the lock it held is free.
+    GP_LOCK.0.store(0, Relaxed);
+    let seq = GP_SEQ.load(Relaxed);
+    GP_SEQ.store(seq & !1, Relaxed);
+    if let Some(me) = current() {
+        me.tid.store(
+            // SAFETY: plain syscall.
+            unsafe { libc::syscall(libc::SYS_gettid) } as i32,
+            Relaxed,
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
 
     #[test]
@@ -386,55 +831,50 @@ mod tests {
         let reader = std::thread::spawn(move || {
             let r = current_or_register().unwrap();
             r.enter();
-            assert!(r.hold(0x1000));
-            e.store(true, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(100));
-            rel.store(1, Ordering::SeqCst);
-            assert!(r.release(0x1000));
+            e.store(true, SeqCst);
+            std::thread::sleep(Duration::from_millis(50));
+            rel.store(1, SeqCst);
+            r.leave();
         });
-        while !entered.load(Ordering::SeqCst) {
+        while !entered.load(SeqCst) {
             std::thread::yield_now();
         }
         synchronize();
-        assert_eq!(
-            released.load(Ordering::SeqCst),
-            1,
-            "returned before the reader left"
-        );
+        assert_eq!(released.load(SeqCst), 1, "returned before the reader left");
         reader.join().unwrap();
     }
 
     #[test]
-    fn exited_thread_releases_its_holds() {
+    fn exited_thread_leaves_its_section() {
         let addr = std::thread::spawn(|| {
             let r = current_or_register().unwrap();
             r.enter();
-            assert!(r.hold(0x2000));
+            assert!(r.holds.push(0x2000, 0x3000));
             r as *const Reader as usize
         })
         .join()
         .unwrap();
         // SAFETY: records are never freed.
         let r = unsafe { &*(addr as *const Reader) };
-        assert_eq!(r.seq.load(Ordering::SeqCst) & 1, 0);
+        assert_eq!(r.ctl.load(SeqCst) & NEST_MASK, 0);
         synchronize();
     }
 
     #[test]
-    fn release_of_foreign_page_releases_nothing() {
-        std::thread::spawn(|| {
-            let r = current_or_register().unwrap();
-            r.enter();
-            assert!(r.hold(0x3000));
-            assert!(r.hold(0x3000));
-            assert!(!r.release(0x4000));
-            assert_eq!(r.depth(), 2);
-            assert!(r.release(0x3000));
-            assert!(r.release(0x3000));
-            assert!(!r.release(0x3000));
-            assert_eq!(r.seq.load(Ordering::SeqCst) & 1, 0);
-        })
-        .join()
-        .unwrap();
+    fn object_sections_close_once_from_any_thread() {
+        let s = open_object_section().unwrap();
+        let t = std::thread::spawn(move || close_object_section(s))
+            .join()
+            .unwrap();
+        assert!(t);
+        assert!(!close_object_section(s));
+        synchronize();
+    }
+
+    #[test]
+    fn grace_periods_are_shared() {
+        let t = snapshot();
+        synchronize();
+        assert!(completed(t));
     }
 }

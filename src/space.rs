@@ -1,62 +1,401 @@
-//! The physical address space: devices own ranges; ranges are published in the table.
+//! The physical address space: devices own ranges; ranges are published in the tables.
 //!
 //! Registration and removal are serialized by one mutex (they are rare). Translation takes no
-//! lock: it runs inside a read-side section of `rcu` and reads the table only.
+//! lock: it runs inside a read-side section of `rcu` and reads the tables only.
+//!
+//! A range's life: registered (live: in the tables, owned by its device, lying in its virtual
+//! memory), then unpublished by an unregister (retiring: gone from the tables, so new lookups
+//! miss it, but still owned and still in the bookkeeping, so that it still counts as the
+//! device's, as lying in its mapping and as occupying its physical space), then, once the grace
+//! period that followed its unpublish has ended, finalized (forgotten). Whoever takes the lock
+//! next finalizes every range whose grace period is over, so a range never outlives its grace
+//! period in the bookkeeping, whichever call waited for it.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::encoding::{Pfn, PAGE_SHIFT, PAGE_SIZE};
+use crate::encoding::{Pfn, DEV, PAGE_SHIFT, PAGE_SIZE, SG_CHAIN};
 use crate::error::{Error, Result};
-use crate::rcu;
-use crate::table::{Detached, Extent, Table};
+use crate::index::{Links, Rng, Slab, Treap, NIL};
+use crate::rcu::{self, Reader};
+pub use crate::table::Block;
+use crate::table::{self, Detached, Extent, Table};
 
-static TABLE: Table = Table::new();
+/// pfn -> virtual address. Its root word is also read by the C header's inline fast paths.
+#[export_name = "pfn_table_root"]
+static FORWARD: Table = Table::new();
+/// virtual page -> physical address (reverse translation).
+static REVERSE: Table = Table::new();
 static STATE: Mutex<State> = Mutex::new(State::new());
-static NEXT_DEVICE: AtomicU64 = AtomicU64::new(1);
 
-struct Range {
-    /// Boxed: the table points at it until a grace period after removal.
-    extent: Box<Extent>,
-    device: u64,
+/// Byte handles address physical bytes below this; free-space registration stays under it.
+pub const FREE_SPACE_TOP: u64 = 1 << 56;
+
+const LIVE: u8 = 1;
+const RETIRING: u8 = 2;
+
+/// A range's record. All-zero is a valid (free) record.
+#[derive(Default)]
+struct RangeRec {
+    /// pfn -> address, in the forward table.
+    fwd: Extent,
+    /// virtual page -> physical address, in the reverse table.
+    rev: Extent,
+    device: u32,
+    state: u8,
+    /// The grace period after which a retiring range is finalized.
+    retire_at: u64,
+    /// Table nodes its unpublish detached, freed with it.
+    detached: Detached,
+    dev_prev: u32,
+    dev_next: u32,
+    retire_next: u32,
+    phys: Links,
+    va: Links,
+    /// Largest `rev.last` in this record's VA subtree.
+    va_max_last: u64,
+}
+
+#[derive(Clone, Copy, Default)]
+struct DeviceRec {
+    gen: u32,
+    live: bool,
+    dead: bool,
+    /// Its Rust owner is gone: free the record once its last range is finalized.
+    orphan: bool,
+    head: u32,
+    ranges: u32,
+    next_free: u32,
+}
+
+/// A mapping the library made (pmem files): registration refuses its memory while it is
+/// being unmapped.
+#[derive(Clone, Copy, Default)]
+struct MappingRec {
+    used: bool,
+    closing: bool,
+    addr: usize,
+    len: usize,
 }
 
 pub(crate) struct State {
-    /// By first pfn.
-    ranges: BTreeMap<u64, Range>,
-    /// (base, first pfn) -> bytes of virtual memory the range uses.
-    by_base: BTreeMap<(usize, u64), usize>,
-    /// Largest value in `by_base`, so a search by address need not scan from 0.
-    max_bytes: usize,
-    /// (device, first pfn) of every range.
-    by_device: BTreeSet<(u64, u64)>,
+    ranges: Slab<RangeRec>,
+    devices: Vec<DeviceRec>,
+    free_device: u32,
+    mappings: Slab<MappingRec>,
+    /// Mappings being unmapped (few, short-lived).
+    closing: u32,
+    phys_root: u32,
+    va_root: u32,
+    retire_head: u32,
+    rng: Rng,
+    /// An alias refill of the reverse table ran out of memory: retry it.
+    reverse_incomplete: bool,
+}
+
+struct PhysTree<'a>(&'a mut Slab<RangeRec>);
+struct VaTree<'a>(&'a mut Slab<RangeRec>);
+
+impl Treap for PhysTree<'_> {
+    fn links(&self, i: u32) -> Links {
+        self.0.get(i).phys
+    }
+    fn set_links(&mut self, i: u32, l: Links) {
+        self.0.get_mut(i).phys = l;
+    }
+    fn less(&self, a: u32, b: u32) -> bool {
+        self.0.get(a).fwd.first < self.0.get(b).fwd.first
+    }
+}
+
+impl Treap for VaTree<'_> {
+    fn links(&self, i: u32) -> Links {
+        self.0.get(i).va
+    }
+    fn set_links(&mut self, i: u32, l: Links) {
+        self.0.get_mut(i).va = l;
+    }
+    fn less(&self, a: u32, b: u32) -> bool {
+        (self.0.get(a).rev.first, a) < (self.0.get(b).rev.first, b)
+    }
+    fn fix(&mut self, i: u32) {
+        let l = self.0.get(i).va;
+        let mut m = self.0.get(i).rev.last;
+        for c in [l.left, l.right] {
+            if c != NIL {
+                m = m.max(self.0.get(c).va_max_last);
+            }
+        }
+        self.0.get_mut(i).va_max_last = m;
+    }
 }
 
 impl State {
     const fn new() -> State {
         State {
-            ranges: BTreeMap::new(),
-            by_base: BTreeMap::new(),
-            max_bytes: 0,
-            by_device: BTreeSet::new(),
+            ranges: Slab::new(),
+            devices: Vec::new(),
+            free_device: NIL,
+            mappings: Slab::new(),
+            closing: 0,
+            phys_root: NIL,
+            va_root: NIL,
+            retire_head: NIL,
+            rng: Rng(0x9E37_79B9_7F4A_7C15),
+            reverse_incomplete: false,
         }
     }
 
-    fn overlaps(&self, first: u64, last: u64) -> bool {
-        self.ranges
-            .range(..=last)
-            .next_back()
-            .is_some_and(|(_, r)| r.extent.last_pfn >= first)
+    fn rec(&self, i: u32) -> &RangeRec {
+        self.ranges.get(i)
     }
 
-    /// Unpublishes one range; the caller frees what it returns after a grace period.
-    fn take(&mut self, first: u64) -> Option<(Range, Detached)> {
-        let range = self.ranges.remove(&first)?;
-        self.by_device.remove(&(range.device, first));
-        self.by_base.remove(&(range.extent.base, first));
-        let detached = TABLE.remove(&range.extent);
-        Some((range, detached))
+    /// The range with the largest first pfn <= `pfn`.
+    fn phys_floor(&self, pfn: u64) -> Option<u32> {
+        let (mut t, mut best) = (self.phys_root, None);
+        while t != NIL {
+            let r = self.rec(t);
+            if r.fwd.first <= pfn {
+                best = Some(t);
+                t = r.phys.right;
+            } else {
+                t = r.phys.left;
+            }
+        }
+        best
+    }
+
+    /// The range with the smallest first pfn >= `pfn`.
+    fn phys_ceil(&self, pfn: u64) -> Option<u32> {
+        let (mut t, mut best) = (self.phys_root, None);
+        while t != NIL {
+            let r = self.rec(t);
+            if r.fwd.first >= pfn {
+                best = Some(t);
+                t = r.phys.left;
+            } else {
+                t = r.phys.right;
+            }
+        }
+        best
+    }
+
+    /// A range (live or retiring) that holds any pfn of `first..=last`.
+    fn phys_overlap(&self, first: u64, last: u64) -> Option<u32> {
+        self.phys_floor(last)
+            .filter(|&i| self.rec(i).fwd.last >= first)
+    }
+
+    /// Calls `f` for every range (live or retiring) whose virtual pages meet `lo..=hi`.
+    fn va_overlaps(&self, lo: u64, hi: u64, f: &mut dyn FnMut(u32)) {
+        fn walk(s: &State, t: u32, lo: u64, hi: u64, f: &mut dyn FnMut(u32)) {
+            if t == NIL || s.rec(t).va_max_last < lo {
+                return;
+            }
+            let r = s.rec(t);
+            walk(s, r.va.left, lo, hi, f);
+            if r.rev.first <= hi {
+                if r.rev.last >= lo {
+                    f(t);
+                }
+                walk(s, r.va.right, lo, hi, f);
+            }
+        }
+        walk(self, self.va_root, lo, hi, f);
+    }
+
+    fn va_busy(&self, lo: u64, hi: u64) -> bool {
+        let mut any = false;
+        self.va_overlaps(lo, hi, &mut |_| any = true);
+        any
+    }
+
+    /// True when `b` starts where `a` ends, physically and virtually.
+    fn adjacent(&self, a: u32, b: u32) -> bool {
+        let (a, b) = (&self.rec(a).fwd, &self.rec(b).fwd);
+        a.last.checked_add(1) == Some(b.first)
+            && a.target
+                .checked_add(((a.last - a.first + 1) << PAGE_SHIFT) as usize)
+                == Some(b.target)
+    }
+
+    /// True when one extent can serve `a` and `b`: both live and adjacent.
+    fn continues(&self, a: u32, b: u32) -> bool {
+        self.rec(a).state == LIVE && self.rec(b).state == LIVE && self.adjacent(a, b)
+    }
+
+    fn pred(&self, i: u32) -> Option<u32> {
+        let first = self.rec(i).fwd.first;
+        first.checked_sub(1).and_then(|p| self.phys_floor(p))
+    }
+
+    fn succ(&self, i: u32) -> Option<u32> {
+        self.rec(i)
+            .fwd
+            .last
+            .checked_add(1)
+            .and_then(|p| self.phys_ceil(p))
+    }
+
+    /// Sets the run end of `from` and of every live range before it that it continues.
+    fn set_run_backwards(&self, from: u32, run_last: u64) {
+        self.rec(from)
+            .fwd
+            .run_last
+            .store(run_last, Ordering::Release);
+        let mut cur = from;
+        while let Some(p) = self.pred(cur).filter(|&p| self.continues(p, cur)) {
+            self.rec(p).fwd.run_last.store(run_last, Ordering::Release);
+            cur = p;
+        }
+    }
+
+    /// A live range `i` joined the space: its run goes on into the range after it, and the
+    /// runs of the ranges before it now go on into it.
+    fn join_runs(&self, i: u32) {
+        let run_last = match self.succ(i) {
+            Some(n) if self.continues(i, n) => self.rec(n).fwd.run_last.load(Ordering::Relaxed),
+            _ => self.rec(i).fwd.last,
+        };
+        self.set_run_backwards(i, run_last);
+    }
+
+    /// Range `i` is leaving (no longer live): the run of the range before it ends there.
+    fn cut_runs(&self, i: u32) {
+        if let Some(p) = self
+            .pred(i)
+            .filter(|&p| self.rec(p).state == LIVE && self.adjacent(p, i))
+        {
+            self.set_run_backwards(p, self.rec(p).fwd.last);
+        }
+    }
+
+    fn device(&self, dev: &Device) -> Result<DeviceRec> {
+        match self.devices.get(dev.slot as usize) {
+            Some(d) if d.live && d.gen == dev.gen => Ok(*d),
+            _ => Err(Error::Invalid),
+        }
+    }
+
+    fn device_mut(&mut self, slot: u32) -> &mut DeviceRec {
+        &mut self.devices[slot as usize]
+    }
+
+    /// Takes a live range out of the tables (it becomes retiring). Lookups miss it from now
+    /// on; it is finalized after the grace period that starts after this call.
+    fn unpublish(&mut self, i: u32) {
+        let mut gone = Detached::default();
+        {
+            let r = self.ranges.get(i);
+            FORWARD.remove(&r.fwd, &mut gone);
+            REVERSE.remove(&r.rev, &mut gone);
+        }
+        self.ranges.get_mut(i).state = RETIRING;
+        self.cut_runs(i);
+        // Other live ranges that share this virtual memory take its place in the reverse
+        // table.
+        let (lo, hi) = (self.rec(i).rev.first, self.rec(i).rev.last);
+        self.refill_reverse(lo, hi);
+        let r = self.ranges.get_mut(i);
+        r.detached = gone;
+        r.retire_at = rcu::snapshot();
+        r.retire_next = self.retire_head;
+        self.retire_head = i;
+    }
+
+    /// Fills the reverse table from every live range meeting `lo..=hi`.
+    fn refill_reverse(&mut self, lo: u64, hi: u64) {
+        let mut failed = false;
+        let ranges = &self.ranges;
+        self.va_overlaps(lo, hi, &mut |j| {
+            let r = ranges.get(j);
+            if r.state == LIVE && REVERSE.insert(&r.rev).is_err() {
+                failed = true;
+            }
+        });
+        // A refill of everything clears the flag; a partial one only sets it.
+        self.reverse_incomplete |= failed;
+    }
+
+    /// Forgets every retiring range whose grace period has ended.
+    fn finalize_expired(&mut self) {
+        if self.reverse_incomplete {
+            self.reverse_incomplete = false;
+            self.refill_reverse(0, u64::MAX);
+        }
+        let mut prev = NIL;
+        let mut i = self.retire_head;
+        while i != NIL {
+            let next = self.rec(i).retire_next;
+            if rcu::completed(self.rec(i).retire_at) {
+                if prev == NIL {
+                    self.retire_head = next;
+                } else {
+                    self.ranges.get_mut(prev).retire_next = next;
+                }
+                self.forget(i);
+            } else {
+                prev = i;
+            }
+            i = next;
+        }
+    }
+
+    /// Removes a finalized range from the indexes and its device, and frees it.
+    fn forget(&mut self, i: u32) {
+        self.phys_root = PhysTree(&mut self.ranges).remove(self.phys_root, i);
+        self.va_root = VaTree(&mut self.ranges).remove(self.va_root, i);
+        let (dev, prev, next) = {
+            let r = self.rec(i);
+            (r.device, r.dev_prev, r.dev_next)
+        };
+        if prev == NIL {
+            self.device_mut(dev).head = next;
+        } else {
+            self.ranges.get_mut(prev).dev_next = next;
+        }
+        if next != NIL {
+            self.ranges.get_mut(next).dev_prev = prev;
+        }
+        drop(std::mem::take(&mut self.ranges.get_mut(i).detached));
+        self.ranges.free(i);
+        let d = self.device_mut(dev);
+        d.ranges -= 1;
+        if d.ranges == 0 && d.orphan {
+            self.free_device(dev);
+        }
+    }
+
+    fn free_device(&mut self, slot: u32) {
+        let next = self.free_device;
+        let d = self.device_mut(slot);
+        *d = DeviceRec {
+            gen: d.gen.wrapping_add(1),
+            next_free: next,
+            head: NIL,
+            ..Default::default()
+        };
+        self.free_device = slot;
+    }
+
+    /// The device's ranges, newest first.
+    fn device_ranges(&self, slot: u32) -> impl Iterator<Item = u32> + '_ {
+        let mut i = self.devices[slot as usize].head;
+        std::iter::from_fn(move || {
+            (i != NIL).then(|| {
+                let cur = i;
+                i = self.rec(cur).dev_next;
+                cur
+            })
+        })
+    }
+
+    fn closing_overlaps(&self, addr: usize, len: usize) -> bool {
+        self.closing != 0
+            && (0..self.mappings.capacity()).any(|j| {
+                let m = self.mappings.get(j);
+                m.used && m.closing && m.addr < addr.saturating_add(len) && addr < m.addr + m.len
+            })
     }
 }
 
@@ -67,321 +406,608 @@ pub(crate) fn lock_for_fork() -> MutexGuard<'static, State> {
 
 fn state() -> MutexGuard<'static, State> {
     // Every writer leaves the state consistent before anything that could panic.
-    STATE
+    let mut st = STATE
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    st.finalize_expired();
+    st
+}
+
+/// Refuses calls that would wait for readers on a thread that is itself reading.
+fn check_not_reading() -> Result<()> {
+    if rcu::current().is_some_and(Reader::is_reading) {
+        return Err(Error::Deadlock);
+    }
+    Ok(())
+}
+
+/// Validates a range and its virtual placement. Returns (first pfn, last pfn, bytes).
+fn check_range(start: u64, end: u64, base: usize) -> Result<(u64, u64, u64)> {
+    let page_mask = PAGE_SIZE - 1;
+    if start & page_mask != 0
+        || end & page_mask != page_mask
+        || end < start
+        || base == 0
+        || base as u64 & page_mask != 0
+    {
+        return Err(Error::Invalid);
+    }
+    let bytes = u128::from(end - start) + 1;
+    if base as u128 + bytes > usize::MAX as u128 + 1 {
+        return Err(Error::Invalid);
+    }
+    // A range of 2^64 bytes cannot be described by a byte count; it is refused (no mapping is
+    // that large anyway).
+    let bytes = u64::try_from(bytes).map_err(|_| Error::Invalid)?;
+    Ok((start >> PAGE_SHIFT, end >> PAGE_SHIFT, bytes))
 }
 
 /// An owner of ranges (the seed's `struct device`). Dropping it unregisters its ranges.
 #[derive(Debug)]
 pub struct Device {
-    id: u64,
-    name: String,
+    slot: u32,
+    gen: u32,
+    killed: AtomicBool,
 }
 
 impl Device {
-    pub fn new(name: &str) -> Device {
-        crate::fork::install();
-        Device {
-            id: NEXT_DEVICE.fetch_add(1, Ordering::Relaxed),
-            name: name.to_owned(),
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
+    /// A new device. Errors: `OutOfMemory`.
+    pub fn new() -> Result<Device> {
+        let mut st = state();
+        let slot = if st.free_device != NIL {
+            let s = st.free_device;
+            st.free_device = st.devices[s as usize].next_free;
+            s
+        } else {
+            st.devices.try_reserve(1).map_err(|_| Error::OutOfMemory)?;
+            st.devices.push(DeviceRec::default());
+            (st.devices.len() - 1) as u32
+        };
+        let d = st.device_mut(slot);
+        d.live = true;
+        d.head = NIL;
+        let gen = d.gen;
+        Ok(Device {
+            slot,
+            gen,
+            killed: AtomicBool::new(false),
+        })
     }
 
     /// Registers physical bytes `start..=end` as mapped at virtual address `base`.
     ///
     /// Errors: `Invalid` when `start`, `end + 1` or `base` is not page-aligned, `end < start`,
-    /// `base` is 0, or the range would run past the end of the virtual address space; `Busy`
-    /// when it overlaps a registered range; `OutOfMemory`.
+    /// `base` is 0, the range would run past the end of the virtual address space, or the
+    /// device has been freed; `Busy` when it overlaps a registered range (or one still being
+    /// unregistered), or its memory lies in a mapping being unmapped; `OutOfMemory`.
     pub fn register(&self, start: u64, end: u64, base: usize) -> Result<()> {
-        let page_mask = PAGE_SIZE - 1;
-        if start & page_mask != 0
-            || end & page_mask != page_mask
-            || end < start
-            || base == 0
-            || base as u64 & page_mask != 0
-        {
-            return Err(Error::Invalid);
-        }
-        let bytes = u128::from(end - start) + 1;
-        if base as u128 + bytes > usize::MAX as u128 + 1 {
-            return Err(Error::Invalid);
-        }
-        let extent = Box::new(Extent {
-            first_pfn: start >> PAGE_SHIFT,
-            last_pfn: end >> PAGE_SHIFT,
-            base,
-        });
+        self.register_with(start, end, base, DEV)
+    }
+
+    /// As [`Device::register`], with the pfn_t flags that reverse translation reports for it.
+    pub fn register_with(&self, start: u64, end: u64, base: usize, flags: u64) -> Result<()> {
+        let (first, last, bytes) = check_range(start, end, base)?;
         let mut st = state();
-        if st.overlaps(extent.first_pfn, extent.last_pfn) {
+        st.device(self)?;
+        if st.phys_overlap(first, last).is_some() || st.closing_overlaps(base, bytes as usize) {
             return Err(Error::Busy);
         }
-        TABLE.insert(&extent).map_err(|_| Error::OutOfMemory)?;
-        let first = extent.first_pfn;
-        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
-        st.by_base.insert((base, first), bytes);
-        st.max_bytes = st.max_bytes.max(bytes);
-        st.by_device.insert((self.id, first));
-        st.ranges.insert(
-            first,
-            Range {
-                extent,
-                device: self.id,
-            },
-        );
-        Ok(())
+        insert_range(&mut st, self.slot, first, last, base, bytes, flags)
     }
 
-    /// Unregisters the range this device registered at `start`; returns once no kmap anywhere
-    /// can still use it, so its memory may then be unmapped.
+    /// Registers `size` bytes at virtual address `base` in physical space that nothing else
+    /// uses, aligned to `align` (a power of two; 0 picks the largest power of two not above
+    /// `size`, up to 1 GiB), below [`FREE_SPACE_TOP`]. Returns the physical start. The search
+    /// and the registration are one step: racing registrations never overlap.
     ///
-    /// Errors: `Deadlock` when the calling thread holds a kmap (nothing is removed); `NotFound`
-    /// when this device registered no range at `start`.
-    pub fn unregister(&self, start: u64) -> Result<()> {
-        if rcu::caller_holds_kmap() {
-            return Err(Error::Deadlock);
+    /// Errors: as [`Device::register`]; `NoSpace` when no such free range exists.
+    pub fn register_free(&self, size: u64, align: u64, base: usize, flags: u64) -> Result<u64> {
+        if size == 0 || size % PAGE_SIZE != 0 || (align != 0 && !align.is_power_of_two()) {
+            return Err(Error::Invalid);
         }
-        if start & (PAGE_SIZE - 1) != 0 {
-            return Err(Error::NotFound);
+        let align = if align == 0 {
+            (1u64 << (63 - size.leading_zeros())).min(1 << 30)
+        } else {
+            align
         }
-        let first = start >> PAGE_SHIFT;
-        let taken = {
-            let mut st = state();
-            if !st.by_device.contains(&(self.id, first)) {
-                return Err(Error::NotFound);
+        .max(PAGE_SIZE);
+        check_range(0, size - 1, base)?;
+        let mut st = state();
+        st.device(self)?;
+        if st.closing_overlaps(base, size as usize) {
+            return Err(Error::Busy);
+        }
+        // From the top down: below the last range in the way, until a hole fits.
+        let mut end = FREE_SPACE_TOP;
+        let start = loop {
+            let Some(start) = end.checked_sub(size).map(|s| s & !(align - 1)) else {
+                return Err(Error::NoSpace);
+            };
+            if start == 0 {
+                // Physical 0 stays free: the null byte handle names it.
+                return Err(Error::NoSpace);
             }
-            st.take(first)
+            match st.phys_overlap(start >> PAGE_SHIFT, (start + size - 1) >> PAGE_SHIFT) {
+                None => break start,
+                Some(i) => end = st.rec(i).fwd.first << PAGE_SHIFT,
+            }
         };
-        rcu::synchronize();
-        drop(taken);
-        Ok(())
+        let (first, last, bytes) = check_range(start, start + size - 1, base)?;
+        insert_range(&mut st, self.slot, first, last, base, bytes, flags)?;
+        Ok(start)
     }
 
-    /// Unregisters every range of this device, waiting for readers once for all of them.
+    /// Unregisters the range this device registered at `start`; returns once no kmap or
+    /// section anywhere can still use it, so its memory may then be unmapped.
     ///
-    /// Errors: `Deadlock` when the calling thread holds a kmap (nothing is removed).
-    pub fn unregister_all(&self) -> Result<()> {
-        if rcu::caller_holds_kmap() {
-            return Err(Error::Deadlock);
-        }
-        let taken: Vec<_> = {
+    /// Errors: `Deadlock` when the calling thread holds a kmap or section (nothing is
+    /// removed); `Invalid` when the device has been freed; `NotFound` when this device has no
+    /// range at `start`, including one that another call is unregistering (this call then
+    /// returns only after that one's grace period, so the memory may be unmapped after either
+    /// returns).
+    pub fn unregister(&self, start: u64) -> Result<()> {
+        check_not_reading()?;
+        let (target, result) = {
             let mut st = state();
-            let firsts: Vec<u64> = st
-                .by_device
-                .range((self.id, 0)..=(self.id, u64::MAX))
-                .map(|&(_, f)| f)
-                .collect();
-            firsts.into_iter().filter_map(|f| st.take(f)).collect()
+            st.device(self)?;
+            let found = (start & (PAGE_SIZE - 1) == 0)
+                .then(|| st.phys_floor(start >> PAGE_SHIFT))
+                .flatten()
+                .filter(|&i| {
+                    let r = st.rec(i);
+                    r.fwd.first == start >> PAGE_SHIFT && r.device == self.slot
+                });
+            match found {
+                None => return Err(Error::NotFound),
+                Some(i) if st.rec(i).state == RETIRING => {
+                    (st.rec(i).retire_at, Err(Error::NotFound))
+                }
+                Some(i) => {
+                    st.unpublish(i);
+                    (st.rec(i).retire_at, Ok(()))
+                }
+            }
         };
-        if !taken.is_empty() {
-            rcu::synchronize();
+        rcu::wait_for(target);
+        drop(state());
+        result
+    }
+
+    /// Unregisters every range of this device and makes it dead (registration on it fails from
+    /// now on), waiting for readers once for all of them.
+    ///
+    /// Errors: `Deadlock` when the calling thread holds a kmap or section (nothing changes);
+    /// `Invalid` when the device was freed already.
+    pub fn kill(&self) -> Result<()> {
+        check_not_reading()?;
+        self.kill_unchecked(true)
+    }
+
+    fn kill_unchecked(&self, wait: bool) -> Result<()> {
+        let target = {
+            let mut st = state();
+            st.device(self)?;
+            if st.devices[self.slot as usize].dead {
+                return Err(Error::Invalid);
+            }
+            self.killed.store(true, Ordering::Relaxed);
+            st.device_mut(self.slot).dead = true;
+            let mut target = rcu::snapshot();
+            let mut i = st.devices[self.slot as usize].head;
+            while i != NIL {
+                let next = st.rec(i).dev_next;
+                if st.rec(i).state == LIVE {
+                    st.unpublish(i);
+                }
+                let at = st.rec(i).retire_at;
+                if at.wrapping_sub(target) as i64 > 0 {
+                    target = at;
+                }
+                i = next;
+            }
+            if !wait {
+                st.device_mut(self.slot).orphan = true;
+                if st.devices[self.slot as usize].ranges == 0 {
+                    st.free_device(self.slot);
+                }
+                return Ok(());
+            }
+            target
+        };
+        rcu::wait_for(target);
+        let mut st = state();
+        // Every range of the device retired before `target`: all are finalized now.
+        debug_assert_eq!(st.devices[self.slot as usize].ranges, 0);
+        if st.devices[self.slot as usize].ranges == 0 {
+            st.free_device(self.slot);
+        } else {
+            st.device_mut(self.slot).orphan = true;
         }
-        drop(taken);
         Ok(())
     }
 
-    /// Number of ranges this device has registered.
+    /// Number of live ranges this device has registered.
     pub fn range_count(&self) -> usize {
-        state()
-            .by_device
-            .range((self.id, 0)..=(self.id, u64::MAX))
+        let st = state();
+        if st.device(self).is_err() {
+            return 0;
+        }
+        st.device_ranges(self.slot)
+            .filter(|&i| st.rec(i).state == LIVE)
             .count()
     }
 }
 
 impl Drop for Device {
     fn drop(&mut self) {
-        // A thread holding a kmap cannot wait for readers, and removing without waiting could
-        // leave a dangling pointer, so then the ranges stay registered. The C layer refuses
-        // such a free with EDEADLK before it drops anything.
-        let _ = self.unregister_all();
+        if self.killed.load(Ordering::Relaxed) {
+            return;
+        }
+        // A thread that is reading cannot wait for readers: the ranges are unpublished now and
+        // finalized by a later writer once their grace period has ended.
+        let wait = check_not_reading().is_ok();
+        let _ = self.kill_unchecked(wait);
     }
+}
+
+/// Allocates, publishes and indexes a range. On any failure nothing changes.
+fn insert_range(
+    st: &mut State,
+    device: u32,
+    first: u64,
+    last: u64,
+    base: usize,
+    bytes: u64,
+    flags: u64,
+) -> Result<()> {
+    let i = st.ranges.alloc().ok_or(Error::OutOfMemory)?;
+    let prio = st.rng.next_u32();
+    {
+        let r = st.ranges.get_mut(i);
+        r.fwd.first = first;
+        r.fwd.last = last;
+        r.fwd.target = base;
+        r.fwd.run_last = AtomicU64::new(last);
+        r.rev.first = (base >> PAGE_SHIFT) as u64;
+        r.rev.last = (base as u64 + (bytes - 1)) >> PAGE_SHIFT;
+        r.rev.target = (first << PAGE_SHIFT) as usize;
+        r.rev.flags = flags & crate::encoding::FLAGS_MASK & !SG_CHAIN;
+        r.device = device;
+        r.state = LIVE;
+        r.phys.prio = prio;
+        r.va.prio = prio;
+    }
+    let r = st.ranges.stable(i);
+    let (fwd, rev) = match (FORWARD.reserve(&r.fwd), REVERSE.reserve(&r.rev)) {
+        (Ok(f), Ok(v)) => (f, v),
+        _ => {
+            st.ranges.free(i);
+            return Err(Error::OutOfMemory);
+        }
+    };
+    FORWARD.commit(&r.fwd, fwd);
+    REVERSE.commit(&r.rev, rev);
+    st.phys_root = PhysTree(&mut st.ranges).insert(st.phys_root, i);
+    st.va_root = VaTree(&mut st.ranges).insert(st.va_root, i);
+    let head = st.devices[device as usize].head;
+    {
+        let r = st.ranges.get_mut(i);
+        r.dev_prev = NIL;
+        r.dev_next = head;
+        r.retire_next = NIL;
+    }
+    if head != NIL {
+        st.ranges.get_mut(head).dev_prev = i;
+    }
+    let d = st.device_mut(device);
+    d.head = i;
+    d.ranges += 1;
+    st.join_runs(i);
+    Ok(())
+}
+
+// ---- mappings the library made ----
+
+/// A mapping known to the bookkeeping, so that registration refuses its memory while it is
+/// being unmapped.
+#[derive(Debug)]
+pub struct MappingId(u32);
+
+/// Records a mapping. Errors: `OutOfMemory`.
+pub fn add_mapping(addr: usize, len: usize) -> Result<MappingId> {
+    let mut st = state();
+    let i = st.mappings.alloc().ok_or(Error::OutOfMemory)?;
+    *st.mappings.get_mut(i) = MappingRec {
+        used: true,
+        closing: false,
+        addr,
+        len,
+    };
+    Ok(MappingId(i))
+}
+
+/// Starts unmapping: refused with `Busy` (nothing changes) while a registered range, or one
+/// still being unregistered, lies in the mapping; `Invalid` when another call is unmapping it.
+/// From success on, registration refuses its memory.
+pub fn begin_unmap(id: &MappingId) -> Result<()> {
+    let mut st = state();
+    let m = *st.mappings.get(id.0);
+    if m.closing {
+        return Err(Error::Invalid);
+    }
+    let (lo, hi) = (
+        (m.addr >> PAGE_SHIFT) as u64,
+        ((m.addr + (m.len - 1)) >> PAGE_SHIFT) as u64,
+    );
+    if st.va_busy(lo, hi) {
+        return Err(Error::Busy);
+    }
+    st.mappings.get_mut(id.0).closing = true;
+    st.closing += 1;
+    Ok(())
+}
+
+/// Undoes a successful [`begin_unmap`] (the unmap did not happen after all).
+pub fn abort_unmap(id: &MappingId) {
+    let mut st = state();
+    if std::mem::replace(&mut st.mappings.get_mut(id.0).closing, false) {
+        st.closing -= 1;
+    }
+}
+
+/// Forgets a mapping (after it was unmapped, or when a map failed after `add_mapping`).
+pub fn remove_mapping(id: MappingId) {
+    let mut st = state();
+    if st.mappings.get(id.0).closing {
+        st.closing -= 1;
+    }
+    st.mappings.free(id.0);
+}
+
+/// True when a registered range (or one still being unregistered) uses virtual memory in
+/// `addr..addr + len`.
+pub fn memory_in_use(addr: usize, len: usize) -> bool {
+    if len == 0 {
+        return false;
+    }
+    let st = state();
+    st.va_busy(
+        (addr >> PAGE_SHIFT) as u64,
+        ((addr + (len - 1)) >> PAGE_SHIFT) as u64,
+    )
+}
+
+// ---- translation (no lock) ----
+
+/// A successful kmap: the address and the bytes contiguous from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapped {
+    pub addr: usize,
+    pub len: u64,
+}
+
+/// Bytes from page `pfn` to the end of `run_last`, saturating.
+fn run_bytes(pfn: u64, run_last: u64) -> u64 {
+    let pages = run_last - pfn + 1;
+    if pages >= 1 << 52 {
+        u64::MAX
+    } else {
+        pages << PAGE_SHIFT
+    }
+}
+
+fn reader() -> Result<&'static Reader> {
+    rcu::current_or_register().map_err(|e| match e {
+        rcu::SetupError::OutOfMemory => Error::OutOfMemory,
+        rcu::SetupError::Interrupted => Error::Again,
+    })
+}
+
+/// Records a hold of `start..end` for the calling thread; on failure leaves its section.
+fn hold(r: &Reader, start: usize, end: usize) -> Result<()> {
+    if r.holds.try_push_inline(start, end) || (r.has_room(1) && r.holds.push(start, end)) {
+        return Ok(());
+    }
+    r.leave();
+    Err(Error::OutOfMemory)
 }
 
 /// Maps `pfn` for the calling thread; the address stays valid until [`kunmap`] on this thread.
 ///
 /// Errors: `Invalid` for a scatterlist-chain handle; `NotMapped` when no range holds the frame;
-/// `OutOfMemory` when the thread's first kmap cannot allocate its reader record.
-#[inline(always)]
+/// `OutOfMemory` when the thread's first kmap cannot allocate its reader record (or a very deep
+/// nesting its hold); `Again` in a signal handler that interrupted this thread's own set-up.
 pub fn kmap(pfn: Pfn) -> Result<usize> {
-    // SAFETY: `held_lookup` runs the lookup inside the thread's read-side section.
-    held_lookup(pfn, |p| {
-        unsafe { TABLE.translate(p) }.map(|addr| (addr, ()))
-    })
-    .map(|(a, ())| a)
-}
-
-/// As [`kmap`], also returning the bytes contiguous from the address to the range's end.
-pub fn kmap_len(pfn: Pfn) -> Result<(usize, u64)> {
-    // SAFETY: as in `kmap`.
-    held_lookup(pfn, |p| {
-        unsafe { TABLE.translate_len(p) }.map(|hit| (hit.addr, hit.len))
-    })
-}
-
-/// Runs `lookup` (address and any extra) inside the calling thread's read-side section and
-/// records the address as held; on any failure the thread is left as it was.
-#[inline(always)]
-fn held_lookup<T>(pfn: Pfn, lookup: impl FnOnce(u64) -> Option<(usize, T)>) -> Result<(usize, T)> {
     if pfn.sg_chain() {
         return Err(Error::Invalid);
     }
-    let reader = rcu::current_or_register().ok_or(Error::OutOfMemory)?;
-    reader.enter();
-    let Some((addr, extra)) = lookup(pfn.pfn()) else {
-        reader.leave_if_idle();
+    let r = reader()?;
+    r.enter();
+    // SAFETY: inside the read-side section just entered.
+    let Some(addr) = (unsafe { FORWARD.translate(pfn.pfn()) }) else {
+        r.leave();
         return Err(Error::NotMapped);
     };
-    if !reader.hold(addr) {
-        reader.leave_if_idle();
-        return Err(Error::OutOfMemory);
+    hold(r, addr, addr + PAGE_SIZE as usize)?;
+    Ok(addr)
+}
+
+/// As [`kmap`], also returning the bytes contiguous from the address: to the end of the range,
+/// or of the run of ranges that continue it physically and virtually. The hold covers them all:
+/// kunmap of any address in them releases it.
+pub fn kmap_len(pfn: Pfn) -> Result<Mapped> {
+    if pfn.sg_chain() {
+        return Err(Error::Invalid);
     }
-    Ok((addr, extra))
+    let r = reader()?;
+    r.enter();
+    // SAFETY: inside the read-side section just entered.
+    let Some((leaf, e)) = (unsafe { FORWARD.leaf(pfn.pfn()) }) else {
+        r.leave();
+        return Err(Error::NotMapped);
+    };
+    let addr = leaf.addr(pfn.pfn());
+    let len = run_bytes(pfn.pfn(), e.run_last.load(Ordering::Acquire));
+    let end = addr.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+    hold(r, addr, end)?;
+    Ok(Mapped { addr, len })
+}
+
+/// Maps the page holding physical byte `phys` and returns the byte's address; the hold covers
+/// the page. Errors as [`kmap`].
+pub fn kmap_phys(phys: u64) -> Result<usize> {
+    let page = kmap(Pfn::from_phys(phys, 0))?;
+    Ok(page + (phys & (PAGE_SIZE - 1)) as usize)
 }
 
 /// [`kmap`] when nothing unusual happens, else None with nothing changed: the thread has a
-/// record with room for one more hold, and the frame is mapped. Allocates nothing, takes no
-/// lock and cannot panic, so the C layer can call it without a stack frame.
+/// record with room for one more inline hold, and the frame is mapped. Allocates nothing, takes
+/// no lock and cannot panic, so the C layer can call it without a stack frame.
 #[inline(always)]
 pub fn kmap_fast(pfn: Pfn) -> Option<usize> {
-    if pfn.sg_chain() {
+    let r = rcu::current()?;
+    if pfn.sg_chain() || r.holds.len() >= crate::holds::INLINE {
         return None;
     }
-    let reader = rcu::current()?;
-    reader.enter();
-    // SAFETY: inside the read-side section opened by `enter` (or one already open).
-    match unsafe { TABLE.translate(pfn.pfn()) } {
-        Some(addr) if reader.try_hold(addr) => Some(addr),
-        _ => {
-            reader.leave_if_idle();
+    r.enter();
+    // SAFETY: inside the read-side section just entered.
+    match unsafe { FORWARD.translate(pfn.pfn()) } {
+        Some(addr) => {
+            r.holds.try_push_inline(addr, addr + PAGE_SIZE as usize);
+            Some(addr)
+        }
+        None => {
+            r.leave();
             None
         }
     }
 }
 
-/// Releases one kmap of the page holding `addr` taken by this thread. Returns false (and
-/// releases nothing) when this thread holds no kmap of that page.
+/// Releases the newest of this thread's kmaps whose extent contains `addr`, when it is the
+/// newest hold: the common case, with no call. False: use [`kunmap`].
 #[inline(always)]
+pub fn kunmap_fast(addr: usize) -> bool {
+    match rcu::current() {
+        Some(r) if r.holds.pop_if_top(addr) => {
+            r.leave();
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Releases one of this thread's kmaps whose extent contains `addr` (any address inside what
+/// the kmap returned). False (and nothing released) when this thread holds no such kmap.
 pub fn kunmap(addr: usize) -> bool {
     match rcu::current() {
-        Some(reader) => reader.release(addr & !(PAGE_SIZE as usize - 1)),
-        None => false,
-    }
-}
-
-/// What a read section holds in the thread's list of holds: never a page address.
-const SECTION_HOLD: usize = 1;
-
-pub use crate::table::Block;
-
-/// A read-side section: while it lives, every range it can see stays registered and mapped, so
-/// many translations can share one section (the seed review's "no RCU cost per access").
-/// It remembers the last block it translated, so runs of nearby pfns cost a comparison.
-/// Not `Send`: it belongs to the thread that opened it.
-pub struct ReadSection {
-    root: usize,
-    cache: std::cell::Cell<Block>,
-    _not_send: std::marker::PhantomData<*const ()>,
-}
-
-impl ReadSection {
-    /// Opens a section. It sees the ranges registered before it opened (a range registered
-    /// later may or may not be seen). Errors: `OutOfMemory` for a thread's first section.
-    pub fn open() -> Result<ReadSection> {
-        let reader = rcu::current_or_register().ok_or(Error::OutOfMemory)?;
-        reader.enter();
-        if !reader.hold(SECTION_HOLD) {
-            reader.leave_if_idle();
-            return Err(Error::OutOfMemory);
+        Some(r) if r.holds.release(addr) => {
+            r.leave();
+            true
         }
-        Ok(ReadSection {
-            root: TABLE.root_word(),
-            cache: Default::default(),
-            _not_send: std::marker::PhantomData,
-        })
-    }
-
-    /// Address of `pfn`'s frame, valid while the section lives. Err: `Invalid` for a
-    /// scatterlist-chain handle, `NotMapped` when no range visible in the section holds it.
-    #[inline(always)]
-    pub fn translate(&self, pfn: Pfn) -> Result<usize> {
-        let mut cache = self.cache.get();
-        // SAFETY: the section keeps everything reachable from `root` alive.
-        let addr = unsafe { translate_in_section(self.root, &mut cache, pfn) };
-        self.cache.set(cache);
-        addr
-    }
-
-    /// Leaves the section open past the life of this value and returns its root word; end it
-    /// with [`close_section`].
-    pub fn keep_open(self) -> usize {
-        let root = self.root;
-        std::mem::forget(self);
-        root
+        _ => false,
     }
 }
 
-impl Drop for ReadSection {
-    fn drop(&mut self) {
-        // SAFETY: this value's own hold; nothing derived from it outlives it.
-        unsafe { close_section() };
-    }
+/// The physical address and pfn_t flags of virtual address `addr`, when it lies in a
+/// registered range (the lookup takes no lock). When ranges share virtual memory, one of them
+/// answers. Errors: `NotMapped`; setup errors as [`kmap`].
+pub fn virt_to_phys(addr: usize) -> Result<(u64, u64)> {
+    let r = reader()?;
+    r.enter();
+    let vpn = (addr >> PAGE_SHIFT) as u64;
+    // SAFETY: inside the read-side section just entered.
+    let found = unsafe { REVERSE.leaf(vpn) }.map(|(leaf, e)| {
+        (
+            leaf.addr(vpn) as u64 + (addr as u64 & (PAGE_SIZE - 1)),
+            e.flags,
+        )
+    });
+    r.leave();
+    found.ok_or(Error::NotMapped)
 }
 
-/// Ends one read section of the calling thread that was kept open with
-/// [`ReadSection::keep_open`]. Returns false when the thread has none open.
+// ---- read sections ----
+
+/// The table root a section walks from (read once when the section opens).
+pub fn root_word() -> usize {
+    FORWARD.root_word()
+}
+
+/// Address of `pfn` in a section whose root word is `root`, through and into `cache` (which
+/// remembers the whole run of ranges the last miss found, so the next pfns in it cost one
+/// comparison). Errors: `Invalid` for PFN_SG_CHAIN; `NotMapped`.
 ///
 /// # Safety
-/// Addresses translated in that section must no longer be used, and no `ReadSection` value of
-/// this thread may be relying on the hold being released.
-pub unsafe fn close_section() -> bool {
-    rcu::current().is_some_and(|r| r.release(SECTION_HOLD))
-}
-
-/// Address of `pfn` in the section whose root word is `root`, through and into `cache`.
-///
-/// # Safety
-/// The section that produced `root` is still open on this thread, and `cache` was filled only
-/// in it.
+/// The section that produced `root` is still open, and `cache` was filled only in it.
 #[inline(always)]
 pub unsafe fn translate_in_section(root: usize, cache: &mut Block, pfn: Pfn) -> Result<usize> {
     // Keep SG_CHAIN (bit 63) in the key: it never matches, so one comparison covers both.
-    let key = pfn.0 & (crate::encoding::SG_CHAIN | crate::encoding::MAX_PFN);
+    let key = pfn.0 & (SG_CHAIN | crate::encoding::MAX_PFN);
     if let Some(addr) = cache.addr_of(key) {
         return Ok(addr);
     }
     if pfn.sg_chain() {
         return Err(Error::Invalid);
     }
-    let block = crate::table::block_from(root, pfn.pfn()).ok_or(Error::NotMapped)?;
-    *cache = block;
-    block.addr_of(pfn.pfn()).ok_or(Error::NotMapped)
+    let run = run_block(root, pfn.pfn()).ok_or(Error::NotMapped)?;
+    *cache = run;
+    run.addr_of(pfn.pfn()).ok_or(Error::NotMapped)
 }
 
-/// Runs `f` only if no registered range uses virtual memory in `addr..addr + len`, with
-/// registration held off meanwhile. Errors: `Busy` when some range does.
-pub fn without_ranges_in<T>(addr: usize, len: usize, f: impl FnOnce() -> T) -> Result<T> {
-    let st = state();
-    let end = addr.saturating_add(len);
-    let lowest = addr.saturating_sub(st.max_bytes);
-    let used = st
-        .by_base
-        .range((lowest, 0)..(end, 0))
-        .any(|(&(base, _), &bytes)| base.saturating_add(bytes) > addr);
-    if used {
-        return Err(Error::Busy);
-    }
-    Ok(f())
+/// The run of ranges holding `pfn`, as one block from the first page of its range.
+///
+/// # Safety
+/// As for [`translate_in_section`].
+unsafe fn run_block(root: usize, pfn: u64) -> Option<Block> {
+    let leaf = table::leaf_from(root, pfn)?;
+    let run = leaf.extent().and_then(|e| {
+        let run_last = e.run_last.load(Ordering::Acquire).max(e.last);
+        // The slot may have been reused for another range since it was read (the section
+        // sees a snapshot): cache the run only when slot and extent agree.
+        (pfn.wrapping_sub(e.first) <= run_last - e.first && leaf.addr(e.first) == e.target).then(
+            || Block {
+                first: e.first,
+                pages: run_last - e.first + 1,
+                addr: e.target,
+            },
+        )
+    });
+    Some(run.unwrap_or(Block {
+        first: pfn,
+        pages: 1,
+        addr: leaf.addr(pfn),
+    }))
 }
 
-/// Bytes of translation-table memory in use.
+/// Address of `pfn` in the section and the bytes contiguous from it (to the end of the run).
+///
+/// # Safety
+/// As for [`translate_in_section`].
+pub unsafe fn translate_len_in_section(root: usize, cache: &mut Block, pfn: Pfn) -> Result<Mapped> {
+    let addr = translate_in_section(root, cache, pfn)?;
+    let off = pfn.pfn() - cache.first;
+    let len = if cache.pages - off >= 1 << 52 {
+        u64::MAX
+    } else {
+        (cache.pages - off) << PAGE_SHIFT
+    };
+    Ok(Mapped { addr, len })
+}
+
+/// Bytes of translation-table memory in use (both tables).
 pub fn table_bytes() -> usize {
     let _st = state();
-    TABLE.memory_bytes()
+    FORWARD.memory_bytes() + REVERSE.memory_bytes()
+}
+
+/// The forward table's blocks of the range registered at `start` (first pfn, pages): how the
+/// table stores it (diagnostics and tests).
+pub fn blocks_of(start: u64) -> Vec<(u64, u64)> {
+    let st = state();
+    match st.phys_floor(start >> PAGE_SHIFT) {
+        Some(i) if st.rec(i).fwd.first == start >> PAGE_SHIFT => FORWARD.blocks_of(&st.rec(i).fwd),
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -393,7 +1019,7 @@ mod tests {
 
     #[test]
     fn register_translate_unregister() {
-        let dev = Device::new("t1");
+        let dev = Device::new().unwrap();
         let start = 100 * GIB;
         dev.register(start, start + 8 * PAGE_SIZE - 1, 0x7000_0000_0000)
             .unwrap();
@@ -403,17 +1029,23 @@ mod tests {
         assert_eq!(dev.unregister(start), Err(Error::Deadlock));
         assert!(kunmap(addr + 17));
         assert!(!kunmap(addr));
-        let (a, len) = kmap_len(p).unwrap();
-        assert_eq!((a, len), (addr, 5 * PAGE_SIZE));
-        assert!(kunmap(a));
+        let m = kmap_len(p).unwrap();
+        assert_eq!((m.addr, m.len), (addr, 5 * PAGE_SIZE));
+        // Any address inside the extent releases it.
+        assert!(kunmap(addr + 4 * PAGE_SIZE as usize + 5));
+        assert_eq!(
+            virt_to_phys(addr + 7).unwrap(),
+            (start + 3 * PAGE_SIZE + 7, DEV)
+        );
         dev.unregister(start).unwrap();
         assert_eq!(kmap(p), Err(Error::NotMapped));
+        assert_eq!(virt_to_phys(addr), Err(Error::NotMapped));
         assert_eq!(dev.unregister(start), Err(Error::NotFound));
     }
 
     #[test]
     fn bad_ranges_are_refused() {
-        let dev = Device::new("t2");
+        let dev = Device::new().unwrap();
         let s = 200 * GIB;
         let b = 0x7100_0000_0000usize;
         assert_eq!(
@@ -432,7 +1064,7 @@ mod tests {
             Err(Error::Invalid)
         );
         dev.register(s, s + 4 * PAGE_SIZE - 1, b).unwrap();
-        let other = Device::new("t2b");
+        let other = Device::new().unwrap();
         assert_eq!(
             other.register(s + 3 * PAGE_SIZE, s + 9 * PAGE_SIZE - 1, b),
             Err(Error::Busy)
@@ -452,14 +1084,48 @@ mod tests {
 
     #[test]
     fn ranges_inside_a_mapping_block_it() {
-        let dev = Device::new("t3");
+        let dev = Device::new().unwrap();
         let s = 300 * GIB;
         let b = 0x7200_0000_0000usize;
         dev.register(s, s + 4 * PAGE_SIZE - 1, b + 8192).unwrap();
-        assert_eq!(without_ranges_in(b, 16384, || 1), Err(Error::Busy));
-        assert_eq!(without_ranges_in(b, 8192, || 1), Ok(1));
-        assert_eq!(without_ranges_in(b + 8192 + 16384, 4096, || 2), Ok(2));
-        dev.unregister_all().unwrap();
-        assert_eq!(without_ranges_in(b, 16384, || 3), Ok(3));
+        assert!(memory_in_use(b, 16384));
+        assert!(!memory_in_use(b, 8192));
+        assert!(!memory_in_use(b + 8192 + 16384, 4096));
+        dev.kill().unwrap();
+        assert!(!memory_in_use(b, 16384));
+        assert_eq!(dev.register(s, s + PAGE_SIZE - 1, b), Err(Error::Invalid));
+    }
+
+    #[test]
+    fn adjacent_ranges_form_one_run() {
+        let dev = Device::new().unwrap();
+        let s = 400 * GIB;
+        let b = 0x7300_0000_0000usize;
+        let page = PAGE_SIZE as usize;
+        dev.register(s + 4 * PAGE_SIZE, s + 8 * PAGE_SIZE - 1, b + 4 * page)
+            .unwrap();
+        dev.register(s, s + 4 * PAGE_SIZE - 1, b).unwrap();
+        // Physically adjacent but not virtually: not part of the run.
+        dev.register(s + 8 * PAGE_SIZE, s + 9 * PAGE_SIZE - 1, b + 100 * page)
+            .unwrap();
+        let m = kmap_len(Pfn::from_phys(s + PAGE_SIZE, 0)).unwrap();
+        assert_eq!((m.addr, m.len), (b + page, 7 * PAGE_SIZE));
+        assert!(kunmap(m.addr + 6 * page));
+        dev.unregister(s + 4 * PAGE_SIZE).unwrap();
+        let m = kmap_len(Pfn::from_phys(s + PAGE_SIZE, 0)).unwrap();
+        assert_eq!(m.len, 3 * PAGE_SIZE);
+        assert!(kunmap(m.addr));
+    }
+
+    #[test]
+    fn free_space_registration_avoids_every_range() {
+        let dev = Device::new().unwrap();
+        let b = 0x7400_0000_0000usize;
+        let a = dev.register_free(2 << 20, 0, b, DEV).unwrap();
+        assert_eq!(a % (2 << 20), 0);
+        assert!(a + (2 << 20) <= FREE_SPACE_TOP);
+        let c = dev.register_free(2 << 20, 0, b, DEV).unwrap();
+        assert!(c + (2 << 20) <= a || a + (2 << 20) <= c);
+        dev.kill().unwrap();
     }
 }

@@ -1,21 +1,27 @@
-//! The translation table: a radix tree over page-frame numbers, read without locks.
+//! The translation tables: radix trees over page numbers, read without locks.
 //!
 //! This is the seed review's "widen the memory section" idea made general. Each level indexes
-//! 9 bits of the pfn (512 slots, like x86 page tables). A slot is empty, points to the next
-//! level, or is a leaf: the whole span under that slot belongs to one range, and the slot holds
-//! `base - (first_pfn << 12)` of that range (page-aligned, wrapping, tagged in bit 0). A
-//! translation is therefore `slot + (pfn << 12)`: no range descriptor is touched and no bound is
-//! compared. A range
-//! is stored as its maximal aligned blocks (like huge pages), so a 2 MiB-aligned 2 MiB range is
-//! one slot at the 2 MiB level and 1 TiB of them takes 8 MiB of table.
+//! 9 bits of the page number (512 slots, like x86 page tables). A slot is empty, points to the
+//! next level, or is a leaf: the whole span under that slot belongs to one extent, and the slot
+//! holds `target - (first << 12)` of that extent (page-aligned, wrapping, tagged in bit 0). A
+//! translation is therefore `slot + (page << 12)`: no descriptor is touched and no bound is
+//! compared. An extent is stored as its maximal aligned blocks (like huge pages: 4 KiB, 2 MiB,
+//! 1 GiB, 512 GiB, ...): a 1 GiB-aligned 1 GiB range is one slot, and 1 TiB of 2 MiB ranges takes
+//! 8 MiB of table.
 //!
-//! The root is the lowest node that covers every registered pfn (it records the first pfn it
-//! covers), so the walk starts as deep as the registered space allows: ranges that all lie in
-//! one 1 GiB window translate with a single slot load, in one 512 GiB window with two. The walk
-//! is at most six loads whatever the number of ranges.
+//! The root is the lowest node that covers every registered page and is tall enough to hold
+//! each extent's largest block (it records the first page it covers), so the walk starts as
+//! deep as the registered space allows: ranges that all lie in one 1 GiB window translate with
+//! a single slot load, in one 512 GiB window with two. The walk is at most six loads whatever
+//! the number of extents.
+//!
+//! Two tables use this code: pfn -> virtual address (the forward table, whose extents never
+//! overlap) and virtual page -> physical address (the reverse table, where ranges that share
+//! virtual memory overlap: an insert fills only the parts no other extent holds, and a removal
+//! clears only its own leaves).
 //!
 //! The layout is part of the C ABI (the header's inline walk reads it): the root word is a node
-//! address | its level; a node is 512 slots, then 512 extent pointers, then its first pfn.
+//! address | its level; a node is 512 slots, then 512 extent pointers, then its first page.
 //!
 //! Writers are serialized by the caller. Slots are published with release stores; readers use
 //! acquire loads. Nodes detached by a removal are handed back for the caller to free after a
@@ -23,72 +29,125 @@
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 const BITS: u32 = 9;
 const FANOUT: usize = 1 << BITS;
 const MASK: u64 = FANOUT as u64 - 1;
-/// Level 5 indexes pfn bits 45..53, enough for 52-bit pfns.
+/// Level 5 indexes page-number bits 45..53, enough for 52-bit pfns.
 const TOP_LEVEL: u32 = 5;
 const LEAF: usize = 1;
 // Addresses, pfns and slots share one 64-bit word; the C header's inline walk assumes it too.
 const _: () = assert!(usize::BITS == 64);
-const _: () = assert!(std::mem::offset_of!(Node, first_pfn) == 8 * 2 * FANOUT);
+const _: () = assert!(std::mem::offset_of!(Node, first) == 8 * 2 * FANOUT);
 const LEVEL_MASK: usize = 7;
+// The header's inline walk reads these fields of an extent.
+const _: () = {
+    assert!(std::mem::offset_of!(Extent, first) == 0);
+    assert!(std::mem::offset_of!(Extent, last) == 8);
+    assert!(std::mem::offset_of!(Extent, target) == 16);
+    assert!(std::mem::offset_of!(Extent, run_last) == 24);
+};
 
-/// A registered range as the table sees it. Its address must stay valid while it is in the
+/// A registered extent as a table sees it. Its address must stay valid while it is in the
 /// table and for a grace period after its removal.
-#[derive(Debug)]
+#[derive(Debug, Default)]
+#[repr(C)]
 pub struct Extent {
-    pub first_pfn: u64,
-    pub last_pfn: u64,
-    /// Virtual address of `first_pfn`'s first byte.
-    pub base: usize,
+    pub first: u64,
+    pub last: u64,
+    /// What `first`'s first byte translates to.
+    pub target: usize,
+    /// Last page of the run of adjacent extents that starts with this one (forward table:
+    /// following ranges that continue it both physically and virtually). Writers update it;
+    /// readers load it.
+    pub run_last: AtomicU64,
+    /// pfn_t flags a reverse translation of this extent carries.
+    pub flags: u64,
 }
 
 #[repr(C, align(64))]
 pub struct Node {
     slots: [AtomicUsize; FANOUT],
-    /// The extent behind each leaf slot, for callers that want the range's end.
+    /// The extent behind each leaf slot, for callers that want more than the address. In a
+    /// detached node, `extents[0]` links the list of detached nodes.
     extents: [AtomicPtr<Extent>; FANOUT],
-    /// First pfn this node covers (aligned to its coverage). Immutable.
-    first_pfn: u64,
+    /// First page this node covers (aligned to its coverage). Immutable.
+    first: u64,
 }
 
-/// Owns nodes that were detached from the table; frees them when dropped.
-pub struct Detached(Vec<*mut Node>);
+/// Nodes detached from a table, linked through `extents[0]`; freed when dropped (after the
+/// grace period that follows their removal). Building the list allocates nothing.
+pub struct Detached(*mut Node);
 
 // SAFETY: a detached node is referenced by no one but this list (after the grace period the
 // caller waits for before dropping it).
 unsafe impl Send for Detached {}
 
+impl Default for Detached {
+    fn default() -> Self {
+        Detached(ptr::null_mut())
+    }
+}
+
+impl Detached {
+    fn push(&mut self, n: *mut Node) {
+        // SAFETY: a node just unlinked from the table; readers never read a detached node's
+        // extent pointers (its slots are all empty).
+        unsafe { (*n).extents[0].store(self.0 as *mut Extent, Ordering::Relaxed) };
+        self.0 = n;
+    }
+}
+
 impl Drop for Detached {
     fn drop(&mut self) {
-        for &n in &self.0 {
+        while !self.0.is_null() {
+            let n = self.0;
             // SAFETY: allocated by `new_node` with this layout, detached, reader-free.
-            unsafe { dealloc(n as *mut u8, Layout::new::<Node>()) };
+            unsafe {
+                self.0 = (*n).extents[0].load(Ordering::Relaxed) as *mut Node;
+                dealloc(n as *mut u8, Layout::new::<Node>());
+            }
         }
     }
 }
 
-/// A zeroed node at `level` covering the aligned window that holds `pfn`; null when out of
+/// Nodes allocated ahead of an insert, so that the insert itself cannot fail.
+pub struct Reserved(Detached, usize);
+
+impl Reserved {
+    fn pop(&mut self) -> *mut Node {
+        let n = self.0 .0;
+        if !n.is_null() {
+            // SAFETY: a node of the list, fresh and unpublished.
+            unsafe {
+                self.0 .0 = (*n).extents[0].load(Ordering::Relaxed) as *mut Node;
+                (*n).extents[0].store(ptr::null_mut(), Ordering::Relaxed);
+            }
+            self.1 -= 1;
+        }
+        n
+    }
+}
+
+/// A zeroed node at `level` covering the aligned window that holds `page`; null when out of
 /// memory.
-fn new_node(level: u32, pfn: u64) -> *mut Node {
+fn new_node(level: u32, page: u64) -> *mut Node {
     // SAFETY: Node has non-zero size; all-zero bytes are valid empty atomics.
     let node = unsafe { alloc_zeroed(Layout::new::<Node>()) as *mut Node };
     if !node.is_null() {
         // SAFETY: fresh, exclusively owned.
-        unsafe { (*node).first_pfn = pfn & !(cover_pages(level) - 1) };
+        unsafe { (*node).first = page & !(cover_pages(level) - 1) };
     }
     node
 }
 
-/// Pfns under one slot of a node at `level`.
+/// Pages under one slot of a node at `level`.
 const fn span_pages(level: u32) -> u64 {
     1u64 << (BITS * level)
 }
 
-/// Pfns under a whole node at `level` (level 5 covers more than the 52-bit space).
+/// Pages under a whole node at `level` (level 5 covers more than the 52-bit space).
 const fn cover_pages(level: u32) -> u64 {
     1u64 << (BITS * (level + 1))
 }
@@ -100,22 +159,44 @@ fn level_covering(lo: u64, hi: u64) -> u32 {
         .unwrap_or(TOP_LEVEL)
 }
 
-struct Leaf<'a> {
+/// The level of the largest aligned block inside `first..=last`: a node at this level holds it
+/// as one slot.
+pub fn largest_block_level(first: u64, last: u64) -> u32 {
+    (1..=TOP_LEVEL)
+        .rev()
+        .find(|&l| {
+            let span = span_pages(l);
+            let start = first.checked_add(span - 1).map(|v| v & !(span - 1));
+            start.is_some_and(|s| s.checked_add(span - 1).is_some_and(|end| end <= last))
+        })
+        .unwrap_or(0)
+}
+
+pub struct Leaf<'a> {
     node: &'a Node,
     idx: usize,
     slot: usize,
-    level: u32,
 }
 
-/// The result of a successful lookup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Hit {
-    /// Address of the frame's first byte.
-    pub addr: usize,
-    /// Bytes from `addr` to the end of the range.
-    pub len: u64,
+impl<'a> Leaf<'a> {
+    /// The extent behind this leaf (live while the caller's read-side section lasts).
+    pub fn extent(&self) -> Option<&'a Extent> {
+        // SAFETY: extents stay valid for a grace period after their removal.
+        unsafe { self.node.extents[self.idx].load(Ordering::Acquire).as_ref() }
+    }
+
+    /// True when the slot still holds what was read (not removed and reused meanwhile).
+    pub fn unchanged(&self) -> bool {
+        self.node.slots[self.idx].load(Ordering::Acquire) == self.slot
+    }
+
+    /// What page `page` (under this leaf) translates to.
+    pub fn addr(&self, page: u64) -> usize {
+        leaf_addr(self.slot, page)
+    }
 }
 
+#[repr(transparent)]
 pub struct Table {
     /// Root node address | root level; 0 when empty.
     root: AtomicUsize,
@@ -134,14 +215,14 @@ impl Table {
         }
     }
 
-    /// Address of `pfn`'s frame.
+    /// What `page` translates to.
     ///
     /// # Safety
     /// The caller must be inside a read-side section (see `rcu`) for as long as it uses
     /// anything it learned here, so that no node is freed under it.
     #[inline(always)]
-    pub unsafe fn translate(&self, pfn: u64) -> Option<usize> {
-        translate_from(self.root_word(), pfn)
+    pub unsafe fn translate(&self, page: u64) -> Option<usize> {
+        translate_from(self.root_word(), page)
     }
 
     /// The root as readers see it: node address | level (0 when empty). A walk may start from
@@ -151,68 +232,72 @@ impl Table {
         self.root.load(Ordering::Acquire)
     }
 
-    /// Address and bytes to the range's end.
+    /// The leaf holding `page`, with a consistent view of its extent.
     ///
     /// # Safety
     /// As for [`Table::translate`].
-    pub unsafe fn translate_len(&self, pfn: u64) -> Option<Hit> {
+    pub unsafe fn leaf(&self, page: u64) -> Option<(Leaf<'_>, &Extent)> {
         loop {
-            let leaf = find(self.root_word(), pfn)?;
-            let extent = leaf.node.extents[leaf.idx].load(Ordering::Acquire);
+            let leaf = find(self.root_word(), page)?;
+            let extent = leaf.extent();
             // A slot removed and reused between the two loads is looked up again.
-            if leaf.node.slots[leaf.idx].load(Ordering::Acquire) != leaf.slot {
+            if !leaf.unchanged() {
                 continue;
             }
-            let pages = (*extent).last_pfn - pfn + 1;
-            // 2^52 pages of 4 KiB do not fit in 64 bits: saturate.
-            let len = if pages >= 1 << 52 {
-                u64::MAX
-            } else {
-                pages << 12
-            };
-            return Some(Hit {
-                addr: leaf_addr(leaf.slot, pfn),
-                len,
-            });
+            return extent.map(|e| (leaf, e));
         }
     }
 
-    /// Publishes `extent`. The caller serializes writers, has checked that no registered range
-    /// overlaps it, and keeps `*extent` alive until after the grace period that follows its
-    /// removal. Err: out of memory; translations are then as before.
-    pub fn insert(&self, extent: &Extent) -> Result<(), ()> {
-        self.grow_to_cover(extent.first_pfn, extent.last_pfn)?;
+    /// Allocates what inserting `e` will need (growing the root first, which readers cannot
+    /// tell from before). The caller serializes writers and inserts with [`Table::commit`]
+    /// before any other write. Err: out of memory; translations are as before.
+    pub fn reserve(&self, e: &Extent) -> Result<Reserved, ()> {
+        self.grow_to_cover(e.first, e.last, largest_block_level(e.first, e.last))?;
         let root = self.root.load(Ordering::Relaxed);
         let level = (root & LEVEL_MASK) as u32;
-        let node = (root & !LEVEL_MASK) as *mut Node;
-        // Allocate every node first, so that a failure publishes nothing.
+        let node = (root & !LEVEL_MASK) as *const Node;
         // SAFETY: writers are serialized; nodes reachable from the root are live.
-        let (needed, first) = unsafe { (count(node, level, extent), (*node).first_pfn) };
-        let mut pool = Vec::new();
-        pool.try_reserve(needed).map_err(|_| ())?;
+        let needed = unsafe { count(node, level, (*node).first, e) };
+        let mut r = Reserved(Detached::default(), 0);
         for _ in 0..needed {
             let n = new_node(0, 0);
             if n.is_null() {
-                drop(Detached(pool));
                 return Err(());
             }
-            pool.push(n);
+            r.0.push(n);
+            r.1 += 1;
         }
-        // SAFETY: as above; `pool` holds exactly the nodes the walk creates.
-        unsafe { fill(node, level, first, extent, &mut pool) };
-        debug_assert!(pool.is_empty());
+        Ok(r)
+    }
+
+    /// Publishes `e` in every part of its span that no other extent holds. The caller reserved
+    /// for it just before, keeps `*e` alive until a grace period after its removal, and (in the
+    /// forward table) has checked that no registered extent overlaps it.
+    pub fn commit(&self, e: &Extent, mut nodes: Reserved) {
+        let root = self.root.load(Ordering::Relaxed);
+        let level = (root & LEVEL_MASK) as u32;
+        let node = (root & !LEVEL_MASK) as *mut Node;
+        // SAFETY: as in `reserve`; `nodes` holds exactly the nodes the fill creates.
+        unsafe { fill(node, level, (*node).first, e, &mut nodes) };
+        debug_assert_eq!(nodes.1, 0);
+    }
+
+    /// Reserves and commits in one step (for callers with a single table to update).
+    pub fn insert(&self, e: &Extent) -> Result<(), ()> {
+        let r = self.reserve(e)?;
+        self.commit(e, r);
         Ok(())
     }
 
-    /// Makes the root cover `lo..=hi`: a first root just big enough, or a new, higher root above
-    /// the old one (linked through fresh intermediate nodes). A grown root only adds empty
-    /// slots around the old one, so readers translate exactly as before.
-    fn grow_to_cover(&self, lo: u64, hi: u64) -> Result<(), ()> {
+    /// Makes the root cover `lo..=hi` at `min_level` or above: a first root just big enough, or
+    /// a new, higher root above the old one (linked through fresh intermediate nodes). A grown
+    /// root only adds empty slots around the old one, so readers translate exactly as before.
+    fn grow_to_cover(&self, lo: u64, hi: u64, min_level: u32) -> Result<(), ()> {
         let root = self.root.load(Ordering::Relaxed);
         let old_level = (root & LEVEL_MASK) as u32;
         let old = (root & !LEVEL_MASK) as *mut Node;
         if old.is_null() {
-            let level = level_covering(lo, hi);
+            let level = level_covering(lo, hi).max(min_level);
             let node = new_node(level, lo);
             if node.is_null() {
                 return Err(());
@@ -222,20 +307,26 @@ impl Table {
             return Ok(());
         }
         // SAFETY: the root is live (serialized writer).
-        let old_first = unsafe { (*old).first_pfn };
+        let old_first = unsafe { (*old).first };
         let old_last = old_first.saturating_add(cover_pages(old_level) - 1);
-        if lo >= old_first && hi <= old_last {
+        if lo >= old_first && hi <= old_last && min_level <= old_level {
             return Ok(());
         }
-        let level = level_covering(lo.min(old_first), hi.max(old_last));
-        let mut chain = Vec::new();
+        let level = level_covering(lo.min(old_first), hi.max(old_last))
+            .max(min_level)
+            .max(old_level);
+        if level == old_level {
+            return Ok(());
+        }
+        let mut chain: Vec<*mut Node> = Vec::new();
         chain
             .try_reserve((level - old_level) as usize)
             .map_err(|_| ())?;
         for l in (old_level + 1..=level).rev() {
             let n = new_node(l, old_first);
             if n.is_null() {
-                drop(Detached(chain));
+                let mut gone = Detached::default();
+                chain.into_iter().for_each(|n| gone.push(n));
                 return Err(());
             }
             chain.push(n);
@@ -253,25 +344,23 @@ impl Table {
         Ok(())
     }
 
-    /// Unpublishes `extent` (which must be in the table). Returns the nodes that became empty
-    /// and were detached: free them only after a grace period.
-    pub fn remove(&self, extent: &Extent) -> Detached {
-        let mut detached = Vec::new();
+    /// Unpublishes `e`'s leaves. Adds the nodes that became empty and were detached to `out`:
+    /// free them only after a grace period.
+    pub fn remove(&self, e: &Extent, out: &mut Detached) {
         let root = self.root.load(Ordering::Relaxed);
         let level = (root & LEVEL_MASK) as u32;
         let node = (root & !LEVEL_MASK) as *mut Node;
         if node.is_null() {
-            return Detached(detached);
+            return;
         }
         // SAFETY: serialized writer; reachable nodes are live.
         unsafe {
-            clear(node, level, (*node).first_pfn, extent, &mut detached);
+            clear(node, level, (*node).first, e, out);
             if is_empty(node) {
                 self.root.store(0, Ordering::Release);
-                detached.push(node);
+                out.push(node);
             }
         }
-        Detached(detached)
     }
 
     /// Bytes of table memory in use (for the benchmark's memory figure). The caller excludes
@@ -279,6 +368,19 @@ impl Table {
     pub fn memory_bytes(&self) -> usize {
         // SAFETY: writers are excluded, so every reachable node stays live during the walk.
         unsafe { self.nodes().len() * std::mem::size_of::<Node>() }
+    }
+
+    /// The blocks `e` holds, as (first page, pages), in page order (tests and diagnostics).
+    /// The caller excludes writers.
+    pub fn blocks_of(&self, e: &Extent) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let root = self.root.load(Ordering::Acquire);
+        let node = (root & !LEVEL_MASK) as *const Node;
+        if !node.is_null() {
+            // SAFETY: writers are excluded.
+            unsafe { collect_blocks(node, (root & LEVEL_MASK) as u32, e, &mut out) };
+        }
+        out
     }
 
     /// Every node reachable from the root.
@@ -298,74 +400,67 @@ impl Table {
 
 impl Drop for Table {
     fn drop(&mut self) {
+        let mut gone = Detached::default();
         // SAFETY: exclusive access in drop.
-        drop(Detached(unsafe { self.nodes() }));
+        unsafe { self.nodes() }
+            .into_iter()
+            .for_each(|n| gone.push(n));
     }
 }
 
-/// An aligned block of pfns that one leaf slot maps: pfns `first_pfn..first_pfn + pages`
-/// start at virtual address `addr`. `pages == 0`: no block (never matches).
+/// An aligned block of pages that one leaf slot maps, or a run of extents cached whole:
+/// pages `first..first + pages` start at address `addr`. `pages == 0`: no block (never
+/// matches).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct Block {
-    pub first_pfn: u64,
+    pub first: u64,
     pub pages: u64,
     pub addr: usize,
 }
 
 impl Block {
-    /// Address of `pfn`'s frame if the block holds it. `pfn` may carry bit 63 (which then
-    /// never matches): callers fold their flag check into this one comparison.
+    /// Address of `page` if the block holds it. `page` may carry bit 63 (which then never
+    /// matches): callers fold their flag check into this one comparison.
     #[inline(always)]
-    pub fn addr_of(&self, pfn: u64) -> Option<usize> {
-        let off = pfn.wrapping_sub(self.first_pfn);
-        (off < self.pages).then(|| self.addr + ((off as usize) << 12))
+    pub fn addr_of(&self, page: u64) -> Option<usize> {
+        let off = page.wrapping_sub(self.first);
+        (off < self.pages).then(|| self.addr.wrapping_add((off as usize) << 12))
     }
 }
 
-/// The leaf block holding `pfn`, walking from root word `root`.
+/// The leaf holding `page`, walking from root word `root`.
 ///
 /// # Safety
 /// `root` was read inside the read-side section the caller is still in.
 #[inline(always)]
-pub unsafe fn block_from(root: usize, pfn: u64) -> Option<Block> {
-    let leaf = find(root, pfn)?;
-    let pages = span_pages(leaf.level);
-    Some(Block {
-        first_pfn: pfn & !(pages - 1),
-        pages,
-        addr: leaf_addr(leaf.slot, pfn & !(pages - 1)),
-    })
+pub unsafe fn leaf_from<'a>(root: usize, page: u64) -> Option<Leaf<'a>> {
+    find(root, page)
 }
 
-/// Address of `pfn`'s frame, walking from root word `root` (see [`Table::root_word`]).
+/// What `page` translates to, walking from root word `root` (see [`Table::root_word`]).
 ///
 /// # Safety
 /// `root` was read inside the read-side section the caller is still in.
 #[inline(always)]
-pub unsafe fn translate_from(root: usize, pfn: u64) -> Option<usize> {
-    find(root, pfn).map(|leaf| leaf_addr(leaf.slot, pfn))
+pub unsafe fn translate_from(root: usize, page: u64) -> Option<usize> {
+    find(root, page).map(|leaf| leaf_addr(leaf.slot, page))
 }
 
 #[inline(always)]
-unsafe fn find<'a>(root: usize, pfn: u64) -> Option<Leaf<'a>> {
+unsafe fn find<'a>(root: usize, page: u64) -> Option<Leaf<'a>> {
     let mut level = (root & LEVEL_MASK) as u32;
     let mut node = (root & !LEVEL_MASK) as *const Node;
-    // Below the root's first pfn the subtraction wraps to a huge value: one test for both ends.
-    if node.is_null() || (pfn.wrapping_sub((*node).first_pfn) >> (BITS * level + BITS)) != 0 {
+    // Below the root's first page the subtraction wraps to a huge value: one test for both ends.
+    if node.is_null() || (page.wrapping_sub((*node).first) >> (BITS * level + BITS)) != 0 {
         return None;
     }
     loop {
-        let idx = ((pfn >> (BITS * level)) & MASK) as usize;
+        let idx = ((page >> (BITS * level)) & MASK) as usize;
         let n = &*node;
         let slot = n.slots[idx].load(Ordering::Acquire);
         if slot & LEAF != 0 {
-            return Some(Leaf {
-                node: n,
-                idx,
-                slot,
-                level,
-            });
+            return Some(Leaf { node: n, idx, slot });
         }
         if slot == 0 || level == 0 {
             return None;
@@ -376,105 +471,103 @@ unsafe fn find<'a>(root: usize, pfn: u64) -> Option<Leaf<'a>> {
 }
 
 #[inline(always)]
-fn leaf_addr(slot: usize, pfn: u64) -> usize {
-    (slot & !LEAF).wrapping_add((pfn as usize) << 12)
+fn leaf_addr(slot: usize, page: u64) -> usize {
+    (slot & !LEAF).wrapping_add((page as usize) << 12)
 }
 
-/// The slots of a node at `level` starting at `node_first` that `extent` touches, with each
-/// slot's first pfn and whether the extent covers the slot's whole span.
+/// The slots of a node at `level` starting at `node_first` that `e` touches, with each slot's
+/// first page and whether `e` covers the slot's whole span.
 fn touched(level: u32, node_first: u64, e: &Extent) -> impl Iterator<Item = (usize, u64, bool)> {
     let span = span_pages(level);
     let node_last = node_first.saturating_add(span * FANOUT as u64 - 1);
-    let lo = e.first_pfn.max(node_first);
-    let hi = e.last_pfn.min(node_last);
+    let lo = e.first.max(node_first);
+    let hi = e.last.min(node_last);
     let (a, b) = if lo > hi {
         (1, 0)
     } else {
         ((lo - node_first) / span, (hi - node_first) / span)
     };
-    let (first_pfn, last_pfn) = (e.first_pfn, e.last_pfn);
+    let (first, last) = (e.first, e.last);
     (a..=b).map(move |i| {
-        let first = node_first + i * span;
-        let last = first + (span - 1);
-        (i as usize, first, first_pfn <= first && last <= last_pfn)
+        let s = node_first + i * span;
+        let l = s + (span - 1);
+        (i as usize, s, first <= s && l <= last)
     })
 }
 
-/// Nodes that inserting `e` under `node` (at `level`) will create.
-unsafe fn count(node: *const Node, level: u32, e: &Extent) -> usize {
-    count_below(node, level, (*node).first_pfn, e)
+/// What a slot holds, for the fill and its count.
+enum SlotIs {
+    Empty,
+    Leaf,
+    Node(*mut Node),
 }
 
-unsafe fn count_below(node: *const Node, level: u32, node_first: u64, e: &Extent) -> usize {
+unsafe fn slot_is(node: *const Node, i: usize) -> SlotIs {
+    let v = if node.is_null() {
+        0
+    } else {
+        (*node).slots[i].load(Ordering::Relaxed)
+    };
+    match v {
+        0 => SlotIs::Empty,
+        v if v & LEAF != 0 => SlotIs::Leaf,
+        v => SlotIs::Node(v as *mut Node),
+    }
+}
+
+/// Nodes that filling `e` under `node` (at `level`; null: a fresh, empty subtree) creates.
+unsafe fn count(node: *const Node, level: u32, node_first: u64, e: &Extent) -> usize {
     let mut n = 0;
     for (i, first, whole) in touched(level, node_first, e) {
-        if whole {
-            continue;
-        }
-        let child = if node.is_null() {
-            0
-        } else {
-            (*node).slots[i].load(Ordering::Relaxed)
+        n += match (slot_is(node, i), whole) {
+            (SlotIs::Empty, true) | (SlotIs::Leaf, _) => 0,
+            (SlotIs::Empty, false) => 1 + count(ptr::null(), level - 1, first, e),
+            (SlotIs::Node(child), _) => count(child, level - 1, first, e),
         };
-        if child == 0 {
-            n += 1;
-        }
-        n += count_below(child as *const Node, level - 1, first, e);
     }
     n
 }
 
-unsafe fn fill(
-    node: *mut Node,
-    level: u32,
-    node_first: u64,
-    e: &Extent,
-    pool: &mut Vec<*mut Node>,
-) {
+unsafe fn fill(node: *mut Node, level: u32, node_first: u64, e: &Extent, pool: &mut Reserved) {
     for (i, first, whole) in touched(level, node_first, e) {
         let slot = &(*node).slots[i];
-        if whole {
-            // The leaf holds base - (first_pfn << 12), wrapping: a translation is one add.
-            let delta = e.base.wrapping_sub((e.first_pfn as usize) << 12);
-            (*node).extents[i].store(e as *const Extent as *mut Extent, Ordering::Relaxed);
-            slot.store(delta | LEAF, Ordering::Release);
-            continue;
-        }
-        let mut child = slot.load(Ordering::Relaxed) as *mut Node;
-        let fresh = child.is_null();
-        if fresh {
-            child = pool.pop().unwrap_or(ptr::null_mut());
-            (*child).first_pfn = first;
-        }
-        fill(child, level - 1, first, e, pool);
-        if fresh {
-            // Fill a new node before it becomes reachable.
-            slot.store(child as usize, Ordering::Release);
+        match (slot_is(node, i), whole) {
+            (SlotIs::Leaf, _) => {}
+            (SlotIs::Empty, true) => {
+                // The leaf holds target - (first << 12), wrapping: a translation is one add.
+                let delta = e.target.wrapping_sub((e.first as usize) << 12);
+                (*node).extents[i].store(e as *const Extent as *mut Extent, Ordering::Relaxed);
+                slot.store(delta | LEAF, Ordering::Release);
+            }
+            (SlotIs::Empty, false) => {
+                let child = pool.pop();
+                (*child).first = first;
+                fill(child, level - 1, first, e, pool);
+                // Fill a new node before it becomes reachable.
+                slot.store(child as usize, Ordering::Release);
+            }
+            (SlotIs::Node(child), _) => fill(child, level - 1, first, e, pool),
         }
     }
 }
 
-unsafe fn clear(
-    node: *mut Node,
-    level: u32,
-    node_first: u64,
-    e: &Extent,
-    out: &mut Vec<*mut Node>,
-) {
-    for (i, first, whole) in touched(level, node_first, e) {
+unsafe fn clear(node: *mut Node, level: u32, node_first: u64, e: &Extent, out: &mut Detached) {
+    for (i, first, _) in touched(level, node_first, e) {
         let slot = &(*node).slots[i];
-        if whole {
-            slot.store(0, Ordering::Release);
-            continue;
-        }
-        let child = slot.load(Ordering::Relaxed) as *mut Node;
-        if child.is_null() {
-            continue;
-        }
-        clear(child, level - 1, first, e, out);
-        if is_empty(child) {
-            slot.store(0, Ordering::Release);
-            out.push(child);
+        match slot_is(node, i) {
+            SlotIs::Empty => {}
+            SlotIs::Leaf => {
+                if ptr::eq((*node).extents[i].load(Ordering::Relaxed), e) {
+                    slot.store(0, Ordering::Release);
+                }
+            }
+            SlotIs::Node(child) => {
+                clear(child, level - 1, first, e, out);
+                if is_empty(child) {
+                    slot.store(0, Ordering::Release);
+                    out.push(child);
+                }
+            }
         }
     }
 }
@@ -495,16 +588,34 @@ unsafe fn collect(node: *mut Node, level: u32, out: &mut Vec<*mut Node>) {
     out.push(node);
 }
 
+unsafe fn collect_blocks(node: *const Node, level: u32, e: &Extent, out: &mut Vec<(u64, u64)>) {
+    for (i, first, _) in touched(level, (*node).first, e) {
+        match slot_is(node, i) {
+            SlotIs::Leaf if ptr::eq((*node).extents[i].load(Ordering::Relaxed), e) => {
+                out.push((first, span_pages(level)))
+            }
+            SlotIs::Node(child) => collect_blocks(child, level - 1, e, out),
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ext(first: u64, last: u64, base: usize) -> Box<Extent> {
+    fn ext(first: u64, last: u64, target: usize) -> Box<Extent> {
         Box::new(Extent {
-            first_pfn: first,
-            last_pfn: last,
-            base,
+            first,
+            last,
+            target,
+            ..Default::default()
         })
+    }
+
+    fn remove(t: &Table, e: &Extent) {
+        let mut gone = Detached::default();
+        t.remove(e, &mut gone);
     }
 
     #[test]
@@ -519,10 +630,11 @@ mod tests {
             assert_eq!(t.translate(511), None);
             assert_eq!(t.translate(1536), None);
             assert_eq!(t.translate(1 << 40), None);
-            let h = t.translate_len(1000).unwrap();
-            assert_eq!(h.len, (1535 - 1000 + 1) * 4096);
+            let (leaf, x) = t.leaf(1000).unwrap();
+            assert_eq!((x.first, x.last), (512, 1535));
+            assert_eq!(leaf.addr(1000), 0x10_0000_0000 + 488 * 4096);
         }
-        drop(t.remove(&e));
+        remove(&t, &e);
         unsafe { assert_eq!(t.translate(512), None) };
         assert_eq!(t.memory_bytes(), 0);
     }
@@ -545,7 +657,9 @@ mod tests {
             assert_eq!(t.translate((1 << 40) + 3), None);
             assert_eq!(t.translate((1 << 30) + 512), None);
         }
-        let _gone = (t.remove(&mid), t.remove(&below), t.remove(&above));
+        remove(&t, &mid);
+        remove(&t, &below);
+        remove(&t, &above);
         assert_eq!(t.root_word(), 0);
     }
 
@@ -571,10 +685,71 @@ mod tests {
             assert_eq!(t.translate((1 << 52) - 1), Some(0x3000_0000 + 4 * 4096));
             assert_eq!(t.translate((1 << 52) - 6), None);
         }
-        let mut gone = Vec::new();
         for e in [&c, &a, &b] {
-            gone.push(t.remove(e));
+            remove(&t, e);
         }
         assert_eq!(t.memory_bytes(), 0);
+    }
+
+    /// Aligned ranges are stored as their largest blocks: one slot for 2 MiB, 1 GiB and
+    /// 512 GiB, two 1 GiB slots for 2 GiB (there is no 2 GiB level).
+    #[test]
+    fn aligned_ranges_use_maximal_blocks() {
+        const MIB2: u64 = 512;
+        const GIB: u64 = 512 * 512;
+        const GIB512: u64 = 512 * GIB;
+        for (pages, want) in [
+            (MIB2, vec![MIB2]),
+            (GIB, vec![GIB]),
+            (2 * GIB, vec![GIB, GIB]),
+            (GIB512, vec![GIB512]),
+        ] {
+            let t = Table::new();
+            let first = 3 * GIB512; // aligned for every size here
+            let e = ext(first, first + pages - 1, 0x7000_0000_0000);
+            t.insert(&e).unwrap();
+            let blocks: Vec<u64> = t.blocks_of(&e).iter().map(|b| b.1).collect();
+            assert_eq!(blocks, want, "{pages} pages");
+            unsafe {
+                assert_eq!(
+                    t.translate(first + pages - 1),
+                    Some(0x7000_0000_0000 + ((pages - 1) << 12) as usize)
+                );
+                assert_eq!(t.translate(first + pages), None);
+            }
+            remove(&t, &e);
+            assert_eq!(t.root_word(), 0);
+        }
+        // Unaligned: 2 MiB blocks where they fit, single pages at the ends.
+        let t = Table::new();
+        let e = ext(GIB - 3, GIB + 2 * MIB2 + 1, 0x7000_0000_0000);
+        t.insert(&e).unwrap();
+        let blocks: Vec<u64> = t.blocks_of(&e).iter().map(|b| b.1).collect();
+        assert_eq!(blocks, vec![1, 1, 1, MIB2, MIB2, 1, 1]);
+        remove(&t, &e);
+    }
+
+    #[test]
+    fn overlapping_extents_fill_free_parts_and_clear_their_own() {
+        // The reverse table: two ranges sharing virtual pages 100..=199.
+        let t = Table::new();
+        let a = ext(0, 199, 0x1_0000_0000);
+        let b = ext(100, 1299, 0x2_0000_0000);
+        t.insert(&a).unwrap();
+        t.insert(&b).unwrap();
+        unsafe {
+            assert_eq!(t.translate(150), Some(0x1_0000_0000 + 150 * 4096));
+            assert_eq!(t.translate(1000), Some(0x2_0000_0000 + 900 * 4096));
+        }
+        remove(&t, &a);
+        unsafe {
+            assert_eq!(t.translate(150), None);
+            assert_eq!(t.translate(1000), Some(0x2_0000_0000 + 900 * 4096));
+        }
+        // Filling again puts b where a was.
+        t.insert(&b).unwrap();
+        unsafe { assert_eq!(t.translate(150), Some(0x2_0000_0000 + 50 * 4096)) };
+        remove(&t, &b);
+        assert_eq!(t.root_word(), 0);
     }
 }

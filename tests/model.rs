@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use pfn::space::{kmap_len, virt_to_phys};
 use pfn::{kmap, kunmap, Device, Error, Pfn};
 
 const PAGE: u64 = 4096;
@@ -65,7 +66,7 @@ fn random_len(rng: &mut Rng) -> u64 {
 
 fn run(seed: u64, steps: usize) -> [usize; 6] {
     let mut rng = Rng(seed);
-    let devices: Vec<Device> = (0..4).map(|i| Device::new(&format!("model{i}"))).collect();
+    let mut devices: Vec<Device> = (0..4).map(|_| Device::new().unwrap()).collect();
     let mut model = Model::default();
     let mut counts = [0usize; 6]; // register ok, busy, unregister ok, kmap hit, miss, kunmap
     for _ in 0..steps {
@@ -140,10 +141,27 @@ fn run(seed: u64, steps: usize) -> [usize; 6] {
                 let want = model
                     .find(pfn)
                     .map(|(first, r)| r.base + ((pfn - first) * PAGE) as usize);
-                let got = kmap(Pfn::new(pfn, flags));
+                let with_len = rng.below(4) == 0;
+                let got = if with_len {
+                    kmap_len(Pfn::new(pfn, flags)).map(|m| {
+                        // Ranges here never continue each other virtually: the length runs
+                        // to the range's end.
+                        let (first, r) = model.find(pfn).unwrap();
+                        assert_eq!(m.len, (r.last_pfn - pfn + 1) * PAGE, "len at {pfn:#x}");
+                        let _ = first;
+                        m.addr
+                    })
+                } else {
+                    kmap(Pfn::new(pfn, flags))
+                };
                 match want {
                     Some(addr) => {
                         assert_eq!(got, Ok(addr), "kmap {pfn:#x}");
+                        // Reverse translation names the same byte.
+                        assert_eq!(
+                            virt_to_phys(addr + 5),
+                            Ok((pfn * PAGE + 5, pfn::encoding::DEV))
+                        );
                         counts[3] += 1;
                         if rng.below(4) == 0 {
                             model.held.push(addr);
@@ -177,9 +195,15 @@ fn run(seed: u64, steps: usize) -> [usize; 6] {
                 } else {
                     Err(Error::Deadlock)
                 };
-                assert_eq!(devices[dev].unregister_all(), want);
+                assert_eq!(devices[dev].kill(), want);
                 if want.is_ok() {
                     model.ranges.retain(|_, r| r.device != dev);
+                    // A freed device is dead: registering on it fails. Use a new one.
+                    assert_eq!(
+                        devices[dev].register(PHYS_BASE, PHYS_BASE + PAGE - 1, 0x1000),
+                        Err(Error::Invalid)
+                    );
+                    devices[dev] = Device::new().unwrap();
                 }
                 assert_eq!(
                     devices[dev].range_count(),
@@ -192,7 +216,7 @@ fn run(seed: u64, steps: usize) -> [usize; 6] {
         assert!(kunmap(addr));
     }
     for d in &devices {
-        d.unregister_all().unwrap();
+        d.kill().unwrap();
     }
     counts
 }

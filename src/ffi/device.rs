@@ -5,7 +5,9 @@ use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
 
 use super::handles::Handles;
-use super::{ffi_boundary, opt_string, status};
+use super::{ffi_boundary, no_cancel, null_errno, status};
+use crate::encoding::DEV;
+use crate::error::Error;
 use crate::space::Device;
 
 /// An owner of ranges (the seed's `struct device`). Opaque; from pfn_device_new.
@@ -25,63 +27,78 @@ pub struct pfn_resource {
     pub name: *const c_char,
 }
 
-pub(crate) static DEVICES: Handles<Device> = Handles::new();
+pub(crate) static DEVICES: Handles<Device> = Handles::new(1);
 
-/// Creates a device. `name` may be NULL; it is copied.
+/// The live device a handle names.
+pub(crate) fn device(dev: *const pfn_device) -> crate::Result<super::handles::Ref<Device>> {
+    DEVICES.get(dev as usize)
+}
+
+/// Creates a device. `name` may be NULL; it is not kept (kept for the seed's signature).
 ///
 /// Returns the device, to be freed with pfn_device_free, or NULL with errno ENOMEM.
+/// Device handles are never reused: after pfn_device_free, the old value stays invalid (EINVAL)
+/// even when a new device is created.
 /// Thread rules: any thread.
 ///
 /// # Safety
 /// `name` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn pfn_device_new(name: *const c_char) -> *mut pfn_device {
+    let _ = name;
     ffi_boundary!(ptr::null_mut(), {
-        super::fork_safe();
-        let name = opt_string(name).unwrap_or_default();
-        DEVICES.add(Device::new(&name)) as *mut pfn_device
+        match Device::new().and_then(|d| DEVICES.add(d)) {
+            Ok(h) => h as *mut pfn_device,
+            Err(e) => null_errno(e),
+        }
     })
 }
 
-/// Unregisters every range of `dev` (waiting, once, until no kmap of any of them is held by any
-/// thread), then frees `dev`. NULL is a no-op.
+/// Unregisters every range of `dev` (waiting, once, until no kmap or section that could see
+/// any of them is held by any thread), then frees `dev`. NULL is a no-op. When two calls free
+/// the same device at once, one frees it and the other returns -EINVAL; a registration racing
+/// with the free either completes before it (and is unregistered by it) or fails with -EINVAL.
 ///
 /// Returns 0; -EINVAL when `dev` is not a live device (already freed, or never one);
-/// -EDEADLK when the calling thread holds a kmap (it would wait for itself): nothing is
-/// removed and `dev` stays valid.
+/// -EDEADLK when the calling thread holds a kmap or read section (it would wait for itself):
+/// nothing is removed and `dev` stays valid; -ENOMEM / -EAGAIN as for a thread's first use.
+/// Not a cancellation point (cancellation is held off while it waits).
 #[no_mangle]
 pub extern "C" fn pfn_device_free(dev: *mut pfn_device) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
         if dev.is_null() {
             return 0;
         }
-        let Some(device) = DEVICES.get(dev as usize) else {
-            return -libc::EINVAL;
-        };
-        if let Err(e) = device.unregister_all() {
-            return -e.errno();
-        }
-        // A range registered by a racing call after this point is removed (again waiting for
-        // readers) when the last reference to the device drops.
-        match DEVICES.remove(dev as usize) {
-            Some(_) => 0,
-            None => -libc::EINVAL,
-        }
+        no_cancel(|| {
+            if crate::rcu::current().is_some_and(crate::rcu::Reader::is_reading) {
+                return -libc::EDEADLK;
+            }
+            let killed = match DEVICES.kill(dev as usize) {
+                Ok(k) => k,
+                Err(e) => return -e.errno(),
+            };
+            // Waits for readers of the ranges and of the handle alike.
+            let rc = status(killed.object().kill());
+            drop(killed); // the grace period above covers lookups of the handle
+            rc
+        })
     })
 }
 
 /// Registers physical range `res` (owned by `dev`) as mapped at virtual address `base`: from
 /// now on, kmap_atomic_pfn_t of any frame in it returns `base + (phys - res->start)`. The
 /// memory at `base` must stay mapped until the range is unregistered (pfn_unregister_range or
-/// pfn_device_free). `*res` is copied; no pointer to it is kept.
+/// pfn_device_free). `*res` is copied; no pointer to it is kept. Reverse translation
+/// (pfn_virt_to_pfn_t) reports its frames with PFN_DEV.
 ///
 /// Returns 0, or:
-/// -EINVAL: `dev` not a live device, `res` or `base` NULL, `res->start`, `res->end + 1` or
-///          `base` not page-aligned, `res->end < res->start`, or base + size past the end of
-///          the address space;
-/// -EBUSY:  the range overlaps a registered range (of any device);
+/// -EINVAL: `dev` not a live device (freed, or being freed), `res` or `base` NULL,
+///          `res->start`, `res->end + 1` or `base` not page-aligned, `res->end < res->start`,
+///          or base + size past the end of the address space;
+/// -EBUSY:  the range overlaps a registered range (of any device), including one still being
+///          unregistered, or its memory lies in a pfn_pmem mapping being unmapped;
 /// -ENOMEM.
-/// Thread rules: any thread, also one that holds kmaps.
+/// Thread rules: any thread, also one that holds kmaps or sections.
 ///
 /// # Safety
 /// `res` is NULL or points to a readable pfn_resource. Handles are checked; other pointers
@@ -93,31 +110,72 @@ pub unsafe extern "C" fn devm_register_kmap_pfn_range(
     base: *mut c_void,
 ) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
-        let Some(device) = DEVICES.get(dev as usize) else {
-            return -libc::EINVAL;
-        };
         let Some(res) = res.as_ref() else {
             return -libc::EINVAL;
         };
         if base.is_null() {
             return -libc::EINVAL;
         }
-        status(device.register(res.start, res.end, base as usize))
+        match device(dev) {
+            Ok(d) => status(d.register(res.start, res.end, base as usize)),
+            Err(e) => -e.errno(),
+        }
+    })
+}
+
+/// Registers `size` bytes mapped at `base` in physical space that no other range uses (the
+/// kernel's request_free_mem_region): the library picks the start, aligned to `align` (a power
+/// of two; 0 picks the largest power of two not above `size`, at most 1 GiB) and below 2^56
+/// (so byte handles can name every byte), writes it to `*start` and registers the range as
+/// devm_register_kmap_pfn_range would. The search and the registration are one step: racing
+/// registrations never overlap. Use it for handles that are not stored on media; handles that
+/// are stored need the same base on every run (see pfn_pmem_register and README).
+///
+/// Returns 0, or -EINVAL (`dev` not live, `base` or `start` NULL or `base` unaligned, `size` 0
+/// or not a page multiple, `align` not a power of two), -ENOSPC (no free range that large),
+/// -EBUSY (`base` lies in a mapping being unmapped), -ENOMEM. `*start` is written only on
+/// success.
+///
+/// # Safety
+/// `start` is NULL or points to a writable uint64_t.
+#[no_mangle]
+pub unsafe extern "C" fn pfn_register_free(
+    dev: *mut pfn_device,
+    size: u64,
+    align: u64,
+    base: *mut c_void,
+    start: *mut u64,
+) -> c_int {
+    ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        if base.is_null() || start.is_null() {
+            return -libc::EINVAL;
+        }
+        match device(dev).and_then(|d| d.register_free(size, align, base as usize, DEV)) {
+            Ok(s) => {
+                *start = s;
+                0
+            }
+            Err(e) => -e.errno(),
+        }
     })
 }
 
 /// Unregisters the range that `dev` registered at physical address `start`. It disappears from
-/// lookups at once; the call then waits until every kmap that could see it (on any thread) has
-/// been released, so when it returns the memory may be unmapped.
+/// lookups at once; the call then waits until every kmap and read section that could see it
+/// (on any thread) has ended, so when it returns the memory may be unmapped.
 ///
-/// Returns 0, or -EINVAL when `dev` is not a live device; -ENOENT when `dev` registered no range
-/// at `start`; -EDEADLK when the calling thread holds a kmap (nothing is removed).
+/// Returns 0, or -EINVAL when `dev` is not a live device; -ENOENT when `dev` has no range at
+/// `start`, including one another call is unregistering (this call then returns only after
+/// that call's grace period: the memory may be unmapped after either returns); -EDEADLK when
+/// the calling thread holds a kmap or read section (nothing is removed).
+/// Not a cancellation point (cancellation is held off while it waits).
 #[no_mangle]
 pub extern "C" fn pfn_unregister_range(dev: *mut pfn_device, start: u64) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
-        match DEVICES.get(dev as usize) {
-            Some(device) => status(device.unregister(start)),
-            None => -libc::EINVAL,
-        }
+        no_cancel(|| match device(dev) {
+            Ok(d) => status(d.unregister(start)),
+            Err(Error::Invalid) => -libc::EINVAL,
+            Err(e) => -e.errno(),
+        })
     })
 }

@@ -1,13 +1,17 @@
 //! The C ABI: the only layer that takes raw pointers from callers, catches panics and sets
 //! errno. Every exported body runs inside `ffi_boundary!`, so a panic (a bug) becomes an error
-//! return with errno `ENOTRECOVERABLE` instead of unwinding into C.
+//! return with errno `ENOTRECOVERABLE` instead of unwinding into C. Calls that may block or
+//! reach a cancellation point run with cancellation held off (`no_cancel`), so that
+//! pthread_cancel never unwinds through Rust frames (which would abort the process); a pending
+//! cancel acts at the caller's next cancellation point.
 
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::c_int;
 
 pub mod device;
 pub mod encoding;
 mod handles;
 pub mod kmap;
+pub mod phys;
 pub mod pmem;
 pub mod section;
 pub mod version;
@@ -26,34 +30,32 @@ macro_rules! ffi_boundary {
 }
 pub(crate) use ffi_boundary;
 
-/// Keeps the handle tables usable in a child after fork(): they are held across the fork, so
-/// no other thread can leave one locked there. Installed once, with the first handle.
-pub(crate) fn fork_safe() {
-    use std::cell::RefCell;
-    use std::sync::OnceLock;
+extern "C" {
+    fn pthread_setcancelstate(state: c_int, old: *mut c_int) -> c_int;
+}
+const PTHREAD_CANCEL_DISABLE: c_int = 1;
 
-    type Guards = (
-        Option<std::sync::MutexGuard<'static, handles::Table<crate::space::Device>>>,
-        Option<std::sync::MutexGuard<'static, handles::Table<crate::pmem::PmemFile>>>,
-    );
-    thread_local! {
-        static HELD: RefCell<Guards> = const { RefCell::new((None, None)) };
+/// Runs `f` with the calling thread's cancellation disabled (deferred and asynchronous), then
+/// restores the state it had.
+pub(crate) fn no_cancel<T>(f: impl FnOnce() -> T) -> T {
+    let mut old: c_int = 0;
+    // SAFETY: valid out-pointer.
+    unsafe { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &mut old) };
+    struct Restore(c_int);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let mut ignored: c_int = 0;
+            // SAFETY: valid out-pointer; restores what the caller had.
+            unsafe { pthread_setcancelstate(self.0, &mut ignored) };
+        }
     }
-    extern "C" fn prepare() {
-        let guards = (
-            Some(device::DEVICES.lock_for_fork()),
-            Some(pmem::MAPS.lock_for_fork()),
-        );
-        HELD.with(|h| *h.borrow_mut() = guards);
-    }
-    extern "C" fn release() {
-        HELD.with(|h| *h.borrow_mut() = (None, None));
-    }
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        // SAFETY: plain functions with the required signature.
-        unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
-    });
+    let _restore = Restore(old);
+    f()
+}
+
+/// Runs once at load (see `lib.rs`).
+pub(crate) fn on_load() {
+    handles::install_fork_handlers();
 }
 
 pub(crate) fn set_errno(e: c_int) {
@@ -69,14 +71,18 @@ pub(crate) fn status(result: crate::Result<()>) -> c_int {
     }
 }
 
-/// A C string argument that may be NULL, as owned UTF-8 (invalid bytes replaced).
-///
-/// # Safety
-/// `s` is NULL or points to a NUL-terminated string.
-pub(crate) unsafe fn opt_string(s: *const c_char) -> Option<String> {
-    if s.is_null() {
-        None
-    } else {
-        Some(CStr::from_ptr(s).to_string_lossy().into_owned())
+/// NULL with errno set to `e`'s.
+#[cold]
+pub(crate) fn null_errno<T>(e: crate::Error) -> *mut T {
+    set_errno(e.errno());
+    std::ptr::null_mut()
+}
+
+/// Writes a misuse report and aborts, when the debug mode (PFN_DEBUG) is on.
+#[cold]
+pub(crate) fn misuse(what: &str) {
+    if crate::rcu::debug() {
+        crate::rcu::report(format_args!("misuse: {what} (PFN_DEBUG is set: aborting)"));
+        std::process::abort();
     }
 }

@@ -7,9 +7,8 @@ use std::path::Path;
 use std::ptr;
 
 use super::handles::Handles;
-use super::{ffi_boundary, set_errno, status};
+use super::{ffi_boundary, no_cancel, null_errno, set_errno, status};
 use crate::pmem::{MapOptions, PmemFile};
-use crate::space;
 
 /// A mapped pmem file. Opaque; from pfn_pmem_map.
 pub struct pfn_pmem {
@@ -19,7 +18,7 @@ pub struct pfn_pmem {
 /// pfn_pmem_map flag: create the file if missing, and extend it to `size` if shorter.
 pub const PFN_PMEM_CREATE: u32 = 1;
 
-pub(crate) static MAPS: Handles<PmemFile> = Handles::new();
+pub(crate) static MAPS: Handles<PmemFile> = Handles::new(2);
 
 /// Maps `size` bytes of the file at `path` shared, read-write (size 0: the whole existing
 /// file). With PFN_PMEM_CREATE the file is created (mode 0644) or extended, and its blocks are
@@ -44,14 +43,12 @@ pub unsafe extern "C" fn pfn_pmem_map(path: *const c_char, size: u64, flags: u32
         let opts = MapOptions {
             create: flags & PFN_PMEM_CREATE != 0,
         };
-        super::fork_safe();
-        match PmemFile::map(path, size, opts) {
-            Ok(map) => MAPS.add(map) as *mut pfn_pmem,
-            Err(e) => {
-                set_errno(e.errno());
-                ptr::null_mut()
-            }
-        }
+        no_cancel(
+            || match PmemFile::map(path, size, opts).and_then(|m| MAPS.add(m)) {
+                Ok(h) => h as *mut pfn_pmem,
+                Err(e) => null_errno(e),
+            },
+        )
     })
 }
 
@@ -60,12 +57,9 @@ pub unsafe extern "C" fn pfn_pmem_map(path: *const c_char, size: u64, flags: u32
 #[no_mangle]
 pub extern "C" fn pfn_pmem_addr(m: *const pfn_pmem) -> *mut c_void {
     ffi_boundary!(ptr::null_mut(), {
-        match MAPS.get(m as usize) {
-            Some(map) => map.addr() as *mut c_void,
-            None => {
-                set_errno(libc::EINVAL);
-                ptr::null_mut()
-            }
+        match MAPS.with(m as usize, |map| map.addr()) {
+            Ok(a) => a as *mut c_void,
+            Err(e) => null_errno(e),
         }
     })
 }
@@ -74,10 +68,10 @@ pub extern "C" fn pfn_pmem_addr(m: *const pfn_pmem) -> *mut c_void {
 #[no_mangle]
 pub extern "C" fn pfn_pmem_size(m: *const pfn_pmem) -> u64 {
     ffi_boundary!(0, {
-        match MAPS.get(m as usize) {
-            Some(map) => map.len() as u64,
-            None => {
-                set_errno(libc::EINVAL);
+        match MAPS.with(m as usize, |map| map.len()) {
+            Ok(n) => n as u64,
+            Err(e) => {
+                set_errno(e.errno());
                 0
             }
         }
@@ -90,14 +84,13 @@ pub extern "C" fn pfn_pmem_size(m: *const pfn_pmem) -> u64 {
 #[no_mangle]
 pub extern "C" fn pfn_pmem_backed_size(m: *const pfn_pmem) -> u64 {
     ffi_boundary!(0, {
-        match MAPS.get(m as usize).map(|map| map.backed_len()) {
-            Some(Ok(n)) => n as u64,
-            Some(Err(e)) => {
+        match MAPS
+            .with(m as usize, |map| map.backed_len())
+            .and_then(|r| r)
+        {
+            Ok(n) => n as u64,
+            Err(e) => {
                 set_errno(e.errno());
-                0
-            }
-            None => {
-                set_errno(libc::EINVAL);
                 0
             }
         }
@@ -114,40 +107,85 @@ pub extern "C" fn pfn_pmem_backed_size(m: *const pfn_pmem) -> u64 {
 #[no_mangle]
 pub extern "C" fn pfn_pmem_persist(m: *const pfn_pmem, addr: *const c_void, len: usize) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
-        match MAPS.get(m as usize) {
-            Some(map) if !addr.is_null() => status(map.persist(addr as usize, len)),
-            _ => -libc::EINVAL,
+        if addr.is_null() {
+            return -libc::EINVAL;
         }
+        no_cancel(|| {
+            status(
+                MAPS.with(m as usize, |map| map.persist(addr as usize, len))
+                    .and_then(|r| r),
+            )
+        })
     })
 }
 
-/// Unmaps `m` and frees it. NULL is a no-op.
+/// Unmaps `m` and frees it. NULL is a no-op. A call that fails changes nothing and other
+/// threads' calls on `m` see no difference while it runs.
 ///
-/// Returns 0; -EINVAL when `m` is not a live mapping (e.g. already unmapped); -EBUSY while a
-/// registered range still lies in the mapping's memory: nothing is unmapped and `m` stays
-/// valid (unregister the ranges first).
+/// Returns 0; -EINVAL when `m` is not a live mapping (e.g. already unmapped, or another call
+/// is unmapping it); -EBUSY while a registered range, or one still being unregistered, lies in
+/// the mapping's memory: nothing is unmapped and `m` stays valid (unregister the ranges
+/// first); -EDEADLK when the calling thread holds a kmap or read section (unmapping waits until
+/// other threads' calls on `m` have finished). From the moment it succeeds, registering a range
+/// in the mapping's memory fails with -EBUSY. Not a cancellation point.
 #[no_mangle]
 pub extern "C" fn pfn_pmem_unmap(m: *mut pfn_pmem) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
         if m.is_null() {
             return 0;
         }
-        // Take the handle out first (so no new user finds it), then check under the
-        // registration lock that no range uses the memory; if one does, put the handle back.
-        // The memory is unmapped when the last concurrent user lets go.
-        let Some(map) = MAPS.remove(m as usize) else {
+        no_cancel(|| {
+            if crate::rcu::current().is_some_and(crate::rcu::Reader::is_reading) {
+                return -libc::EDEADLK;
+            }
+            let map = match MAPS.get(m as usize) {
+                Ok(map) => map,
+                Err(e) => return -e.errno(),
+            };
+            // Refused while busy, before the handle changes: a refusal is invisible.
+            if let Err(e) = map.begin_unmap() {
+                return -e.errno();
+            }
+            match MAPS.kill(m as usize) {
+                Ok(killed) => {
+                    drop(map);
+                    // The mapping goes when the last reference does: after lookups in flight.
+                    killed.release();
+                    0
+                }
+                Err(e) => {
+                    map.abort_unmap();
+                    -e.errno()
+                }
+            }
+        })
+    })
+}
+
+/// Registers the whole mapping `m` for `dev` at physical address `phys` (page-aligned): the
+/// range `phys .. phys + pfn_pmem_size(m) - 1` at pfn_pmem_addr(m), as
+/// devm_register_kmap_pfn_range would, without a pfn_resource to fill in. Unregister it with
+/// pfn_unregister_range(dev, phys) or pfn_device_free.
+///
+/// Returns 0 or the errors of devm_register_kmap_pfn_range; -EINVAL also when `m` is not a
+/// live mapping.
+#[no_mangle]
+pub extern "C" fn pfn_pmem_register(
+    dev: *mut super::device::pfn_device,
+    m: *const pfn_pmem,
+    phys: u64,
+) -> c_int {
+    ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        let map = match MAPS.get(m as usize) {
+            Ok(map) => map,
+            Err(e) => return -e.errno(),
+        };
+        let Some(end) = phys.checked_add(map.len() as u64 - 1) else {
             return -libc::EINVAL;
         };
-        let (addr, len) = (map.addr(), map.len());
-        let mut kept = Some(map);
-        match space::without_ranges_in(addr, len, || drop(kept.take())) {
-            Ok(()) => 0,
-            Err(e) => {
-                if let Some(map) = kept.take() {
-                    MAPS.restore(map);
-                }
-                -e.errno()
-            }
+        match super::device::device(dev) {
+            Ok(d) => status(d.register(phys, end, map.addr())),
+            Err(e) => -e.errno(),
         }
     })
 }

@@ -1,17 +1,30 @@
 //! Read sections: one lifetime guard shared by many translations.
 #![allow(non_camel_case_types)]
 
-use std::ffi::c_void;
+use std::ffi::{c_int, c_void};
 use std::ptr;
 
 use super::encoding::pfn_t;
-use super::{ffi_boundary, set_errno};
-use crate::space::{self, Block, ReadSection};
+use super::phys::pfn_phys_t;
+use super::{ffi_boundary, misuse, null_errno, set_errno};
+use crate::encoding::Pfn;
+use crate::error::Error;
+use crate::rcu::{self, ObjectSection, Reader, KIND_OBJECT};
+use crate::space::{self, Block};
 
-/// An open read section of the calling thread, from pfn_read_lock. Pass its address to
-/// pfn_section_translate (or the header's inline pfn_section_translate_inline). `root` is the
-/// translation table as the section saw it; `cache_*` the last block translated in it. Treat
-/// the fields as opaque.
+/// An open read section. Two kinds share this type:
+/// - thread-bound, from pfn_read_lock (or pfn_read_lock_inline): it belongs to the calling
+///   thread and is closed on that thread, innermost first, by pfn_read_unlock or
+///   pfn_section_close;
+/// - object-bound, from pfn_section_open: it belongs to this value, which may move between
+///   threads (a transaction handed to another worker, an I/O completion); any thread closes it,
+///   exactly once, with pfn_section_close.
+///
+/// Translate with pfn_section_translate* (exported) or pfn_section_translate*_inline (in this
+/// header, no call). `root` is the translation table as the section saw it; `cache_*` the run
+/// of ranges the last lookup found; `reader` and `token` identify the section; `prev` links
+/// scopes (PFN_SECTION_SCOPE). Treat the fields as opaque; copies of the value translate alike
+/// but close once.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct pfn_section {
@@ -19,6 +32,9 @@ pub struct pfn_section {
     pub cache_pfn: u64,
     pub cache_pages: u64,
     pub cache_addr: usize,
+    pub reader: *mut c_void,
+    pub token: u64,
+    pub prev: *mut pfn_section,
 }
 
 impl pfn_section {
@@ -27,83 +43,250 @@ impl pfn_section {
         cache_pfn: 0,
         cache_pages: 0,
         cache_addr: 0,
+        reader: ptr::null_mut(),
+        token: 0,
+        prev: ptr::null_mut(),
     };
 
     fn cache(&self) -> Block {
         Block {
-            first_pfn: self.cache_pfn,
+            first: self.cache_pfn,
             pages: self.cache_pages,
             addr: self.cache_addr,
         }
     }
 
     fn set_cache(&mut self, b: Block) {
-        self.cache_pfn = b.first_pfn;
+        self.cache_pfn = b.first;
         self.cache_pages = b.pages;
         self.cache_addr = b.addr;
     }
+
+    fn record(&self) -> Option<&'static Reader> {
+        // SAFETY: null or a reader record, which lives for the whole process.
+        unsafe { (self.reader as *const Reader).as_ref() }
+    }
 }
 
-/// Opens a read section on the calling thread: until the matching pfn_read_unlock on this
-/// thread, no range visible in it can finish unregistering, so every address translated in it
-/// stays valid. Sections nest with each other and with kmaps; unregistering from inside one
-/// returns -EDEADLK; a thread that exits closes its sections. The section sees the ranges
-/// registered before it opened. Cost: like one kmap; translations in it then cost a table walk
-/// and nothing else (no call when inlined).
+/// Opens a thread-bound read section on the calling thread: until it is closed on this thread,
+/// no range visible in it can finish unregistering, so every address translated in it stays
+/// valid. Sections nest with each other and with kmaps; unregistering from inside one returns
+/// -EDEADLK; a thread that exits closes its sections. The section sees the ranges registered
+/// before it opened (a range registered or unregistered meanwhile may or may not be seen; an
+/// address it translates stays valid until it closes). Cost: like one kmap; translations in it
+/// then cost a comparison for frames of the last run of ranges found, a table walk otherwise.
 ///
-/// Returns the section. On failure (errno ENOMEM, a thread's first use only) the section
-/// translates nothing and pfn_read_unlock is still safe to call.
+/// Returns the section. Fails only on the thread's first use (errno ENOMEM, or EAGAIN in a
+/// signal handler that interrupted the thread's own set-up), or past 16 million nested
+/// sections (EOVERFLOW): the section then has `reader == NULL`, translates nothing, and must
+/// not be closed (pfn_section_close returns -EINVAL for it; pfn_read_unlock would close an
+/// outer section). Async-signal-safe once the thread is set up.
 #[no_mangle]
 pub extern "C" fn pfn_read_lock() -> pfn_section {
     ffi_boundary!(pfn_section::NONE, {
-        match ReadSection::open() {
-            Ok(section) => pfn_section {
-                root: section.keep_open(),
-                ..pfn_section::NONE
-            },
-            Err(e) => {
-                set_errno(e.errno());
-                pfn_section::NONE
+        crate::tls::publish_offset();
+        let r = match rcu::current_or_register() {
+            Ok(r) => r,
+            Err(rcu::SetupError::OutOfMemory) => {
+                set_errno(libc::ENOMEM);
+                return pfn_section::NONE;
             }
+            Err(rcu::SetupError::Interrupted) => {
+                set_errno(libc::EAGAIN);
+                return pfn_section::NONE;
+            }
+        };
+        if !r.has_room(1) {
+            set_errno(libc::EOVERFLOW);
+            return pfn_section::NONE;
+        }
+        let depth = r.open_section();
+        pfn_section {
+            root: space::root_word(),
+            reader: r as *const Reader as *mut c_void,
+            token: depth,
+            ..pfn_section::NONE
         }
     })
 }
 
-/// Closes the calling thread's innermost open read section. Addresses translated in it must no
-/// longer be used. Without an open section it does nothing.
+/// Closes the calling thread's innermost open thread-bound section. Addresses translated in it
+/// must no longer be used. Without an open section it does nothing (with PFN_DEBUG set it
+/// prints a message and aborts). Async-signal-safe.
 #[no_mangle]
 pub extern "C" fn pfn_read_unlock() {
     ffi_boundary!((), {
-        // SAFETY: the C contract: the caller stops using the section's addresses.
-        unsafe { space::close_section() };
+        if !rcu::current().is_some_and(|r| r.close_section(None)) {
+            misuse("pfn_read_unlock on a thread with no open read section");
+        }
     })
 }
 
-/// Address of `pfn`'s frame (page-aligned), valid until the section `*s` is closed; no unmap
-/// is needed. Remembers the block it found in `*s`. The same result as
-/// pfn_section_translate_inline in the header.
+/// Opens an object-bound read section in `*s`: it guards translations exactly like a
+/// thread-bound one, but belongs to `*s` instead of the calling thread, so it may be closed on
+/// any thread (the kernel's srcu_down_read/srcu_up_read). Every grace period waits for it until
+/// it is closed; close it exactly once with pfn_section_close. It costs no shared write when
+/// the thread has opened and closed one before. Not async-signal-safe.
 ///
-/// Returns NULL with errno: ENXIO when no range visible in the section holds the frame;
-/// EINVAL when PFN_SG_CHAIN is set or `s` is NULL.
+/// Returns 0; -EINVAL when `s` is NULL; -ENOMEM (then `*s` translates nothing).
 ///
 /// # Safety
-/// `*s` comes from pfn_read_lock on this thread and is still open.
+/// `s` is NULL or points to a writable pfn_section.
+#[no_mangle]
+pub unsafe extern "C" fn pfn_section_open(s: *mut pfn_section) -> c_int {
+    ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        let Some(s) = s.as_mut() else {
+            return -libc::EINVAL;
+        };
+        *s = pfn_section::NONE;
+        crate::tls::publish_offset();
+        match rcu::open_object_section() {
+            Ok(o) => {
+                *s = pfn_section {
+                    root: space::root_word(),
+                    reader: o.record as *const Reader as *mut c_void,
+                    token: o.token,
+                    ..pfn_section::NONE
+                };
+                0
+            }
+            Err(rcu::SetupError::OutOfMemory) => -libc::ENOMEM,
+            Err(rcu::SetupError::Interrupted) => -libc::EAGAIN,
+        }
+    })
+}
+
+/// Closes exactly the section `*s`: an object-bound one from any thread; a thread-bound one on
+/// its own thread, when it is the innermost open section there. Addresses translated in it must
+/// no longer be used. Afterwards `*s` translates nothing.
+///
+/// Returns 0; -EINVAL when `*s` is not open (closed already, failed to open, never opened, a
+/// thread-bound section of another thread or one that is not the innermost; a thread-bound
+/// section closed and reopened at the same depth counts as open): nothing is closed. With
+/// PFN_DEBUG set, -EINVAL prints a message and aborts instead. Async-signal-safe for
+/// thread-bound sections.
+///
+/// # Safety
+/// `s` is NULL or points to a pfn_section.
+#[no_mangle]
+pub unsafe extern "C" fn pfn_section_close(s: *mut pfn_section) -> c_int {
+    ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        let Some(sec) = s.as_mut() else {
+            misuse("pfn_section_close(NULL)");
+            return -libc::EINVAL;
+        };
+        let closed = match sec.record() {
+            Some(r) if r.kind == KIND_OBJECT => rcu::close_object_section(ObjectSection {
+                record: r,
+                token: sec.token,
+            }),
+            Some(r) => {
+                rcu::current().is_some_and(|me| ptr::eq(me, r)) && r.close_section(Some(sec.token))
+            }
+            None => false,
+        };
+        if !closed {
+            misuse("pfn_section_close of a section that is not open (or not the innermost)");
+            return -libc::EINVAL;
+        }
+        let prev = sec.prev;
+        *sec = pfn_section::NONE;
+        sec.prev = prev;
+        0
+    })
+}
+
+/// Runs a translation on `*s` through its cache. NULL `s` is EINVAL.
+unsafe fn translate(
+    s: *mut pfn_section,
+    pfn: Pfn,
+    f: impl FnOnce(usize, &mut Block, Pfn) -> crate::Result<space::Mapped>,
+) -> crate::Result<space::Mapped> {
+    let s = s.as_mut().ok_or(Error::Invalid)?;
+    let mut cache = s.cache();
+    let result = f(s.root, &mut cache, pfn);
+    s.set_cache(cache);
+    result
+}
+
+/// Address of `pfn`'s frame (page-aligned), valid until the section `*s` is closed; no unmap
+/// is needed. Remembers the run of ranges it found in `*s`. The same result as
+/// pfn_section_translate_inline in this header.
+///
+/// Returns NULL with errno: ENXIO when no range visible in the section holds the frame;
+/// EINVAL when PFN_SG_CHAIN is set or `s` is NULL. Async-signal-safe.
+///
+/// # Safety
+/// `*s` is an open section (any thread may translate in an object-bound one).
 #[no_mangle]
 pub unsafe extern "C" fn pfn_section_translate(s: *mut pfn_section, pfn: pfn_t) -> *mut c_void {
     ffi_boundary!(ptr::null_mut(), {
-        let Some(s) = s.as_mut() else {
-            set_errno(libc::EINVAL);
-            return ptr::null_mut();
-        };
-        let mut cache = s.cache();
-        let result = space::translate_in_section(s.root, &mut cache, pfn.into());
-        s.set_cache(cache);
-        match result {
-            Ok(addr) => addr as *mut c_void,
-            Err(e) => {
-                set_errno(e.errno());
-                ptr::null_mut()
-            }
+        match translate(s, pfn.into(), |root, cache, p| {
+            space::translate_in_section(root, cache, p).map(|addr| space::Mapped { addr, len: 0 })
+        }) {
+            Ok(m) => m.addr as *mut c_void,
+            Err(e) => null_errno(e),
         }
+    })
+}
+
+/// As pfn_section_translate, and writes to `*len` (when it succeeds and `len` is not NULL) the
+/// bytes contiguous from the returned address, as kmap_atomic_pfn_t_len reports them (to the
+/// end of the range, or of the run of ranges that continue it). The section's counterpart of
+/// kmap_atomic_pfn_t_len; pfn_section_translate_len_inline is the header-inline one.
+///
+/// # Safety
+/// As pfn_section_translate; `len` is NULL or points to a writable uint64_t.
+#[no_mangle]
+pub unsafe extern "C" fn pfn_section_translate_len(
+    s: *mut pfn_section,
+    pfn: pfn_t,
+    len: *mut u64,
+) -> *mut c_void {
+    ffi_boundary!(ptr::null_mut(), {
+        match translate(s, pfn.into(), |root, cache, p| {
+            space::translate_len_in_section(root, cache, p)
+        }) {
+            Ok(m) => {
+                if let Some(len) = len.as_mut() {
+                    *len = m.len;
+                }
+                m.addr as *mut c_void
+            }
+            Err(e) => null_errno(e),
+        }
+    })
+}
+
+/// Address of the byte a byte handle names, valid until the section closes. Returns NULL with
+/// errno EINVAL for the null handle, PFN_SG_CHAIN or a NULL `s`; ENXIO as
+/// pfn_section_translate. Header-inline: pfn_section_translate_phys_inline.
+///
+/// # Safety
+/// As pfn_section_translate.
+#[no_mangle]
+pub unsafe extern "C" fn pfn_section_translate_phys(
+    s: *mut pfn_section,
+    h: pfn_phys_t,
+) -> *mut c_void {
+    ffi_boundary!(ptr::null_mut(), {
+        let Some(pfn) = h.page() else {
+            return null_errno(Error::Invalid);
+        };
+        match translate(s, pfn, |root, cache, p| {
+            space::translate_in_section(root, cache, p).map(|addr| space::Mapped { addr, len: 0 })
+        }) {
+            Ok(m) => (m.addr + h.offset()) as *mut c_void,
+            Err(e) => null_errno(e),
+        }
+    })
+}
+
+/// The innermost section bound to the calling thread by PFN_SECTION_SCOPE, so that helper functions reach it without a parameter; NULL when none.
+/// The header's pfn_section_current_inline is the same without a call.
+#[no_mangle]
+pub extern "C" fn pfn_section_current() -> *mut pfn_section {
+    rcu::current().map_or(ptr::null_mut(), |r| {
+        r.current.load(std::sync::atomic::Ordering::Relaxed) as *mut pfn_section
     })
 }

@@ -91,6 +91,19 @@ impl Default for Detached {
 }
 
 impl Detached {
+    /// Lets go of the nodes without freeing them (they are being published), clearing the
+    /// links the list kept in them.
+    fn forget(&mut self) {
+        while !self.0.is_null() {
+            let n = self.0;
+            // SAFETY: a node of this list, not yet visible to readers.
+            unsafe {
+                self.0 = (*n).extents[0].load(Ordering::Relaxed) as *mut Node;
+                (*n).extents[0].store(ptr::null_mut(), Ordering::Relaxed);
+            }
+        }
+    }
+
     fn push(&mut self, n: *mut Node) {
         // SAFETY: a node just unlinked from the table; readers never read a detached node's
         // extent pointers (its slots are all empty).
@@ -112,19 +125,27 @@ impl Drop for Detached {
     }
 }
 
-/// Nodes allocated ahead of an insert, so that the insert itself cannot fail.
-pub struct Reserved(Detached, usize);
+/// What an insert needs, allocated ahead so that the insert itself cannot fail. Dropped
+/// without a commit, it frees everything (none of it was ever published).
+pub struct Reserved {
+    nodes: Detached,
+    count: usize,
+    /// The root word the insert publishes (a taller one when `chain` is not empty).
+    root: usize,
+    /// New root nodes, unpublished until the commit.
+    chain: Detached,
+}
 
 impl Reserved {
     fn pop(&mut self) -> *mut Node {
-        let n = self.0 .0;
+        let n = self.nodes.0;
         if !n.is_null() {
             // SAFETY: a node of the list, fresh and unpublished.
             unsafe {
-                self.0 .0 = (*n).extents[0].load(Ordering::Relaxed) as *mut Node;
+                self.nodes.0 = (*n).extents[0].load(Ordering::Relaxed) as *mut Node;
                 (*n).extents[0].store(ptr::null_mut(), Ordering::Relaxed);
             }
-            self.1 -= 1;
+            self.count -= 1;
         }
         n
     }
@@ -248,24 +269,29 @@ impl Table {
         }
     }
 
-    /// Allocates what inserting `e` will need (growing the root first, which readers cannot
-    /// tell from before). The caller serializes writers and inserts with [`Table::commit`]
-    /// before any other write. Err: out of memory; translations are as before.
+    /// Allocates what inserting `e` will need: a taller root if `e` needs one (built, not yet
+    /// published) and the nodes the fill creates. The caller serializes writers and inserts
+    /// with [`Table::commit`] before any other write. Err: out of memory; nothing changed.
     pub fn reserve(&self, e: &Extent) -> Result<Reserved, ()> {
-        self.grow_to_cover(e.first, e.last, largest_block_level(e.first, e.last))?;
-        let root = self.root.load(Ordering::Relaxed);
-        let level = (root & LEVEL_MASK) as u32;
-        let node = (root & !LEVEL_MASK) as *const Node;
-        // SAFETY: writers are serialized; nodes reachable from the root are live.
+        let mut r = Reserved {
+            nodes: Detached::default(),
+            count: 0,
+            root: self.root.load(Ordering::Relaxed),
+            chain: Detached::default(),
+        };
+        let min_level = largest_block_level(e.first, e.last);
+        r.root = self.grown_root(e.first, e.last, min_level, &mut r.chain)?;
+        let level = (r.root & LEVEL_MASK) as u32;
+        let node = (r.root & !LEVEL_MASK) as *const Node;
+        // SAFETY: writers are serialized; nodes reachable from the (new) root are live.
         let needed = unsafe { count(node, level, (*node).first, e) };
-        let mut r = Reserved(Detached::default(), 0);
         for _ in 0..needed {
             let n = new_node(0, 0);
             if n.is_null() {
                 return Err(());
             }
-            r.0.push(n);
-            r.1 += 1;
+            r.nodes.push(n);
+            r.count += 1;
         }
         Ok(r)
     }
@@ -273,13 +299,15 @@ impl Table {
     /// Publishes `e` in every part of its span that no other extent holds. The caller reserved
     /// for it just before, keeps `*e` alive until a grace period after its removal, and (in the
     /// forward table) has checked that no registered extent overlaps it.
-    pub fn commit(&self, e: &Extent, mut nodes: Reserved) {
-        let root = self.root.load(Ordering::Relaxed);
-        let level = (root & LEVEL_MASK) as u32;
-        let node = (root & !LEVEL_MASK) as *mut Node;
-        // SAFETY: as in `reserve`; `nodes` holds exactly the nodes the fill creates.
-        unsafe { fill(node, level, (*node).first, e, &mut nodes) };
-        debug_assert_eq!(nodes.1, 0);
+    pub fn commit(&self, e: &Extent, mut r: Reserved) {
+        // A grown root only adds empty slots around the old one: readers translate as before.
+        r.chain.forget();
+        self.root.store(r.root, Ordering::Release);
+        let level = (r.root & LEVEL_MASK) as u32;
+        let node = (r.root & !LEVEL_MASK) as *mut Node;
+        // SAFETY: as in `reserve`; `r` holds exactly the nodes the fill creates.
+        unsafe { fill(node, level, (*node).first, e, &mut r) };
+        debug_assert_eq!(r.count, 0);
     }
 
     /// Reserves and commits in one step (for callers with a single table to update).
@@ -289,10 +317,10 @@ impl Table {
         Ok(())
     }
 
-    /// Makes the root cover `lo..=hi` at `min_level` or above: a first root just big enough, or
-    /// a new, higher root above the old one (linked through fresh intermediate nodes). A grown
-    /// root only adds empty slots around the old one, so readers translate exactly as before.
-    fn grow_to_cover(&self, lo: u64, hi: u64, min_level: u32) -> Result<(), ()> {
+    /// The root word that covers `lo..=hi` at `min_level` or above: the current one, a first
+    /// root just big enough, or a new, higher root above the current one (linked through fresh
+    /// intermediate nodes). New nodes are added to `chain`, unpublished.
+    fn grown_root(&self, lo: u64, hi: u64, min_level: u32, chain: &mut Detached) -> Result<usize, ()> {
         let root = self.root.load(Ordering::Relaxed);
         let old_level = (root & LEVEL_MASK) as u32;
         let old = (root & !LEVEL_MASK) as *mut Node;
@@ -302,46 +330,32 @@ impl Table {
             if node.is_null() {
                 return Err(());
             }
-            self.root
-                .store(node as usize | level as usize, Ordering::Release);
-            return Ok(());
+            chain.push(node);
+            return Ok(node as usize | level as usize);
         }
         // SAFETY: the root is live (serialized writer).
         let old_first = unsafe { (*old).first };
         let old_last = old_first.saturating_add(cover_pages(old_level) - 1);
-        if lo >= old_first && hi <= old_last && min_level <= old_level {
-            return Ok(());
-        }
         let level = level_covering(lo.min(old_first), hi.max(old_last))
             .max(min_level)
             .max(old_level);
         if level == old_level {
-            return Ok(());
+            return Ok(root);
         }
-        let mut chain: Vec<*mut Node> = Vec::new();
-        chain
-            .try_reserve((level - old_level) as usize)
-            .map_err(|_| ())?;
-        for l in (old_level + 1..=level).rev() {
+        // From the old root up: each new node's slot towards `old_first` leads one level down.
+        let mut child = old;
+        for l in old_level + 1..=level {
             let n = new_node(l, old_first);
             if n.is_null() {
-                let mut gone = Detached::default();
-                chain.into_iter().for_each(|n| gone.push(n));
                 return Err(());
             }
-            chain.push(n);
-        }
-        // chain[0] is the new root; each node's slot towards `old_first` leads one level down.
-        for (i, &n) in chain.iter().enumerate() {
-            let l = level - i as u32;
-            let child = chain.get(i + 1).copied().unwrap_or(old);
             let idx = ((old_first >> (BITS * l)) & MASK) as usize;
-            // SAFETY: fresh nodes, not yet visible.
+            // SAFETY: a fresh node, not yet visible.
             unsafe { (*n).slots[idx].store(child as usize, Ordering::Relaxed) };
+            chain.push(n);
+            child = n;
         }
-        self.root
-            .store(chain[0] as usize | level as usize, Ordering::Release);
-        Ok(())
+        Ok(child as usize | level as usize)
     }
 
     /// Unpublishes `e`'s leaves. Adds the nodes that became empty and were detached to `out`:

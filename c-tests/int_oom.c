@@ -1,0 +1,308 @@
+/* Out of memory is ENOMEM, never an abort, and a failed call changes nothing (issue 8, items
+ * 3, 7 and 4): every allocation of every call that documents ENOMEM is made to fail in turn
+ * (not only the first), through this program's own malloc (oom.h). Also: once a thread is set
+ * up, sections and nested kmaps need no allocation at all, so they cannot fail and cannot
+ * disturb outer sections; and a signal handler that kmaps while the thread's own set-up runs
+ * gets EAGAIN instead of deadlocking. Not run under ASan or valgrind (they own malloc). */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+#include "pfn.h"
+#include "check.h"
+#include "oom.h"
+#include "threads.h"
+
+#define PAGE 4096ull
+#define PHYS (9ull << 40)
+
+static char *base;
+static pfn_device *dev;
+
+/* Calls `attempt` with the n-th allocation failing, n = 0, 1, ... until it succeeds; checks
+ * that each failure was an injected one reported as ENOMEM. Returns the number of failures. */
+#define EACH_ALLOCATION(what, fails, attempt_ok, attempt_enomem)                               \
+    do {                                                                                     \
+        for (long n_ = 0; n_ < 1000; n_++) {                                                 \
+            oom_fail_at(n_);                                                                 \
+            int ok_ = (attempt_ok);                                                          \
+            int hit_ = oom_injected();                                                       \
+            oom_disarm();                                                                    \
+            if (ok_)                                                                         \
+                break;                                                                       \
+            (fails)++;                                                                       \
+            if (!hit_ || !(attempt_enomem))                                                  \
+                fprintf(stderr, "%s: allocation %ld: failed without ENOMEM\n", what, n_);   \
+            CHECK(hit_ && (attempt_enomem));                                                 \
+        }                                                                                    \
+    } while (0)
+
+static void device_new(void)
+{
+    int fails = 0;
+    pfn_device *d = NULL;
+    EACH_ALLOCATION("pfn_device_new", fails, (errno = 0, d = pfn_device_new("d")) != NULL, errno == ENOMEM);
+    CHECK(d != NULL);
+    CHECK(fails >= 1);
+    CHECK_EQ(pfn_device_free(d), 0);
+    printf("int_oom: pfn_device_new failed cleanly at %d allocations\n", fails);
+}
+
+static void registration(uint64_t phys, uint64_t pages, int must_allocate, const char *what)
+{
+    int fails = 0, rc = 0;
+    uint64_t table = pfn_table_bytes();
+    pfn_resource r = {phys, phys + pages * PAGE - 1, NULL};
+    int unchanged = 1;
+    for (long n = 0; n < 1000; n++) {
+        oom_fail_at(n);
+        rc = devm_register_kmap_pfn_range(dev, &r, base);
+        int hit = oom_injected();
+        oom_disarm();
+        if (rc == 0)
+            break;
+        fails++;
+        CHECK(hit && rc == -ENOMEM);
+        /* Nothing changed: the range is not there, the table is as it was. */
+        errno = 0;
+        unchanged &= kmap_atomic_pfn_t(phys_to_pfn_t(phys, 0)) == NULL && errno == ENXIO;
+        unchanged &= pfn_table_bytes() == table;
+    }
+    CHECK_EQ(rc, 0);
+    CHECK(unchanged);
+    CHECK(fails >= must_allocate);
+    void *p = kmap_atomic_pfn_t(phys_to_pfn_t(phys + (pages - 1) * PAGE, 0));
+    CHECK(p == base + (pages - 1) * PAGE);
+    kunmap_atomic_pfn_t(p);
+    printf("int_oom: %s failed cleanly at %d allocations\n", what, fails);
+}
+
+/* A thread's first kmap, first section and first object-bound section, each on fresh threads
+ * so that the set-up happens every time. Every thread stays alive until all of these are done
+ * (a thread that exits gives its reader state back for reuse, and the next attempt would then
+ * allocate nothing). */
+struct first_use {
+    long fail_at;
+    int kind; /* 0 kmap, 1 read_lock, 2 section_open, 3 kmap interrupted by a signal */
+    int ok, enomem, hit, then_ok;
+    atomic_int done;
+};
+
+static atomic_int first_use_over;
+static pthread_t keep[64];
+static int nkeep;
+static struct first_use uses[64];
+
+static void *first_use_thread(void *arg)
+{
+    struct first_use *u = arg;
+    void *p = NULL;
+    errno = 0;
+    oom_fail_at(u->fail_at);
+    if (u->kind == 0) {
+        p = kmap_atomic_pfn_t(phys_to_pfn_t(PHYS, 0));
+        u->ok = p != NULL;
+        u->enomem = !u->ok && errno == ENOMEM;
+    } else if (u->kind == 1) {
+        pfn_section s = pfn_read_lock();
+        u->ok = s.reader != NULL;
+        u->enomem = !u->ok && errno == ENOMEM;
+        if (u->ok)
+            pfn_read_unlock();
+        else
+            u->enomem &= pfn_section_close(&s) == -EINVAL; /* a failed section closes nothing */
+    } else {
+        pfn_section s;
+        int rc = pfn_section_open(&s);
+        u->ok = rc == 0;
+        u->enomem = rc == -ENOMEM;
+        if (u->ok)
+            u->ok = pfn_section_close(&s) == 0;
+    }
+    u->hit = oom_injected();
+    oom_disarm();
+    if (u->kind == 0 && p)
+        kunmap_atomic_pfn_t(p);
+    /* After a failure the thread works normally. */
+    void *q = kmap_atomic_pfn_t(phys_to_pfn_t(PHYS, 0));
+    u->then_ok = q == base && kunmap_atomic_pfn_t(q) == 0;
+    atomic_store(&u->done, 1);
+    while (!atomic_load(&first_use_over))
+        usleep(1000);
+    return NULL;
+}
+
+static struct first_use *start_first_use(long n, int kind, void *(*fn)(void *))
+{
+    REQUIRE(nkeep < 64);
+    struct first_use *u = &uses[nkeep];
+    u->fail_at = n;
+    u->kind = kind;
+    REQUIRE(pthread_create(&keep[nkeep++], NULL, fn, u) == 0);
+    while (!atomic_load(&u->done))
+        usleep(100);
+    return u;
+}
+
+static void first_use(int kind, const char *what)
+{
+    int fails = 0, ok = 0;
+    for (long n = 0; n < 20 && !ok; n++) {
+        struct first_use *u = start_first_use(n, kind, first_use_thread);
+        CHECK(u->then_ok);
+        if (u->ok) {
+            ok = 1;
+            break;
+        }
+        fails++;
+        CHECK(u->hit && u->enomem);
+    }
+    CHECK(ok);
+    CHECK(fails >= 1);
+    printf("int_oom: %s failed cleanly at %d allocations\n", what, fails);
+}
+
+/* Issue 8 item 3: once set up, nothing a thread does in its read side allocates: with every
+ * allocation failing, 40 nested sections and 40 nested kmaps all succeed, and the outer
+ * section still holds off an unregister afterwards. */
+static atomic_int unreg_done, unreg_tid;
+static uint64_t unreg_start;
+
+static void *unregister_range(void *arg)
+{
+    (void)arg;
+    atomic_store(&unreg_tid, self_tid());
+    int rc = pfn_unregister_range(dev, unreg_start);
+    atomic_store(&unreg_done, rc == 0 ? 1 : 2);
+    return NULL;
+}
+
+static void no_allocation_after_setup(void)
+{
+    uint64_t phys = PHYS + (1ull << 30);
+    pfn_resource r = {phys, phys + 64 * PAGE - 1, NULL};
+    REQUIRE(devm_register_kmap_pfn_range(dev, &r, base) == 0);
+    REQUIRE(pfn_thread_init() == 0);
+    pfn_section outer = pfn_read_lock();
+    CHECK(outer.reader != NULL);
+    oom_fail_at(0); /* the next allocation fails: there must be none */
+    int ok = 1;
+    pfn_section s[40];
+    void *k[40];
+    for (int i = 0; i < 40; i++) {
+        s[i] = pfn_read_lock();
+        k[i] = kmap_atomic_pfn_t(phys_to_pfn_t(phys + (uint64_t)i * PAGE, 0));
+        ok &= s[i].reader != NULL && k[i] == base + i * PAGE;
+    }
+    int allocated = oom_injected();
+    oom_disarm();
+    CHECK(ok);
+    CHECK(!allocated);
+    /* Released first in first out, sections by handle innermost first. */
+    for (int i = 0; i < 40; i++)
+        CHECK_EQ(kunmap_atomic_pfn_t(k[i]), 0);
+    for (int i = 39; i >= 0; i--)
+        CHECK_EQ(pfn_section_close(&s[i]), 0);
+    /* The outer section still holds: an unregister waits for it. */
+    unreg_start = phys;
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, unregister_range, NULL) == 0);
+    while (atomic_load(&unreg_tid) == 0)
+        usleep(100);
+    CHECK(wait_blocked_or_done(atomic_load(&unreg_tid), &unreg_done));
+    CHECK_EQ(atomic_load(&unreg_done), 0);
+    pfn_read_unlock();
+    pthread_join(t, NULL);
+    CHECK_EQ(atomic_load(&unreg_done), 1);
+}
+
+/* Issue 8 item 4: a signal handler that kmaps while the thread's own set-up is running (here:
+ * inside its first allocation) gets EAGAIN; the interrupted kmap then completes. */
+static volatile sig_atomic_t handler_ran, handler_eagain;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    errno = 0;
+    void *p = kmap_atomic_pfn_t(phys_to_pfn_t(PHYS, 0));
+    handler_ran = 1;
+    handler_eagain = p == NULL && errno == EAGAIN;
+    if (p)
+        kunmap_atomic_pfn_t(p);
+    errno = saved;
+}
+
+static void raise_once(void)
+{
+    oom_on_alloc = NULL;
+    raise(SIGUSR1);
+}
+
+static void *setup_interrupted(void *arg)
+{
+    struct first_use *u = arg;
+    oom_on_alloc = raise_once;
+    void *p = kmap_atomic_pfn_t(phys_to_pfn_t(PHYS, 0));
+    oom_on_alloc = NULL;
+    u->ok = p == base && kunmap_atomic_pfn_t(p) == 0;
+    atomic_store(&u->done, 1);
+    while (!atomic_load(&first_use_over))
+        usleep(1000);
+    return NULL;
+}
+
+static void signal_during_setup(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    REQUIRE(sigaction(SIGUSR1, &sa, NULL) == 0);
+    struct first_use *u = start_first_use(-1, 3, setup_interrupted);
+    CHECK(u->ok);
+    CHECK(handler_ran);
+    CHECK(handler_eagain);
+}
+
+int main(void)
+{
+    alarm(120); /* a deadlock fails the test instead of hanging it */
+    char path[256];
+    test_path(path, sizeof path, "int_oom");
+    unlink(path);
+    pfn_pmem *m = pfn_pmem_map(path, 1024 * PAGE, PFN_PMEM_CREATE);
+    REQUIRE(m != NULL);
+    base = pfn_pmem_addr(m);
+
+    device_new();
+    dev = pfn_device_new("oom");
+    REQUIRE(dev != NULL);
+    registration(PHYS, 16, 1, "the first registration");
+    registration(PHYS + (1ull << 40), 1024, 1, "a registration that grows the table's root");
+    registration(PHYS + 64 * PAGE, 8, 0, "a registration beside another");
+    /* No thread has exited yet: no reader state is free for reuse. */
+    signal_during_setup();
+    first_use(0, "a thread's first kmap");
+    first_use(1, "a thread's first read section");
+    first_use(2, "a thread's first object-bound section");
+    atomic_store(&first_use_over, 1);
+    for (int i = 0; i < nkeep; i++)
+        pthread_join(keep[i], NULL);
+    no_allocation_after_setup();
+
+    /* pfn_pmem_map of an existing file. */
+    int fails = 0;
+    pfn_pmem *m2 = NULL;
+    EACH_ALLOCATION("pfn_pmem_map", fails, (errno = 0, m2 = pfn_pmem_map(path, 0, 0)) != NULL, errno == ENOMEM);
+    CHECK(m2 != NULL);
+    CHECK(fails >= 1);
+    CHECK_EQ(pfn_pmem_unmap(m2), 0);
+    printf("int_oom: pfn_pmem_map failed cleanly at %d allocations\n", fails);
+
+    CHECK_EQ(pfn_device_free(dev), 0);
+    CHECK_EQ(pfn_pmem_unmap(m), 0);
+    unlink(path);
+    return check_report("int_oom");
+}

@@ -363,8 +363,11 @@ void pfn_read_unlock(void);
 void *pfn_section_translate(struct pfn_section *s, struct pfn_t pfn);
 
 /**
- * The library's name and version, e.g. "libpfn 0.1.0": a static string, never freed.
- * It matches PFN_VERSION_STRING of the header the program was built with when the two agree.
+ * The version of the library running, "MAJOR.MINOR.PATCH" (e.g. "0.1.0"): a static string,
+ * never freed. It has the form of PFN_VERSION_STRING, the version of the header a program
+ * was built with, so `strcmp(pfn_version(), PFN_VERSION_STRING) == 0` tells whether the two
+ * are the same release (PFN_VERSION_MAJOR is also the soname's number: a library with
+ * another major version is not loaded in its place).
  */
 const char *pfn_version(void);
 

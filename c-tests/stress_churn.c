@@ -39,7 +39,7 @@ static atomic_ullong bad_pattern;
 
 /* The work the run must cover: one entry per kind (new kinds of worker add theirs here). */
 enum { W_REGISTERED = READERS, W_UNREGISTERED, W_NESTED, W_EXITS, W_KINDS };
-static char reader_what[READERS][32];
+static char reader_what[READERS][48];
 static struct check_work work[W_KINDS] = {
     [W_REGISTERED] = {"writer: ranges registered under readers", 0, 0},
     [W_UNREGISTERED] = {"writer: ranges unregistered and unmapped under readers", 0, 0},

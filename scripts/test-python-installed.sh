@@ -3,7 +3,13 @@
 # (build/venv), then the tests run against that copy, from outside the source tree.
 #   test-python-installed.sh PYTHON   (the venv's python)
 set -euo pipefail
-py=$(realpath "$1")
+# Absolute, but not resolved: the venv's python is a symlink, and running its target directly
+# would leave the venv (and install into the system's Python).
+py=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+if ! "$py" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
+    echo "test-python-installed: $1 is not a virtual environment's python: refusing to pip install into it"
+    exit 1
+fi
 top=$(cd "$(dirname "$0")/.." && pwd)
 out=$(realpath "${OUT:-$top/build}")
 # A clean copy: setuptools builds in the source directory and would pick up stale files.

@@ -57,6 +57,8 @@ def test_installed_package_is_the_one_tested():
     if os.environ.get("PFN_TEST_INSTALLED") != "1":
         pytest.skip("testing the source tree (PFN_TEST_INSTALLED=1 tests an installed package)")
     import importlib.metadata
+    assert sys.prefix != sys.base_prefix, "installed into a virtual environment"
+    assert os.path.abspath(pfn.__file__).startswith(os.path.abspath(sys.prefix) + os.sep)
     assert not os.path.abspath(pfn.__file__).startswith(os.path.join(TOP, "python") + os.sep)
     assert importlib.metadata.version("libpfn") == cargo_version()
 

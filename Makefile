@@ -48,6 +48,9 @@ endif
 # Prerequisites are made in the order written (deps first, then each test in turn), and test
 # output does not interleave.
 .NOTPARALLEL:
+# Test programs are made through pattern rules: keep them (make would delete them as
+# intermediate files at the end).
+.SECONDARY:
 
 .PHONY: all help deps deps-demo lib demo test clean install install-strip uninstall \
         lint cargo-test header-check rust-version c-test check-cxx check-sanitizers \
@@ -254,6 +257,8 @@ LDCONFIG   ?= $(shell command -v ldconfig 2>/dev/null || echo /sbin/ldconfig)
 
 # Installs what is built: when the build is up to date, cargo is not needed (sudo make install).
 install: $(SHARED) $(STATIC) include/pfn.h
+	@for d in $(LIBDEST) $(INCDEST); do while [ ! -e "$$d" ]; do d=$$(dirname "$$d"); done; \
+		[ -w "$$d" ] || { echo "make install: $$d is not writable: run it as root (sudo make install), or install elsewhere (make install PREFIX=\$$HOME/.local)"; exit 1; }; done
 	$(say) INSTALL "$(LIBDEST)/libpfn.so.$(VERSION) libpfn.a pkgconfig/pfn.pc, $(INCDEST)/pfn.h"
 	$(Q)$(INSTALL) -d $(LIBDEST)/pkgconfig $(INCDEST)
 	$(Q)$(INSTALL) -m 0755 $(SHARED) $(LIBDEST)/libpfn.so.$(VERSION)

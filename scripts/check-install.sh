@@ -109,5 +109,12 @@ printf '\tlibpfn.so.%s (libc6,x86-64) => %s/lib/libpfn.so.%s\n' "$major" "$sys" 
 check "install where the loader looks: it says so" "in_make install PREFIX='$sys' LDCONFIG='$fake' | grep -q 'the dynamic loader finds $sys/lib/libpfn.so.$major'"
 check "uninstall from there" "in_make uninstall PREFIX='$sys' LDCONFIG='$fake' >/dev/null && [ -z \"\$(find '$sys' -type f)\" ]"
 
+# A destination this user cannot write (root can write anywhere: checked when not root).
+if [ "$(id -u)" != 0 ]; then
+    mkdir -p "$tmp/ro" && chmod 0555 "$tmp/ro"
+    check "an unwritable destination is refused with what to do" "in_make install PREFIX='$tmp/ro/p' 2>&1 | grep -q 'is not writable: run it as root (sudo make install)'"
+    chmod 0755 "$tmp/ro"
+fi
+
 echo "check-install: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -89,7 +89,7 @@ deps-demo:
 # need the files (install, the tests) depend on the files, so that an up-to-date build is used
 # as it is, without cargo (as under sudo).
 define cargo-build
-	@command -v $(CARGO) >/dev/null 2>&1 || { echo "make: $(SHARED) must be (re)built and $(CARGO) is not on PATH: run make as the user who has Rust first (e.g. make && sudo make install)"; exit 1; }
+	@command -v $(CARGO) >/dev/null 2>&1 || { echo "make: $(SHARED) must be (re)built and $(CARGO) is not on PATH: for sudo make install, run make as the user who has Rust first; without Rust, install it (https://rustup.rs)"; exit 1; }
 	$(say) CARGO "$(LIBDIR)/libpfn.so $(LIBDIR)/libpfn.a"
 	$(Q)$(CARGO) build --release $(CARGO_QUIET)
 	$(Q)ln -sf libpfn.so $(LIBDIR)/libpfn.so.$(MAJOR)

@@ -76,7 +76,7 @@ check "uninstall leaves no file" "[ -z \"\$(find '$root' -type f 2>/dev/null)\" 
 
 # An out-of-date build and no cargo: refused with a clear line, nothing installed.
 check "an out-of-date build without cargo is refused" "! in_make -W build.rs install PREFIX='$prefix' DESTDIR='$tmp/stale' > '$tmp/stale.out' 2>&1"
-check "saying what to do" "grep -q 'cargo is not on PATH: run make as the user who has Rust first' '$tmp/stale.out' || { cat '$tmp/stale.out'; false; }"
+check "saying what to do" "grep -q 'cargo is not on PATH: for sudo make install, run make as the user who has Rust first' '$tmp/stale.out' || { cat '$tmp/stale.out'; false; }"
 check "and installing nothing" "[ ! -e '$tmp/stale' ]"
 
 # install-strip: much smaller, no debug info, still links and runs both ways.

@@ -29,7 +29,7 @@ older() { # is version $1 older than $2?
 if ! have cargo || ! have rustc; then
     problems+=("no Rust toolchain (cargo and rustc): install one with rustup, https://rustup.rs (Debian 12's own cargo is too old: libpfn needs Rust $msrv)")
 else
-    rustc_version=$(rustc --version | sed -n 's/^rustc \([0-9][0-9.]*\).*/\1/p')
+    rustc_version=$(rustc --version 2>/dev/null | sed -n 's/^rustc \([0-9][0-9.]*\).*/\1/p' || true)
     if [ -z "$rustc_version" ] || older "$rustc_version" "$msrv"; then
         problems+=("rustc ${rustc_version:-of unknown version} is older than the Rust $msrv libpfn needs: update it (rustup update), or install rustup: https://rustup.rs")
     fi

@@ -40,6 +40,7 @@ static void writer(const char *path, int ready_fd)
 
 int main(void)
 {
+    check_watchdog("int_durability", 120); /* a writer that never reports fails as hung */
     char path[256];
     test_path(path, sizeof path, "int_durability");
     unlink(path);

@@ -30,7 +30,8 @@ static void *holder(void *arg)
 /* Runs in the child; returns the number of failed checks. */
 static int child(pfn_device *dev, char *held)
 {
-    alarm(20); /* an unregister that waited for the parent's thread would hang: fail instead */
+    /* An unregister that waited for the parent's thread would hang: fail as hung instead. */
+    check_watchdog("int_fork (child)", 120);
     /* Registrations are inherited, and the data is shared. */
     char *p = kmap_atomic_pfn_t(phys_to_pfn_t(PHYS + 2 * PAGE, 0));
     CHECK(p == base + 2 * PAGE);
@@ -56,7 +57,7 @@ static int child(pfn_device *dev, char *held)
 
 int main(void)
 {
-    alarm(60);
+    check_watchdog("int_fork", 180);
     char path[256];
     test_path(path, sizeof path, "int_fork");
     unlink(path);

@@ -1,6 +1,7 @@
 /* Unregister waits for kmaps held on other threads, and only for them. */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
@@ -10,11 +11,11 @@
 
 #define PAGE 4096ull
 #define PHYS (3ull << 40)
-#define HOLD_MS 200
 
 static char *base;
 static atomic_int held;     /* the holder has its kmap */
 static atomic_int released; /* the holder is about to kunmap */
+static atomic_int saw_gone; /* the holder saw a watched range gone (ENXIO) while holding */
 
 static void sleep_ms(long ms)
 {
@@ -22,37 +23,57 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-static atomic_int gone_while_waiting;
+/* What the holder holds, and the pages whose disappearance shows that an unregister of them
+ * has begun. No sleep stands in for that ordering: the holder keeps its kmap until it has
+ * seen one of them gone, so the unregister on the other thread is then provably waiting for
+ * it (or never returns, and the watchdog fails the test as hung). */
+struct hold {
+    uint64_t phys;
+    uint64_t watch[2];
+};
 
-/* Looks the range up until it is gone; notes whether that was while the holder still held. */
-static void *probe_until_gone(void *arg)
+static int gone(uint64_t phys)
 {
-    uint64_t phys = (uint64_t)(uintptr_t)arg;
-    while (!atomic_load(&released)) {
-        errno = 0;
-        void *p = kmap_atomic_pfn_t(phys_to_pfn_t(phys, 0));
-        if (!p) {
-            atomic_store(&gone_while_waiting, errno == ENXIO && !atomic_load(&released));
-            return NULL;
-        }
+    errno = 0;
+    void *p = kmap_atomic_pfn_t(phys_to_pfn_t(phys, 0));
+    if (p) {
         kunmap_atomic_pfn_t(p);
+        return 0;
     }
-    return NULL;
+    return errno == ENXIO ? 1 : -1;
 }
 
-static void *hold_then_release(void *arg)
+static void *hold_until_unregister_begins(void *arg)
 {
-    uint64_t phys = (uint64_t)(uintptr_t)arg;
-    volatile uint64_t *p = kmap_atomic_pfn_t(phys_to_pfn_t(phys, 0));
+    const struct hold *h = arg;
+    volatile uint64_t *p = kmap_atomic_pfn_t(phys_to_pfn_t(h->phys, 0));
     if (!p)
         return (void *)1;
     atomic_store(&held, 1);
-    sleep_ms(HOLD_MS);
+    int seen = 0;
+    while (!seen) {
+        for (int i = 0; i < 2 && !seen; i++)
+            if (h->watch[i])
+                seen = gone(h->watch[i]);
+        if (!seen)
+            sched_yield();
+    }
+    atomic_store(&saw_gone, seen == 1);
     /* Still mapped: the unregister on the main thread is waiting for us. */
     *p = 42;
     atomic_store(&released, 1);
     kunmap_atomic_pfn_t((void *)p);
     return NULL;
+}
+
+static void start_holder(pthread_t *t, struct hold *h)
+{
+    atomic_store(&held, 0);
+    atomic_store(&released, 0);
+    atomic_store(&saw_gone, 0);
+    REQUIRE(pthread_create(t, NULL, hold_until_unregister_begins, h) == 0);
+    while (!atomic_load(&held))
+        sleep_ms(1);
 }
 
 static void *hold_and_exit(void *arg)
@@ -79,18 +100,16 @@ static void register_one(pfn_device *dev, uint64_t phys, char *at)
 static void unregister_waits_for_other_thread(pfn_device *dev)
 {
     register_one(dev, PHYS, base);
-    atomic_store(&held, 0);
-    atomic_store(&released, 0);
+    struct hold h = {PHYS, {PHYS, 0}};
     pthread_t t;
-    REQUIRE(pthread_create(&t, NULL, hold_then_release, (void *)(uintptr_t)PHYS) == 0);
-    while (!atomic_load(&held))
-        sleep_ms(1);
+    start_holder(&t, &h);
     CHECK_EQ(pfn_unregister_range(dev, PHYS), 0);
     /* It returned only after the holder released its kmap. */
     CHECK_EQ(atomic_load(&released), 1);
     void *ret;
     pthread_join(t, &ret);
     CHECK(ret == NULL);
+    CHECK_EQ(atomic_load(&saw_gone), 1);
     CHECK_EQ(*(volatile uint64_t *)base, 42);
 }
 
@@ -99,23 +118,16 @@ static void removal_is_immediate_for_new_lookups(pfn_device *dev)
     /* While an unregister waits, other lookups of the range already fail. */
     register_one(dev, PHYS + PAGE, base + PAGE);
     register_one(dev, PHYS + 2 * PAGE, base + 2 * PAGE);
-    atomic_store(&held, 0);
-    atomic_store(&released, 0);
-    pthread_t t;
     /* The holder holds a different range: unregister still waits (grace periods are global),
-     * while a prober sees the unregistered range gone before the wait ends. */
-    REQUIRE(pthread_create(&t, NULL, hold_then_release, (void *)(uintptr_t)(PHYS + 2 * PAGE)) == 0);
-    while (!atomic_load(&held))
-        sleep_ms(1);
-    atomic_store(&gone_while_waiting, 0);
-    pthread_t prober;
-    REQUIRE(pthread_create(&prober, NULL, probe_until_gone, (void *)(uintptr_t)(PHYS + PAGE)) == 0);
+     * while the holder sees the unregistered range gone before the wait ends. */
+    struct hold h = {PHYS + 2 * PAGE, {PHYS + PAGE, 0}};
+    pthread_t t;
+    start_holder(&t, &h);
     CHECK_EQ(pfn_unregister_range(dev, PHYS + PAGE), 0);
     CHECK_EQ(atomic_load(&released), 1);
-    pthread_join(prober, NULL);
-    CHECK_EQ(atomic_load(&gone_while_waiting), 1);
-    CHECK_NULL_ERRNO(kmap_atomic_pfn_t(phys_to_pfn_t(PHYS + PAGE, 0)), ENXIO);
     pthread_join(t, NULL);
+    CHECK_EQ(atomic_load(&saw_gone), 1);
+    CHECK_NULL_ERRNO(kmap_atomic_pfn_t(phys_to_pfn_t(PHYS + PAGE, 0)), ENXIO);
     CHECK_EQ(pfn_unregister_range(dev, PHYS + 2 * PAGE), 0);
 }
 
@@ -125,16 +137,15 @@ static void device_free_waits(void)
     REQUIRE(dev != NULL);
     register_one(dev, PHYS + 8 * PAGE, base);
     register_one(dev, PHYS + 9 * PAGE, base + PAGE);
-    atomic_store(&held, 0);
-    atomic_store(&released, 0);
+    /* Whichever range the free removes first, its removal shows the free has begun. */
+    struct hold h = {PHYS + 9 * PAGE, {PHYS + 8 * PAGE, PHYS + 9 * PAGE}};
     pthread_t t;
-    REQUIRE(pthread_create(&t, NULL, hold_then_release, (void *)(uintptr_t)(PHYS + 9 * PAGE)) == 0);
-    while (!atomic_load(&held))
-        sleep_ms(1);
+    start_holder(&t, &h);
     CHECK_EQ(pfn_device_free(dev), 0);
     CHECK_EQ(atomic_load(&released), 1);
     CHECK_NULL_ERRNO(kmap_atomic_pfn_t(phys_to_pfn_t(PHYS + 9 * PAGE, 0)), ENXIO);
     pthread_join(t, NULL);
+    CHECK_EQ(atomic_load(&saw_gone), 1);
 }
 
 static void thread_exit_releases(pfn_device *dev)
@@ -146,7 +157,7 @@ static void thread_exit_releases(pfn_device *dev)
     void *p;
     pthread_join(t, &p);
     CHECK(p == base + 4 * PAGE);
-    /* Would hang (and the alarm would kill the test) if the exited thread still held it. */
+    /* Would hang (and the watchdog would fail the test) if the exited thread still held it. */
     CHECK_EQ(pfn_unregister_range(dev, PHYS + 4 * PAGE), 0);
 }
 
@@ -166,7 +177,7 @@ static void foreign_kunmap_releases_nothing(pfn_device *dev)
 
 int main(void)
 {
-    alarm(60); /* a wait that never ends fails the test instead of hanging it */
+    check_watchdog("int_threads", 120); /* a wait that never ends fails the test as hung */
     char path[256];
     test_path(path, sizeof path, "int_threads");
     unlink(path);

@@ -1,7 +1,12 @@
 /* plog: a persistent append-only log on a pmem file, linked by pfn_t handles stored on media.
  *
+ *   plog FILE create           make a new, empty pool (refuses a FILE that exists)
  *   plog FILE append TEXT...   append one record per TEXT
  *   plog FILE list             print every record, oldest first, following the stored pfns
+ *
+ * append and list open only an existing pool: a missing file is an error (nothing is
+ * created), and a file without the pool's magic and a consistent superblock is refused
+ * untouched, so a wrong path never destroys data.
  *
  * Page 0 is a superblock holding the physical base the file is registered at and the head
  * and tail of the log as pfn_t values; each record is one page whose header holds the pfn_t of
@@ -12,10 +17,13 @@
  * linked is simply reused). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "pfn.h"
 
 #define POOL_PAGES 256
@@ -61,27 +69,70 @@ static void persist(const void *addr, size_t len)
         die("persist", -rc);
 }
 
-/* Maps the pool and registers it; the superblock page is returned kmapped (release with
- * kunmap_atomic_pfn_t when done). */
+static void not_a_pool(const char *path, const char *why)
+{
+    fprintf(stderr, "plog: %s is not a plog pool (%s); refusing to touch it "
+                    "(plog FILE create makes a new pool)\n", path, why);
+    exit(1);
+}
+
+/* Makes a new pool; a file that exists (or appears meanwhile) is never overwritten. */
+static void create_pool(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        if (errno == EEXIST) {
+            fprintf(stderr, "plog: %s exists; refusing to overwrite it\n", path);
+            exit(1);
+        }
+        die(path, errno);
+    }
+    close(fd);
+    pool = pfn_pmem_map(path, POOL_PAGES * (uint64_t)PFN_PAGE_SIZE, PFN_PMEM_CREATE);
+    if (!pool) {
+        int err = errno;
+        unlink(path);
+        die(path, err);
+    }
+    struct superblock *raw = pfn_pmem_addr(pool);
+    raw->phys_base = PHYS_BASE;
+    raw->pages = POOL_PAGES;
+    raw->next_free = 1;
+    persist(raw, sizeof *raw);
+    raw->magic = SB_MAGIC; /* last: a pool is a pool once everything else is durable */
+    persist(raw, sizeof *raw);
+    int rc = pfn_pmem_unmap(pool);
+    if (rc)
+        die("unmap", -rc);
+}
+
+/* Maps an existing pool and registers it; the superblock page is returned kmapped (release
+ * with kunmap_atomic_pfn_t when done). */
 static struct superblock *open_pool(const char *path)
 {
-    pool = pfn_pmem_map(path, POOL_PAGES * (uint64_t)PFN_PAGE_SIZE, PFN_PMEM_CREATE);
+    struct stat st;
+    if (stat(path, &st) != 0)
+        die(path, errno); /* a missing pool is an error: list and append create nothing */
+    if (!S_ISREG(st.st_mode))
+        not_a_pool(path, "not a regular file");
+    if (st.st_size < (off_t)PFN_PAGE_SIZE || st.st_size % PFN_PAGE_SIZE != 0)
+        not_a_pool(path, "its size is not a whole number of pages");
+    pool = pfn_pmem_map(path, 0, 0); /* the file as it is: never created, never extended */
     if (!pool)
         die(path, errno);
-    struct superblock *raw = pfn_pmem_addr(pool);
-    if (raw->magic != SB_MAGIC) { /* a new pool */
-        memset(raw, 0, sizeof *raw);
-        raw->phys_base = PHYS_BASE;
-        raw->pages = POOL_PAGES;
-        raw->next_free = 1;
-        raw->magic = SB_MAGIC;
-        persist(raw, sizeof *raw);
-    }
+    const struct superblock *raw = pfn_pmem_addr(pool);
+    uint64_t file_pages = pfn_pmem_size(pool) / PFN_PAGE_SIZE;
+    if (raw->magic != SB_MAGIC)
+        not_a_pool(path, "no plog magic in its first page");
+    if (raw->pages < 2 || raw->pages > file_pages || raw->next_free < 1 ||
+        raw->next_free > raw->pages || raw->count >= raw->pages ||
+        raw->phys_base % PFN_PAGE_SIZE != 0 || raw->phys_base > UINT64_MAX - raw->pages * PFN_PAGE_SIZE)
+        not_a_pool(path, "its superblock is inconsistent");
     dev = pfn_device_new("plog");
     if (!dev)
         die("pfn_device_new", errno);
     pfn_resource res = {raw->phys_base, raw->phys_base + raw->pages * PFN_PAGE_SIZE - 1, path};
-    int rc = devm_register_kmap_pfn_range(dev, &res, raw);
+    int rc = devm_register_kmap_pfn_range(dev, &res, pfn_pmem_addr(pool));
     if (rc)
         die("register", -rc);
     struct superblock *sb = kmap_atomic_pfn_t(phys_to_pfn_t(raw->phys_base, PFN_DEV));
@@ -138,8 +189,12 @@ static int list(const struct superblock *sb)
 {
     uint64_t n = 0;
     for (pfn_t p = sb->head; p.val; n++) {
+        if (n >= sb->count) { /* also ends a cycle of links */
+            fprintf(stderr, "plog: more records linked than the superblock's %" PRIu64 "\n", sb->count);
+            return 1;
+        }
         const struct record *rec = kmap_atomic_pfn_t(p);
-        if (!rec || rec->magic != REC_MAGIC) {
+        if (!rec || rec->magic != REC_MAGIC || rec->len > sizeof rec->text) {
             fprintf(stderr, "plog: broken link at pfn %#" PRIx64 "\n", pfn_t_to_pfn(p));
             kunmap_atomic_pfn_t((void *)rec);
             return 1;
@@ -157,15 +212,29 @@ static int list(const struct superblock *sb)
     return 0;
 }
 
+static int usage(void)
+{
+    fprintf(stderr, "usage: plog FILE create | plog FILE append TEXT... | plog FILE list\n");
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 3 || (strcmp(argv[2], "append") && strcmp(argv[2], "list"))) {
-        fprintf(stderr, "usage: plog FILE append TEXT... | plog FILE list\n");
-        return 2;
+    if (argc < 3)
+        return usage();
+    const char *cmd = argv[2];
+    if (!strcmp(cmd, "create")) {
+        if (argc != 3)
+            return usage();
+        create_pool(argv[1]);
+        printf("plog: created %s\n", argv[1]);
+        return 0;
     }
+    if (strcmp(cmd, "append") && strcmp(cmd, "list"))
+        return usage();
     struct superblock *sb = open_pool(argv[1]);
     int rc = 0;
-    if (!strcmp(argv[2], "append"))
+    if (!strcmp(cmd, "append"))
         for (int i = 3; i < argc; i++)
             append(sb, argv[i]);
     else

@@ -580,8 +580,11 @@ void *pfn_section_translate_phys(struct pfn_section *s, struct pfn_phys_t h);
 struct pfn_section *pfn_section_current(void);
 
 /**
- * The library's name and version, e.g. "libpfn 0.1.0": a static string, never freed.
- * It matches PFN_VERSION_STRING of the header the program was built with when the two agree.
+ * The version of the library running, "MAJOR.MINOR.PATCH" (e.g. "0.1.0"): a static string,
+ * never freed. It has the form of PFN_VERSION_STRING, the version of the header a program
+ * was built with, so `strcmp(pfn_version(), PFN_VERSION_STRING) == 0` tells whether the two
+ * are the same release (PFN_VERSION_MAJOR is also the soname's number: a library with
+ * another major version is not loaded in its place).
  */
 const char *pfn_version(void);
 

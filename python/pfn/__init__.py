@@ -1,27 +1,42 @@
 """libpfn from Python: pfn_t handles into a library-owned physical space, O(1) kmaps.
 
     import pfn
-    with pfn.PmemFile("/dev/shm/pool", 1 << 20, create=True) as m, pfn.Device("pmem0") as dev:
+    with pfn.PmemFile("/dev/shm/pool.pmem", 1 << 20, create=True) as m, pfn.Device("pmem0") as dev:
         dev.register(1 << 40, m.size, m.addr)
         h = pfn.Pfn.from_phys((1 << 40) + 5 * pfn.PAGE_SIZE, pfn.DEV)
         with pfn.kmap(h) as page:          # a writable memoryview of the page
             page[:5] = b"hello"
         m.persist()
 
-Errors are OSError with the errno of the C call. A kmap's memoryview is released when its
-`with` block ends; do not keep it (or slices of it) beyond that.
+Open the mapping first and the device second, as above: leaving the `with` closes them in
+reverse order, the device (unregistering its ranges) before the mapping under them.
+
+Errors the C library reports are OSError with its errno (FileNotFoundError and the other
+OSError subclasses where Python has one). Wrong arguments are TypeError, ValueError or
+OverflowError, raised before anything reaches C. A kmap's memoryview is released when its
+`with` block ends; do not keep it (or slices of it) beyond that. Devices and mappings still
+open at interpreter exit are closed then (devices first).
 """
 
+import atexit
 import contextlib
 import ctypes
 import errno as _errno
+import operator
 import os
+import threading
+import weakref
 
-from ._lib import load as _load, pfn_resource as _resource, pfn_t as _pfn_t, c_u64 as _u64
+from ._lib import c_u64 as _u64_t
+from ._lib import load as _load
+from ._lib import pfn_resource as _resource
+from ._lib import pfn_t as _pfn_t
+from ._version import __version__
 
 __all__ = [
     "PAGE_SHIFT", "PAGE_SIZE", "FLAGS_MASK", "SG_CHAIN", "SG_LAST", "DEV", "MAP", "SPECIAL",
-    "Pfn", "Device", "PmemFile", "kmap", "read_section", "version", "library",
+    "Pfn", "Device", "PmemFile", "kmap", "read_section", "version", "library", "library_file",
+    "__version__",
 ]
 
 PAGE_SHIFT = 12
@@ -32,83 +47,195 @@ SG_LAST = 1 << 62
 DEV = 1 << 61
 MAP = 1 << 60
 SPECIAL = 1 << 59
+_PFN_LIMIT = 1 << 52
+_U64_LIMIT = 1 << 64
 
 _lib = None
+_lib_file = None
+_load_lock = threading.Lock()
 
 
 def library(path=None):
-    """The loaded C library (loaded on first use; `path` picks a file the first time)."""
-    global _lib
-    if _lib is None:
-        _lib = _load(path)
-    return _lib
+    """The loaded C library (a ctypes.CDLL), loaded on first use.
+
+    `path` picks the file, and only the first time: once a library is loaded, asking for
+    another file raises RuntimeError (a process cannot switch libraries). Without `path`:
+    $PFN_LIBRARY, else the build tree this package sits in, else the libdir that pkg-config
+    reports for an installed libpfn, else the system loader (libpfn.so.MAJOR). When none
+    works, OSError lists every place tried."""
+    global _lib, _lib_file
+    if path is not None:
+        path = _fspath(path, "path")
+    with _load_lock:
+        if _lib is None:
+            _lib, _lib_file = _load(path)
+        elif path is not None and not _same_file(path, _lib_file):
+            raise RuntimeError(
+                f"libpfn is already loaded from {_lib_file}; pfn.library({path!r}) cannot "
+                "load another one into this process: call it before anything else uses pfn, "
+                "or set PFN_LIBRARY before starting Python")
+        return _lib
 
 
-def _raise(err, what):
-    raise OSError(err, f"{what}: {os.strerror(err)}")
+def library_file():
+    """The path of the loaded C library's file (loading it if needed)."""
+    library()
+    return _lib_file
 
 
-def _check(rc, what):
-    if rc < 0:
-        _raise(-rc, what)
-    return rc
-
-
-def _null_check(ptr, what):
-    if not ptr:
-        _raise(ctypes.get_errno() or _errno.EIO, what)
-    return ptr
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def version():
+    """The loaded C library's version, "MAJOR.MINOR.PATCH" (the package's own is
+    pfn.__version__; the two are equal for a matching build)."""
     return library().pfn_version().decode()
 
 
+# ---- argument checks: wrong types and values fail here, the Python way, never in C
+
+def _int(value, name):
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
+
+
+def _u64(value, name):
+    """`value` as an int in 0 .. 2**64 - 1."""
+    v = _int(value, name)
+    if v < 0:
+        raise ValueError(f"{name} must not be negative, got {v}")
+    if v >= _U64_LIMIT:
+        raise OverflowError(f"{name} must be below 2**64, got {v:#x}")
+    return v
+
+
+def _flags(value, name="flags"):
+    v = _u64(value, name)
+    if v & ~FLAGS_MASK:
+        raise ValueError(f"{name} {v:#x} has bits outside FLAGS_MASK ({FLAGS_MASK:#x})")
+    return v
+
+
+def _name(value, name):
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
+    if "\0" in value:
+        raise ValueError(f"{name} contains a NUL character")
+    return value.encode()
+
+
+def _fspath(value, name):
+    try:
+        path = os.fspath(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a str, bytes or os.PathLike, not {type(value).__name__}") from None
+    if ("\0" if isinstance(path, str) else b"\0") in path:
+        raise ValueError(f"{name} contains a NUL character")
+    return path
+
+
+def _pfn_val(p, name="p"):
+    if isinstance(p, Pfn):
+        return p.val
+    if isinstance(p, int):
+        return _u64(p, name)
+    raise TypeError(f"{name} must be a Pfn or an int, not {type(p).__name__}")
+
+
+# ---- C errors become OSError
+
+def _raise(err, what, hint=None, filename=None):
+    """Raises the OSError for a C call `what` that failed with errno `err`."""
+    msg = f"{what}: {os.strerror(err)}"
+    if hint:
+        msg += f" ({hint})"
+    if filename is not None:
+        raise OSError(err, msg, filename)
+    raise OSError(err, msg)
+
+
+def _check(rc, what, hint=None):
+    if rc < 0:
+        _raise(-rc, what, hint)
+    return rc
+
+
+def _null_check(ptr, what, filename=None):
+    if not ptr:
+        _raise(ctypes.get_errno() or _errno.EIO, what, filename=filename)
+    return ptr
+
+
 class Pfn:
-    """A pfn_t value: page-frame number in bits 0..51, flags in bits 52..63."""
+    """A pfn_t value: page-frame number in bits 0..51, flags in bits 52..63.
+
+    Pfn(val) wraps a raw 64-bit value; Pfn.from_pfn and Pfn.from_phys build one from a frame
+    number or a physical address. Two Pfns are equal when their values are."""
 
     __slots__ = ("val",)
 
     def __init__(self, val):
-        if not 0 <= val < 1 << 64:
-            raise ValueError("a pfn_t is an unsigned 64-bit value")
-        self.val = val
+        """Wraps the raw 64-bit pfn_t value `val` (an int in 0 .. 2**64 - 1)."""
+        self.val = _u64(val, "val")
 
     @classmethod
     def from_pfn(cls, pfn, flags=0):
+        """The pfn_t of frame number `pfn` (below 2**52) with `flags` (a combination of
+        SG_CHAIN, SG_LAST, DEV, MAP, SPECIAL), as C's __pfn_to_pfn_t."""
+        n = _u64(pfn, "pfn")
+        if n >= _PFN_LIMIT:
+            raise OverflowError(f"pfn must be below 2**52, got {n:#x}")
         # getattr: a double-underscore name written in a class body would be mangled
         make = getattr(library(), "__pfn_to_pfn_t")
-        return cls(make(pfn & (2**64 - 1), flags & (2**64 - 1)).val)
+        return cls(make(n, _flags(flags)).val)
 
     @classmethod
     def from_phys(cls, phys, flags=0):
-        return cls(library().phys_to_pfn_t(phys, flags).val)
+        """The pfn_t of the frame holding physical address `phys` (any byte in it), with
+        `flags`, as C's phys_to_pfn_t."""
+        return cls(library().phys_to_pfn_t(_u64(phys, "phys"), _flags(flags)).val)
 
     def _c(self):
         return _pfn_t(self.val)
 
     @property
     def pfn(self):
+        """The page-frame number (bits 0..51)."""
         return library().pfn_t_to_pfn(self._c())
 
     @property
     def phys(self):
+        """The physical address of the frame's first byte."""
         return library().pfn_t_to_phys(self._c())
 
     @property
     def flags(self):
+        """The flag bits (bits 52..63; see FLAGS_MASK)."""
         return self.val & FLAGS_MASK
 
     @property
     def has_page(self):
+        """True when the frame has a struct page (PFN_MAP set, or PFN_DEV clear), as the
+        kernel's pfn_t_has_page."""
         return library().pfn_t_has_page(self._c())
 
     @property
     def devmap(self):
+        """True when both PFN_DEV and PFN_MAP are set, as the kernel's pfn_t_devmap."""
         return library().pfn_t_devmap(self._c())
 
     @property
     def special(self):
+        """True when PFN_SPECIAL is set."""
         return library().pfn_t_special(self._c())
 
     def __eq__(self, other):
@@ -118,24 +245,56 @@ class Pfn:
         return hash(self.val)
 
     def __repr__(self):
-        return f"Pfn(pfn={self.pfn:#x}, flags={self.flags:#x})"
+        return f"Pfn(pfn={self.val & (_PFN_LIMIT - 1):#x}, flags={self.flags:#x})"
+
+
+# ---- handles: every C object the package creates is listed until freed, so that whatever a
+# program leaves open (or fails to close, e.g. in the wrong order) is released at exit.
+
+_handles_lock = threading.Lock()
+_open_handles = {}  # C pointer -> (exit order, C free function, weakref to the Python object)
 
 
 class _Handle:
-    """A C handle ended by the function named `_free` when closed (or when the `with` ends)."""
+    """A C object ended by the C function named `_free`, on close() or when its `with` ends."""
 
     _free = ""
+    _exit_order = 0  # lower closes first at interpreter exit
     _ptr = None
 
-    def close(self):
-        if self._ptr:
-            _check(getattr(library(), self._free)(self._ptr), self._free)
-            self._ptr = None
+    def _adopt(self, ptr):
+        self._ptr = ptr
+        with _handles_lock:
+            _open_handles[ptr] = (self._exit_order, self._free, weakref.ref(self))
 
     def _live(self):
-        if not self._ptr:
+        ptr = self._ptr
+        if not ptr:
             raise ValueError(f"{type(self).__name__} is closed")
-        return self._ptr
+        return ptr
+
+    @property
+    def closed(self):
+        """True once close() has succeeded."""
+        return not self._ptr
+
+    def close(self):
+        """Ends the C object (a second close does nothing). On error (OSError) it stays open
+        and usable, and close() may be called again."""
+        with _handles_lock:
+            ptr, self._ptr = self._ptr, None
+        if not ptr:
+            return
+        rc = getattr(library(), self._free)(ptr)
+        if rc < 0:
+            with _handles_lock:
+                self._ptr = ptr
+            _raise(-rc, self._free, self._close_hint(-rc))
+        with _handles_lock:
+            _open_handles.pop(ptr, None)
+
+    def _close_hint(self, err):
+        return None
 
     def __enter__(self):
         return self
@@ -143,38 +302,109 @@ class _Handle:
     def __exit__(self, *exc):
         self.close()
 
+    def __repr__(self):
+        state = "closed" if self.closed else f"at {self._ptr:#x}"
+        return f"<pfn.{type(self).__name__} {state}>"
+
+
+@atexit.register
+def _release_at_exit():
+    """Closes what is still open: devices first (unregistering their ranges), then mappings."""
+    with _handles_lock:
+        left = sorted(_open_handles.items(), key=lambda item: item[1][0])
+    for ptr, (_, free, ref) in left:
+        obj = ref()
+        try:
+            if obj is not None:
+                obj.close()
+            elif getattr(_lib, free)(ptr) == 0:
+                with _handles_lock:
+                    _open_handles.pop(ptr, None)
+        except OSError:
+            pass  # e.g. this thread still holds a kmap: nothing more can be done at exit
+
 
 class Device(_Handle):
-    """An owner of ranges. Closing it unregisters them all, waiting for kmaps in flight."""
+    """An owner of ranges of the physical space (C's pfn_device).
+
+    Closing it unregisters all its ranges, waiting until no thread holds a kmap of them."""
 
     _free = "pfn_device_free"
+    _exit_order = 0
 
     def __init__(self, name=None):
-        lib = library()
-        self._ptr = _null_check(
-            lib.pfn_device_new(name.encode() if name is not None else None), "pfn_device_new")
+        """Creates a device; `name` (a str or None) is for diagnostics."""
+        encoded = _name(name, "name")
+        self._adopt(_null_check(library().pfn_device_new(encoded), "pfn_device_new"))
 
     def register(self, start, size, base, name=None):
-        """Registers physical bytes start .. start + size - 1 as mapped at address `base`."""
-        res = _resource(start, start + size - 1, name.encode() if name else None)
+        """Registers physical bytes start .. start + size - 1 as mapped at address `base`.
+
+        start, size and base must be page-aligned (else OSError EINVAL); a range overlapping
+        any registered one is OSError EBUSY."""
+        start = _u64(start, "start")
+        size = _u64(size, "size")
+        base = _u64(base, "base")
+        if size == 0:
+            raise ValueError("size must be positive")
+        end = start + size - 1
+        if end >= _U64_LIMIT:
+            raise OverflowError(f"start + size - 1 = {end:#x} is beyond the 64-bit physical space")
+        res = _resource(start, end, _name(name, "name"))
         _check(library().devm_register_kmap_pfn_range(self._live(), ctypes.byref(res), base),
                "register")
 
     def unregister(self, start):
-        _check(library().pfn_unregister_range(self._live(), start), "unregister")
+        """Unregisters the range this device registered at physical address `start`, waiting
+        until no thread holds a kmap of it (OSError EDEADLK if this thread does; ENOENT if
+        this device registered no range there). Afterwards its memory may be unmapped."""
+        rc = library().pfn_unregister_range(self._live(), _u64(start, "start"))
+        _check(rc, "unregister", self._close_hint(-rc))
+
+    def close(self):
+        """Unregisters every range of the device, waiting until no thread holds a kmap of
+        them, and frees it. OSError EDEADLK (and the device stays open) when this thread holds
+        a kmap or read section."""
+        super().close()
+
+    def _close_hint(self, err):
+        if err == _errno.EDEADLK:
+            return "this thread holds a kmap or read section: end it first"
+        return None
 
 
 class PmemFile(_Handle):
-    """A file mapped shared, read-write (size 0: the whole existing file)."""
+    """A file mapped shared and read-write (C's pfn_pmem)."""
 
     _free = "pfn_pmem_unmap"
+    _exit_order = 1
 
     def __init__(self, path, size=0, create=False):
+        """Maps `size` bytes of the file at `path` (size 0: the whole existing file).
+
+        With create=True the file is created if missing and extended to `size` if shorter.
+        size must be a multiple of PAGE_SIZE (else OSError EINVAL). A missing file without
+        create is FileNotFoundError."""
+        path = _fspath(path, "path")
+        size = _u64(size, "size")
         lib = library()
-        self._ptr = _null_check(
-            lib.pfn_pmem_map(os.fsencode(path), size, 1 if create else 0), f"map {path}")
-        self.addr = lib.pfn_pmem_addr(self._ptr)
-        self.size = lib.pfn_pmem_size(self._ptr)
+        raw = os.fsencode(path)
+        self._adopt(_null_check(lib.pfn_pmem_map(raw, size, 1 if create else 0),
+                                "pfn_pmem_map", filename=path))
+        self._addr = lib.pfn_pmem_addr(self._ptr)
+        self._size = lib.pfn_pmem_size(self._ptr)
+
+    @property
+    def addr(self):
+        """The address of the mapping's first byte (page-aligned), as an int."""
+        self._live()
+        return self._addr
+
+    @property
+    def size(self):
+        """The mapping's length in bytes."""
+        self._live()
+        return self._size
 
     @property
     def backed_size(self):
@@ -182,26 +412,48 @@ class PmemFile(_Handle):
         return library().pfn_pmem_backed_size(self._live())
 
     def persist(self, offset=0, length=None):
-        """Makes bytes offset .. offset + length of the mapping durable (default: all)."""
-        if length is None:
-            length = self.size - offset
-        if offset < 0 or length < 0:
-            _raise(_errno.EINVAL, "persist")
-        _check(library().pfn_pmem_persist(self._live(), self.addr + offset, length), "persist")
+        """Makes bytes offset .. offset + length - 1 of the mapping durable (default: from
+        offset to the end). Bytes outside the mapping are OSError EINVAL; bytes the file no
+        longer backs (truncated) are OSError EFAULT."""
+        ptr = self._live()
+        offset = _u64(offset, "offset")
+        length = max(self._size - offset, 0) if length is None else _u64(length, "length")
+        if offset > self._size:
+            _raise(_errno.EINVAL, "persist",
+                   f"offset {offset:#x} is beyond the mapping's {self._size:#x} bytes")
+        _check(library().pfn_pmem_persist(ptr, self._addr + offset, length), "persist")
+
+    def close(self):
+        """Unmaps the file. OSError EBUSY (and it stays mapped) while a registered range lies
+        in it: close the Device that registered it first."""
+        super().close()
+
+    def _close_hint(self, err):
+        if err == _errno.EBUSY:
+            return ("a registered range still lies in this mapping, so it stays mapped: close "
+                    "the Device first; in one `with`, open the mapping first: "
+                    "`with PmemFile(...) as m, Device(...) as dev:`")
+        return None
 
 
 @contextlib.contextmanager
 def kmap(p, length=PAGE_SIZE):
-    """Maps handle `p` (a Pfn or int) for this thread, yielding a writable memoryview of
-    `length` bytes from the frame's start (at most to the range's end). The view is released
-    and the kmap ended when the block exits."""
+    """Maps handle `p` (a Pfn or an int) for this thread and yields a writable memoryview of
+    `length` bytes from the frame's start (at most to the end of its range).
+
+    The view is released and the kmap ended when the block exits. A pfn in no registered
+    range is OSError ENXIO; a length longer than the range has from there is ValueError."""
+    val = _pfn_val(p)
+    length = _int(length, "length")
+    if length < 1:
+        raise ValueError(f"length must be positive, got {length}")
     lib = library()
-    val = p.val if isinstance(p, Pfn) else p
-    avail = _u64(0)
+    avail = _u64_t(0)
     addr = _null_check(lib.kmap_atomic_pfn_t_len(_pfn_t(val), ctypes.byref(avail)), "kmap")
     try:
         if length > avail.value:
-            _raise(_errno.EINVAL, f"kmap: {length} bytes asked, {avail.value} contiguous")
+            raise ValueError(f"kmap: {length} bytes asked, {avail.value} contiguous to the end "
+                             "of the range")
         view = memoryview((ctypes.c_char * length).from_address(addr)).cast("B")
         try:
             yield view
@@ -213,14 +465,16 @@ def kmap(p, length=PAGE_SIZE):
 
 @contextlib.contextmanager
 def read_section():
-    """A read section: yields translate(p) -> address (int) valid until the block exits."""
+    """A read section: yields translate(p) -> address (an int) for a Pfn or int `p`; the
+    addresses stay valid until the block exits. Like a kmap, an open section holds off
+    unregistering on other threads, and unregistering from this thread is EDEADLK."""
     lib = library()
     section = lib.pfn_read_lock()
     try:
         def translate(p):
-            val = p.val if isinstance(p, Pfn) else p
-            return _null_check(lib.pfn_section_translate(ctypes.byref(section), _pfn_t(val)),
-                               "translate")
+            """The address of handle `p` (OSError ENXIO when no range holds it)."""
+            return _null_check(lib.pfn_section_translate(ctypes.byref(section),
+                                                         _pfn_t(_pfn_val(p))), "translate")
         yield translate
     finally:
         lib.pfn_read_unlock()

@@ -1,22 +1,37 @@
-"""Loading libpfn and declaring every C function's types (ctypes)."""
+"""Finding and loading libpfn, and the C types and signatures of every function (ctypes).
+
+_SIGNATURES is the one place where C signatures are declared: a function is callable from
+the package once it is listed there.
+"""
 
 import ctypes
-import ctypes.util
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
+from ._version import __version__
+
 c_u64 = ctypes.c_uint64
+MAJOR = __version__.split(".")[0]
+SONAME = f"libpfn.so.{MAJOR}"
 
 
 class pfn_t(ctypes.Structure):
+    """struct pfn_t: a page-frame number (bits 0..51) and flags (bits 52..63)."""
+
     _fields_ = [("val", c_u64)]
 
 
 class pfn_resource(ctypes.Structure):
+    """struct pfn_resource: physical bytes start ..= end, and an optional name."""
+
     _fields_ = [("start", c_u64), ("end", c_u64), ("name", ctypes.c_char_p)]
 
 
 class pfn_section(ctypes.Structure):
+    """struct pfn_section: what pfn_read_lock returns (the table root and a one-block cache)."""
+
     _fields_ = [
         ("root", ctypes.c_size_t),
         ("cache_pfn", c_u64),
@@ -63,35 +78,102 @@ _SIGNATURES = {
 }
 
 
-def _candidates(explicit):
-    if explicit:
-        yield str(explicit)
-        return
+def build_tree_library():
+    """target/release/libpfn.so of the libpfn source tree this package sits in (python/pfn/
+    -> target/release/), or None when it is not in one (an installed package)."""
+    top = Path(__file__).resolve().parents[2]
+    if not (top / "Cargo.toml").is_file():
+        return None
+    return top / "target" / "release" / "libpfn.so"
+
+
+def pkg_config_libdir():
+    """The libdir of an installed libpfn as pkg-config reports it, and a note on why not."""
+    tool = os.environ.get("PKG_CONFIG", "pkg-config")
+    if not shutil.which(tool):
+        return None, f"{tool} is not installed"
+    try:
+        r = subprocess.run([tool, "--variable=libdir", "pfn"], capture_output=True, text=True,
+                           timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"{tool} failed: {e}"
+    if r.returncode != 0 or not r.stdout.strip():
+        return None, "no pfn.pc (libpfn is not installed, or not where pkg-config looks)"
+    return r.stdout.strip(), None
+
+
+def candidates():
+    """Where the library is looked for, in order: [(how it was found, path or soname)], and
+    notes on the places that gave no candidate. $PFN_LIBRARY, when set, is the only one."""
     env = os.environ.get("PFN_LIBRARY")
     if env:
-        yield env
-        return
-    # The build tree this package sits in (python/pfn/ -> target/release/).
-    tree = Path(__file__).resolve().parents[2] / "target" / "release" / "libpfn.so"
-    if tree.exists():
-        yield str(tree)
-    found = ctypes.util.find_library("pfn")
-    yield found or "libpfn.so.0"
+        return [("$PFN_LIBRARY (when set, the only place tried)", env)], []
+    found, notes = [], ["$PFN_LIBRARY: not set"]
+    tree = build_tree_library()
+    if tree is None:
+        notes.append("the build tree: this package is installed, not in a libpfn source tree")
+    elif tree.exists():
+        found.append(("the build tree", str(tree)))
+    else:
+        notes.append(f"the build tree: {tree}: no such file")
+    libdir, why = pkg_config_libdir()
+    if libdir:
+        found.append(("pkg-config's libdir", os.path.join(libdir, SONAME)))
+    else:
+        notes.append(f"pkg-config: {why}")
+    found.append(("the system loader", SONAME))
+    return found, notes
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def loaded_file(lib, fallback):
+    """The file the loader actually opened for `lib` (dladdr), or `fallback`."""
+    try:
+        dladdr = ctypes.CDLL(None).dladdr
+    except (OSError, AttributeError):
+        return fallback
+    dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    dladdr.restype = ctypes.c_int
+    info = _DlInfo()
+    addr = ctypes.cast(lib.pfn_version, ctypes.c_void_p).value
+    if dladdr(addr, ctypes.byref(info)) and info.dli_fname:
+        return os.path.realpath(os.fsdecode(info.dli_fname))
+    return fallback
+
+
+def _declare(lib, path):
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            raise OSError(f"{path} is not a libpfn this package can use: it has no {name} "
+                          f"(this package is libpfn {__version__}; rebuild with `make lib`)"
+                          ) from None
+        fn.restype = restype
+        fn.argtypes = argtypes
 
 
 def load(path=None):
-    """Open libpfn: `path`, else $PFN_LIBRARY, else the build tree, else the system loader."""
-    errors = []
-    for candidate in _candidates(path):
+    """Opens libpfn and declares its functions: `path` when given, else $PFN_LIBRARY, else the
+    build tree, else pkg-config's libdir, else the system loader. Returns (CDLL, file)."""
+    if path is not None:
+        tries, notes = [("pfn.library(path)", os.fspath(path))], []
+    else:
+        tries, notes = candidates()
+    tried = list(notes)
+    for how, candidate in tries:
         try:
             lib = ctypes.CDLL(candidate, use_errno=True)
         except OSError as e:
-            errors.append(f"{candidate}: {e}")
+            tried.append(f"{how}: {e}")
             continue
-        for name, (restype, argtypes) in _SIGNATURES.items():
-            fn = getattr(lib, name)
-            fn.restype = restype
-            fn.argtypes = argtypes
-        return lib
-    raise OSError("libpfn not found (set PFN_LIBRARY or build with `cargo build --release`): "
-                  + "; ".join(errors))
+        _declare(lib, candidate)
+        return lib, loaded_file(lib, candidate)
+    raise OSError(
+        "libpfn not found. Tried:\n  " + "\n  ".join(tried) + "\n"
+        "Build it with `make lib` in the libpfn source tree, then point PFN_LIBRARY at "
+        "target/release/libpfn.so (or install it with `make install`).")

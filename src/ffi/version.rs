@@ -1,9 +1,12 @@
 use std::ffi::c_char;
 
-static VERSION: &str = concat!("libpfn ", env!("CARGO_PKG_VERSION"), "\0");
+static VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
 
-/// The library's name and version, e.g. "libpfn 0.1.0": a static string, never freed.
-/// It matches PFN_VERSION_STRING of the header the program was built with when the two agree.
+/// The version of the library running, "MAJOR.MINOR.PATCH" (e.g. "0.1.0"): a static string,
+/// never freed. It has the form of PFN_VERSION_STRING, the version of the header a program
+/// was built with, so `strcmp(pfn_version(), PFN_VERSION_STRING) == 0` tells whether the two
+/// are the same release (PFN_VERSION_MAJOR is also the soname's number: a library with
+/// another major version is not loaded in its place).
 #[no_mangle]
 pub extern "C" fn pfn_version() -> *const c_char {
     VERSION.as_ptr() as *const c_char

@@ -28,7 +28,10 @@ VERSION  := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 MAJOR    := $(firstword $(subst ., ,$(VERSION)))
 PYTHON   := $(OUT)/venv/bin/python
 
-C_TESTS  := $(basename $(notdir $(wildcard c-tests/*.c)))
+# int_dlclose is not linked against libpfn (it dlopens it): it has its own rule.
+DL_TESTS := int_dlclose
+C_TESTS  := $(filter-out $(DL_TESTS),$(basename $(notdir $(wildcard c-tests/*.c))))
+C_HEADERS := $(wildcard c-tests/*.h)
 C_SHARED := $(addprefix $(OUT)/shared/,$(C_TESTS))
 C_STATIC := $(addprefix $(OUT)/static/,$(C_TESTS))
 RUST_SOURCES := Cargo.toml Cargo.lock build.rs cbindgen.toml $(shell find src -name '*.rs')
@@ -104,12 +107,12 @@ lib:
 $(SHARED) $(STATIC): $(RUST_SOURCES)
 	$(cargo-build)
 
-$(OUT)/shared/%: c-tests/%.c c-tests/check.h include/pfn.h $(SHARED)
+$(OUT)/shared/%: c-tests/%.c $(C_HEADERS) include/pfn.h $(SHARED)
 	@mkdir -p $(@D)
 	$(say) CC $@
 	$(Q)$(CC) $(WARN) $(CFLAGS) -Iinclude -o $@ $< -L$(LIBDIR) -lpfn -Wl,-rpath,'$$ORIGIN/../../$(LIBDIR)' -lpthread
 
-$(OUT)/static/%: c-tests/%.c c-tests/check.h include/pfn.h $(STATIC)
+$(OUT)/static/%: c-tests/%.c $(C_HEADERS) include/pfn.h $(STATIC)
 	@mkdir -p $(@D)
 	$(say) CC $@
 	$(Q)$(CC) $(WARN) $(CFLAGS) -Iinclude -o $@ $< $(STATIC) $(STATIC_LIBS)
@@ -135,16 +138,22 @@ VALGRIND := valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kin
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 # The header compiles as C++ and these tests pass when built so.
 CXX_TESTS := api_encoding int_section
-# The thread and churn tests run once more with readers fencing themselves (no membarrier).
+# The thread and churn tests run once more with readers fencing themselves (no membarrier),
+# and once more with every membarrier call failing after set-up (PFN_TEST_MEMBARRIER_FAIL:
+# grace periods must then use the fallback barriers, never a local fence alone).
 FENCE_TESTS := int_threads stress_churn
+# Tests that bring their own malloc (allocation-failure injection) cannot run under ASan or
+# valgrind, which bring theirs.
+OWN_MALLOC_TESTS := int_oom int_free_race
 
 LINT_TESTS     := lint/rustfmt lint/clippy
 RUST_TESTS     := cargo-test header-check rust-version
 C_RUNS         := $(addprefix c/shared/,$(C_TESTS)) $(addprefix c/static/,$(C_TESTS)) \
-                  $(addprefix c/no-membarrier/,$(FENCE_TESTS))
+                  $(addprefix c/no-membarrier/,$(FENCE_TESTS)) \
+                  $(addprefix c/membarrier-fails/,$(FENCE_TESTS)) $(addprefix c/dl/,$(DL_TESTS))
 CXX_RUNS       := $(addprefix c/cxx/,$(CXX_TESTS))
-ASAN_RUNS      := $(addprefix c/asan/,$(C_TESTS))
-VALGRIND_RUNS  := $(addprefix c/valgrind/,$(C_TESTS))
+ASAN_RUNS      := $(addprefix c/asan/,$(filter-out $(OWN_MALLOC_TESTS),$(C_TESTS)))
+VALGRIND_RUNS  := $(addprefix c/valgrind/,$(filter-out $(OWN_MALLOC_TESTS),$(C_TESTS)) $(DL_TESTS))
 EXAMPLE_TESTS  := examples/demo examples/plog
 DEMO_DEPS_TESTS := demo-deps
 PYTHON_TESTS   := python/tree python/installed
@@ -178,6 +187,12 @@ run/c/static/%: $(OUT)/static/%
 	$(RUN) $(@:run/%=%) ./$<
 run/c/no-membarrier/%: $(OUT)/shared/%
 	$(RUN) $(@:run/%=%) env PFN_NO_MEMBARRIER=1 ./$<
+run/c/membarrier-fails/%: $(OUT)/shared/%
+	$(RUN) $(@:run/%=%) env PFN_TEST_MEMBARRIER_FAIL=1000000000 ./$<
+run/c/dl/%: $(OUT)/dl/%
+	$(RUN) $(@:run/%=%) ./$<
+run/c/valgrind/int_dlclose: $(OUT)/dl/int_dlclose
+	$(RUN) $(@:run/%=%) env PFN_TEST_QUICK=1 $(VALGRIND) ./$<
 run/c/cxx/%: $(OUT)/cxx/%
 	$(RUN) $(@:run/%=%) ./$<
 run/c/asan/%: $(OUT)/asan/%
@@ -185,12 +200,18 @@ run/c/asan/%: $(OUT)/asan/%
 run/c/valgrind/%: $(OUT)/shared/%
 	$(RUN) $(@:run/%=%) env PFN_TEST_QUICK=1 $(VALGRIND) ./$<
 
-$(OUT)/cxx/%: c-tests/%.c c-tests/check.h include/pfn.h $(STATIC)
+$(OUT)/cxx/%: c-tests/%.c $(C_HEADERS) include/pfn.h $(STATIC)
 	@mkdir -p $(@D)
 	$(say) CXX $@
 	$(Q)$(CXX) -x c++ -std=c++17 -Wall -Wextra -Wpedantic -Werror -Wno-missing-field-initializers $(CFLAGS) -Iinclude -o $@ $< -x none $(STATIC) $(STATIC_LIBS)
 
-$(OUT)/asan/%: c-tests/%.c c-tests/check.h include/pfn.h $(STATIC)
+# Not linked against libpfn: it loads the shared library itself.
+$(OUT)/dl/%: c-tests/%.c $(C_HEADERS) include/pfn.h $(SHARED)
+	@mkdir -p $(@D)
+	$(say) CC $@
+	$(Q)$(CC) $(WARN) $(CFLAGS) -Iinclude -DPFN_SO_PATH='"$(abspath $(SHARED))"' -o $@ $< -ldl -lpthread
+
+$(OUT)/asan/%: c-tests/%.c $(C_HEADERS) include/pfn.h $(STATIC)
 	@mkdir -p $(@D)
 	$(say) CC $@
 	$(Q)$(CC) $(WARN) -O1 -g $(SAN_FLAGS) -Iinclude -o $@ $< $(STATIC) $(STATIC_LIBS)

@@ -1,8 +1,14 @@
 /* Churn: reader threads kmap random pfns (some nested across ranges, some on threads that exit
- * holding them), check each page's pattern and write to it, while a writer keeps registering
- * fresh memory and unregistering old ranges, munmapping each one the moment its unregister
- * returns. A reader still using a range after its grace period would fault (or see another
- * range's pattern): the test proves the grace period, not just the bookkeeping.
+ * holding them; the exported calls and the header's inline ones; byte handles), check each
+ * page's pattern and write to it, while a writer keeps registering fresh memory and
+ * unregistering old ranges, munmapping each one the moment its unregister returns. Beside
+ * them: a thread reading through thread-bound read sections (PFN_SECTION_SCOPE, inline
+ * translation with lengths), a pair of threads passing object-bound sections from one to the
+ * other (opened on one, checked and closed on the other), and a thread that keeps sending
+ * signals to the readers, whose handler kmaps and opens sections while the interrupted
+ * reader is anywhere in its own kmap, kunmap or section. A reader still using a range after
+ * its grace period would fault (or see another range's pattern): the test proves the grace
+ * period, not just the bookkeeping.
  *
  * It stops on work done, not on wall time: it runs until every reader has checked its minimum
  * of kmaps and the writer has registered and unregistered its minimum of ranges under them
@@ -11,6 +17,7 @@
  * so. PFN_STRESS_SECONDS keeps it going at least that long (a soak). */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/mman.h>
@@ -38,18 +45,41 @@ static atomic_int stop;
 static atomic_ullong bad_pattern;
 
 /* The work the run must cover: one entry per kind (new kinds of worker add theirs here). */
-enum { W_REGISTERED = READERS, W_UNREGISTERED, W_NESTED, W_EXITS, W_KINDS };
+enum {
+    W_REGISTERED = READERS,
+    W_UNREGISTERED,
+    W_NESTED,
+    W_EXITS,
+    W_SECTIONS,
+    W_OBJECTS,
+    W_HANDLER,
+    W_KINDS
+};
 static char reader_what[READERS][48];
 static struct check_work work[W_KINDS] = {
     [W_REGISTERED] = {"writer: ranges registered under readers", 0, 0},
     [W_UNREGISTERED] = {"writer: ranges unregistered and unmapped under readers", 0, 0},
     [W_NESTED] = {"readers: nested triples across ranges", 0, 0},
     [W_EXITS] = {"threads exited holding a kmap", 0, 0},
+    [W_SECTIONS] = {"section reader: pages checked in thread-bound sections", 0, 0},
+    [W_OBJECTS] = {"object-bound sections opened on one thread, checked and closed on another", 0, 0},
+    [W_HANDLER] = {"signal handlers: pages checked while their thread was reading", 0, 0},
 };
 
-static void set_minimums(int quick)
+/* Under valgrind (PFN_TEST_QUICK) one thread runs at a time: the busy threads yield now and
+ * then, so that the writer's grace periods (which wait for every reader) make progress. */
+static int quick;
+
+static void maybe_yield(void)
 {
-    unsigned long long kmaps = quick ? 20000 : 1000000, ranges = quick ? 100 : 3000;
+    static _Thread_local unsigned n;
+    if (quick && (++n & 255) == 0)
+        sched_yield();
+}
+
+static void set_minimums(void)
+{
+    unsigned long long kmaps = quick ? 5000 : 1000000, ranges = quick ? 40 : 3000;
     for (int i = 0; i < READERS; i++) {
         snprintf(reader_what[i], sizeof reader_what[i], "reader %d: kmaps checked", i);
         work[i] = (struct check_work){reader_what[i], kmaps, 0};
@@ -57,7 +87,10 @@ static void set_minimums(int quick)
     work[W_REGISTERED].want = ranges;
     work[W_UNREGISTERED].want = ranges;
     work[W_NESTED].want = kmaps / 16;
-    work[W_EXITS].want = quick ? 2 : 32;
+    work[W_EXITS].want = quick ? 1 : 32;
+    work[W_SECTIONS].want = kmaps;
+    work[W_OBJECTS].want = quick ? 100 : 50000;
+    work[W_HANDLER].want = quick ? 10 : 20000;
 }
 
 static uint64_t phys_of(int s, int page) { return PHYS + ((uint64_t)s * SLOT_PAGES + page) * PAGE; }
@@ -98,14 +131,37 @@ static void *hold_and_exit(void *arg)
     return NULL; /* exits holding it: the exit must release it */
 }
 
+/* Reader 0 uses the exported calls, reader 1 the header's inline ones, reader 2 byte handles
+ * (to a byte inside the page). */
+static char *map_page(int who, uint64_t phys)
+{
+    if (who == 1)
+        return kmap_atomic_pfn_t_inline(phys_to_pfn_t(phys, PFN_DEV));
+    if (who == 2) {
+        char *b = kmap_atomic_pfn_phys(pfn_phys_make(phys + 24, PFN_DEV));
+        return b ? b - 24 : NULL;
+    }
+    return kmap_atomic_pfn_t(phys_to_pfn_t(phys, PFN_DEV));
+}
+
+static void unmap_page(int who, char *a)
+{
+    if (who == 1)
+        kunmap_atomic_pfn_t_inline(a);
+    else
+        kunmap_atomic_pfn_t(who == 2 ? a + 24 : a);
+}
+
 static void *reader(void *arg)
 {
-    struct check_work *mine = &work[(uintptr_t)arg];
+    int who = (int)(uintptr_t)arg;
+    struct check_work *mine = &work[who];
     uint64_t x = 0x9E3779B97F4A7C15ull ^ (uintptr_t)arg, n = 0, nested = 0;
+    REQUIRE(pfn_thread_init() == 0); /* its signal handler may kmap from now on */
     while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
         uint64_t r = rnd(&x);
         uint64_t phys = phys_of((int)(r % SLOTS), (int)((r >> 32) % SLOT_PAGES));
-        char *a = kmap_atomic_pfn_t(phys_to_pfn_t(phys, PFN_DEV));
+        char *a = map_page(who, phys);
         if (!a) {
             if (errno != ENXIO)
                 atomic_fetch_add(&bad_pattern, 1);
@@ -124,12 +180,13 @@ static void *reader(void *arg)
             kunmap_atomic_pfn_t(b);
             if (!check_page(a, phys)) /* still held: still valid */
                 atomic_fetch_add(&bad_pattern, 1);
-            kunmap_atomic_pfn_t(a);
+            unmap_page(who, a);
             kunmap_atomic_pfn_t(c);
             nested++;
         } else {
-            kunmap_atomic_pfn_t(a);
+            unmap_page(who, a);
         }
+        maybe_yield();
         if (++n == BATCH) {
             check_work_add(mine, n);
             check_work_add(&work[W_NESTED], nested);
@@ -141,9 +198,155 @@ static void *reader(void *arg)
     return NULL;
 }
 
+/* Thread-bound sections: a scope, several translations (inline, with lengths), each page
+ * checked while the section is open. */
+static void *section_reader(void *arg)
+{
+    (void)arg;
+    uint64_t x = 0xC0FFEE, n = 0;
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        PFN_SECTION_SCOPE(s);
+        for (int i = 0; i < 8; i++) {
+            uint64_t r = rnd(&x);
+            int slot = (int)(r % SLOTS), page = (int)((r >> 32) % SLOT_PAGES);
+            uint64_t len = 0;
+            struct pfn_section *cur = pfn_section_current_inline();
+            char *a = pfn_section_translate_len_inline(cur, phys_to_pfn_t(phys_of(slot, page), 0), &len);
+            if (!a)
+                continue;
+            /* The length covers at least the rest of the range (more when the next slot's
+             * range happens to follow it in memory too), whose last page must check. */
+            uint64_t last = phys_of(slot, SLOT_PAGES - 1);
+            if (!check_page(a, phys_of(slot, page)) || len < (uint64_t)(SLOT_PAGES - page) * PAGE ||
+                len % PAGE != 0 || !check_page(a + (SLOT_PAGES - 1 - page) * PAGE, last))
+                atomic_fetch_add(&bad_pattern, 1);
+            n++;
+        }
+        maybe_yield();
+        if (n >= BATCH) {
+            check_work_add(&work[W_SECTIONS], n);
+            n = 0;
+        }
+    }
+    check_work_add(&work[W_SECTIONS], n);
+    return NULL;
+}
+
+/* Object-bound sections handed from one thread to another through a ring (one producer, one
+ * consumer): the opener translates and checks a page, the other thread checks it again and
+ * closes the section. */
+struct handoff {
+    pfn_section s;
+    char *a;
+    uint64_t phys;
+};
+#define RING 64
+static struct handoff ring[RING];
+static atomic_ulong ring_head, ring_tail; /* written by the opener / the closer */
+
+static void *section_opener(void *arg)
+{
+    (void)arg;
+    uint64_t x = 0xFEED;
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        unsigned long head = atomic_load(&ring_head);
+        if (head - atomic_load(&ring_tail) == RING) {
+            sched_yield();
+            continue;
+        }
+        struct handoff *h = &ring[head % RING];
+        if (pfn_section_open(&h->s) != 0) {
+            atomic_fetch_add(&bad_pattern, 1);
+            continue;
+        }
+        uint64_t r = rnd(&x);
+        h->phys = phys_of((int)(r % SLOTS), (int)((r >> 32) % SLOT_PAGES));
+        h->a = pfn_section_translate(&h->s, phys_to_pfn_t(h->phys, 0));
+        if (h->a && !check_page(h->a, h->phys))
+            atomic_fetch_add(&bad_pattern, 1);
+        atomic_store(&ring_head, head + 1);
+    }
+    return NULL;
+}
+
+/* Closes what the ring holds; returns how many. */
+static unsigned long close_handoffs(void)
+{
+    unsigned long tail = atomic_load(&ring_tail), head = atomic_load(&ring_head), n = 0;
+    for (; tail != head; tail++, n++) {
+        struct handoff *h = &ring[tail % RING];
+        /* Still open (on the other thread's behalf): still valid here. */
+        if (h->a && !check_page(h->a, h->phys))
+            atomic_fetch_add(&bad_pattern, 1);
+        if (pfn_section_close(&h->s) != 0 || pfn_section_close(&h->s) != -EINVAL)
+            atomic_fetch_add(&bad_pattern, 1);
+    }
+    atomic_store(&ring_tail, tail);
+    check_work_add(&work[W_OBJECTS], n);
+    return n;
+}
+
+static void *section_closer(void *arg)
+{
+    (void)arg;
+    while (!atomic_load_explicit(&stop, memory_order_relaxed))
+        if (close_handoffs() == 0)
+            sched_yield();
+    return NULL;
+}
+
+/* The signal handler: a kmap and a section of random pages, checked, on a thread that was
+ * interrupted anywhere in its own reading. */
+static _Thread_local uint64_t handler_rng = 0x51C;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    uint64_t r = rnd(&handler_rng);
+    uint64_t phys = phys_of((int)(r % SLOTS), (int)((r >> 32) % SLOT_PAGES));
+    char *a = kmap_atomic_pfn_t(phys_to_pfn_t(phys, 0));
+    if (a) {
+        if (!check_page(a, phys))
+            atomic_fetch_add(&bad_pattern, 1);
+        kunmap_atomic_pfn_t(a);
+        check_work_add(&work[W_HANDLER], 1);
+    } else if (errno != ENXIO) {
+        atomic_fetch_add(&bad_pattern, 1);
+    }
+    pfn_section s = pfn_read_lock_inline();
+    r = rnd(&handler_rng);
+    phys = phys_of((int)(r % SLOTS), (int)((r >> 32) % SLOT_PAGES));
+    a = pfn_section_translate_inline(&s, phys_to_pfn_t(phys, 0));
+    if (a && !check_page(a, phys))
+        atomic_fetch_add(&bad_pattern, 1);
+    pfn_read_unlock_inline();
+    errno = saved;
+}
+
+static pthread_t readers[READERS];
+
+static void *signaller(void *arg)
+{
+    (void)arg;
+    unsigned i = 0;
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        pthread_kill(readers[i++ % READERS], SIGUSR1);
+        if ((i & 15) == 0)
+            usleep(quick ? 500 : 50);
+    }
+    return NULL;
+}
+
 int main(void)
 {
-    set_minimums(getenv("PFN_TEST_QUICK") != NULL);
+    quick = getenv("PFN_TEST_QUICK") != NULL;
+    set_minimums();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    REQUIRE(sigaction(SIGUSR1, &sa, NULL) == 0);
     dev = pfn_device_new("churn");
     REQUIRE(dev != NULL);
     for (int s = 0; s < SLOTS; s += 2) {
@@ -151,9 +354,13 @@ int main(void)
         pfn_resource r = {phys_of(s, 0), phys_of(s, SLOT_PAGES) - 1, NULL};
         REQUIRE(devm_register_kmap_pfn_range(dev, &r, slots[s].mem) == 0);
     }
-    pthread_t t[READERS];
+    pthread_t *t = readers, others[4];
     for (int i = 0; i < READERS; i++)
         REQUIRE(pthread_create(&t[i], NULL, reader, (void *)(uintptr_t)i) == 0);
+    REQUIRE(pthread_create(&others[0], NULL, section_reader, NULL) == 0);
+    REQUIRE(pthread_create(&others[1], NULL, section_opener, NULL) == 0);
+    REQUIRE(pthread_create(&others[2], NULL, section_closer, NULL) == 0);
+    REQUIRE(pthread_create(&others[3], NULL, signaller, NULL) == 0);
 
     /* The writer churns until every kind of work reached its minimum. */
     struct check_run run;
@@ -182,8 +389,12 @@ int main(void)
     double seconds = check_seconds_since(&run.start);
 
     atomic_store(&stop, 1);
+    pthread_join(others[3], NULL); /* no more signals */
     for (int i = 0; i < READERS; i++)
         pthread_join(t[i], NULL);
+    for (int i = 0; i < 3; i++)
+        pthread_join(others[i], NULL);
+    close_handoffs(); /* what the opener left after the closer stopped */
     CHECK_EQ(fails, 0);
     CHECK_EQ(atomic_load(&bad_pattern), 0);
     check_run_done(&run);

@@ -30,10 +30,12 @@
  * async-signal-safe. Before set-up, a handler's kmap may fail with EAGAIN instead of
  * deadlocking.
  *
- * Cancellation: no libpfn function is a cancellation point. Calls that block or do I/O hold
- * cancellation off while they run (a pending cancel acts at the caller's next cancellation
- * point), and the others cannot leave state behind, so every call is safe under deferred and
- * asynchronous cancellation. A cancelled thread releases its kmaps and sections as it exits.
+ * Cancellation: no libpfn function is a cancellation point: calls that may block, wait or do
+ * I/O hold cancellation off while they run, so a pending cancel acts at the caller's next
+ * cancellation point, after the call has completed (an unregister waiting for readers still
+ * finishes). A cancelled thread releases its kmaps and sections as it exits. Asynchronous
+ * cancellation: like nearly every function (POSIX names three that are async-cancel-safe),
+ * libpfn's exported functions must not be called while it is enabled.
  *
  * Loading: the shared library may be dlopen()ed and dlclose()d at any time; it stays resident
  * after the first load (linked with -z nodelete), so thread exit and fork handlers never run

@@ -320,7 +320,13 @@ impl Table {
     /// The root word that covers `lo..=hi` at `min_level` or above: the current one, a first
     /// root just big enough, or a new, higher root above the current one (linked through fresh
     /// intermediate nodes). New nodes are added to `chain`, unpublished.
-    fn grown_root(&self, lo: u64, hi: u64, min_level: u32, chain: &mut Detached) -> Result<usize, ()> {
+    fn grown_root(
+        &self,
+        lo: u64,
+        hi: u64,
+        min_level: u32,
+        chain: &mut Detached,
+    ) -> Result<usize, ()> {
         let root = self.root.load(Ordering::Relaxed);
         let old_level = (root & LEVEL_MASK) as u32;
         let old = (root & !LEVEL_MASK) as *mut Node;

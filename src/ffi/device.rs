@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
 
 use super::handles::Handles;
-use super::{ffi_boundary, no_cancel, null_errno, status};
+use super::{ffi_call, null_errno, status};
 use crate::encoding::DEV;
 use crate::error::Error;
 use crate::space::Device;
@@ -46,7 +46,7 @@ pub(crate) fn device(dev: *const pfn_device) -> crate::Result<super::handles::Re
 #[no_mangle]
 pub unsafe extern "C" fn pfn_device_new(name: *const c_char) -> *mut pfn_device {
     let _ = name;
-    ffi_boundary!(ptr::null_mut(), {
+    ffi_call!(ptr::null_mut(), {
         match Device::new().and_then(|d| DEVICES.add(d)) {
             Ok(h) => h as *mut pfn_device,
             Err(e) => null_errno(e),
@@ -65,23 +65,21 @@ pub unsafe extern "C" fn pfn_device_new(name: *const c_char) -> *mut pfn_device 
 /// Not a cancellation point (cancellation is held off while it waits).
 #[no_mangle]
 pub extern "C" fn pfn_device_free(dev: *mut pfn_device) -> c_int {
-    ffi_boundary!(-libc::ENOTRECOVERABLE, {
+    ffi_call!(-libc::ENOTRECOVERABLE, {
         if dev.is_null() {
             return 0;
         }
-        no_cancel(|| {
-            if crate::rcu::current().is_some_and(crate::rcu::Reader::is_reading) {
-                return -libc::EDEADLK;
-            }
-            let killed = match DEVICES.kill(dev as usize) {
-                Ok(k) => k,
-                Err(e) => return -e.errno(),
-            };
-            // Waits for readers of the ranges and of the handle alike.
-            let rc = status(killed.object().kill());
-            drop(killed); // the grace period above covers lookups of the handle
-            rc
-        })
+        if crate::rcu::current().is_some_and(crate::rcu::Reader::is_reading) {
+            return -libc::EDEADLK;
+        }
+        let killed = match DEVICES.kill(dev as usize) {
+            Ok(k) => k,
+            Err(e) => return -e.errno(),
+        };
+        // Waits for readers of the ranges and of the handle alike.
+        let rc = status(killed.object().kill());
+        drop(killed); // the grace period above covers lookups of the handle
+        rc
     })
 }
 
@@ -109,7 +107,7 @@ pub unsafe extern "C" fn devm_register_kmap_pfn_range(
     res: *const pfn_resource,
     base: *mut c_void,
 ) -> c_int {
-    ffi_boundary!(-libc::ENOTRECOVERABLE, {
+    ffi_call!(-libc::ENOTRECOVERABLE, {
         let Some(res) = res.as_ref() else {
             return -libc::EINVAL;
         };
@@ -146,7 +144,7 @@ pub unsafe extern "C" fn pfn_register_free(
     base: *mut c_void,
     start: *mut u64,
 ) -> c_int {
-    ffi_boundary!(-libc::ENOTRECOVERABLE, {
+    ffi_call!(-libc::ENOTRECOVERABLE, {
         if base.is_null() || start.is_null() {
             return -libc::EINVAL;
         }
@@ -171,11 +169,11 @@ pub unsafe extern "C" fn pfn_register_free(
 /// Not a cancellation point (cancellation is held off while it waits).
 #[no_mangle]
 pub extern "C" fn pfn_unregister_range(dev: *mut pfn_device, start: u64) -> c_int {
-    ffi_boundary!(-libc::ENOTRECOVERABLE, {
-        no_cancel(|| match device(dev) {
+    ffi_call!(-libc::ENOTRECOVERABLE, {
+        match device(dev) {
             Ok(d) => status(d.unregister(start)),
             Err(Error::Invalid) => -libc::EINVAL,
             Err(e) => -e.errno(),
-        })
+        }
     })
 }

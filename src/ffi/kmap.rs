@@ -5,7 +5,7 @@ use std::ffi::{c_int, c_void};
 use std::ptr;
 
 use super::encoding::pfn_t;
-use super::{ffi_boundary, misuse, null_errno};
+use super::{ffi_boundary, ffi_call, misuse, null_errno, setup_guard};
 use crate::rcu;
 use crate::space;
 
@@ -38,7 +38,7 @@ pub extern "C" fn kmap_atomic_pfn_t(pfn: pfn_t) -> *mut c_void {
 extern "C" fn kmap_slow(pfn: pfn_t) -> *mut c_void {
     ffi_boundary!(ptr::null_mut(), {
         crate::tls::publish_offset();
-        match space::kmap(pfn.into()) {
+        match setup_guard(|| space::kmap(pfn.into())) {
             Ok(addr) => addr as *mut c_void,
             Err(e) => null_errno(e),
         }
@@ -60,7 +60,7 @@ extern "C" fn kmap_slow(pfn: pfn_t) -> *mut c_void {
 #[no_mangle]
 pub unsafe extern "C" fn kmap_atomic_pfn_t_len(pfn: pfn_t, len: *mut u64) -> *mut c_void {
     ffi_boundary!(ptr::null_mut(), {
-        match space::kmap_len(pfn.into()) {
+        match setup_guard(|| space::kmap_len(pfn.into())) {
             Ok(m) => {
                 if let Some(len) = len.as_mut() {
                     *len = m.len;
@@ -111,7 +111,7 @@ extern "C" fn kunmap_slow(addr: *mut c_void) -> c_int {
 /// thread's own set-up.
 #[no_mangle]
 pub extern "C" fn pfn_thread_init() -> c_int {
-    ffi_boundary!(-libc::ENOTRECOVERABLE, {
+    ffi_call!(-libc::ENOTRECOVERABLE, {
         crate::tls::publish_offset();
         match rcu::thread_init() {
             Ok(_) => 0,

@@ -30,6 +30,16 @@ macro_rules! ffi_boundary {
 }
 pub(crate) use ffi_boundary;
 
+/// `ffi_boundary!` for calls that may take a lock, block or do I/O: cancellation is held off
+/// while the body runs (see `no_cancel`), so neither deferred nor asynchronous cancellation
+/// can stop the thread with a lock held or unwind through Rust frames.
+macro_rules! ffi_call {
+    ($on_panic:expr, $body:block) => {
+        $crate::ffi::ffi_boundary!($on_panic, { $crate::ffi::no_cancel(|| $body) })
+    };
+}
+pub(crate) use ffi_call;
+
 extern "C" {
     fn pthread_setcancelstate(state: c_int, old: *mut c_int) -> c_int;
 }
@@ -51,6 +61,16 @@ pub(crate) fn no_cancel<T>(f: impl FnOnce() -> T) -> T {
     }
     let _restore = Restore(old);
     f()
+}
+
+/// Runs `f` with cancellation held off when the calling thread is not set up yet (its set-up
+/// takes a lock); a set-up thread's reader calls take none, and pay nothing.
+pub(crate) fn setup_guard<T>(f: impl FnOnce() -> T) -> T {
+    if crate::rcu::current().is_some() {
+        f()
+    } else {
+        no_cancel(f)
+    }
 }
 
 /// Runs once at load (see `lib.rs`).

@@ -5,7 +5,7 @@ use std::ffi::{c_int, c_void};
 use std::ptr;
 
 use super::encoding::pfn_t;
-use super::{ffi_boundary, null_errno};
+use super::{ffi_boundary, null_errno, setup_guard};
 use crate::encoding::{Pfn, FLAGS_MASK, PAGE_SIZE, SG_CHAIN};
 use crate::error::Error;
 use crate::space;
@@ -52,7 +52,7 @@ pub extern "C" fn kmap_atomic_pfn_phys(h: pfn_phys_t) -> *mut c_void {
         }
     }
     ffi_boundary!(ptr::null_mut(), {
-        match h.page().ok_or(Error::Invalid).and_then(space::kmap) {
+        match setup_guard(|| h.page().ok_or(Error::Invalid).and_then(space::kmap)) {
             Ok(addr) => (addr + h.offset()) as *mut c_void,
             Err(e) => null_errno(e),
         }
@@ -76,7 +76,7 @@ pub unsafe extern "C" fn pfn_virt_to_pfn_t(addr: *const c_void, out: *mut pfn_t)
         let Some(out) = out.as_mut() else {
             return -libc::EINVAL;
         };
-        match space::virt_to_phys(addr as usize) {
+        match setup_guard(|| space::virt_to_phys(addr as usize)) {
             Ok((phys, flags)) => {
                 *out = Pfn::from_phys(phys, flags).into();
                 0
@@ -98,7 +98,7 @@ pub unsafe extern "C" fn pfn_virt_to_phys(addr: *const c_void, out: *mut pfn_phy
         let Some(out) = out.as_mut() else {
             return -libc::EINVAL;
         };
-        match space::virt_to_phys(addr as usize) {
+        match setup_guard(|| space::virt_to_phys(addr as usize)) {
             Ok((phys, flags)) => {
                 let val = phys | (flags & FLAGS_MASK);
                 if phys > PFN_PHYS_ADDR_MASK || val == 0 {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::ptr;
 
 use super::handles::Handles;
-use super::{ffi_boundary, no_cancel, null_errno, set_errno, status};
+use super::{ffi_call, null_errno, set_errno, status};
 use crate::pmem::{MapOptions, PmemFile};
 
 /// A mapped pmem file. Opaque; from pfn_pmem_map.
@@ -34,7 +34,7 @@ pub(crate) static MAPS: Handles<PmemFile> = Handles::new(2);
 /// `path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn pfn_pmem_map(path: *const c_char, size: u64, flags: u32) -> *mut pfn_pmem {
-    ffi_boundary!(ptr::null_mut(), {
+    ffi_call!(ptr::null_mut(), {
         if path.is_null() || flags & !PFN_PMEM_CREATE != 0 {
             set_errno(libc::EINVAL);
             return ptr::null_mut();
@@ -43,12 +43,10 @@ pub unsafe extern "C" fn pfn_pmem_map(path: *const c_char, size: u64, flags: u32
         let opts = MapOptions {
             create: flags & PFN_PMEM_CREATE != 0,
         };
-        no_cancel(
-            || match PmemFile::map(path, size, opts).and_then(|m| MAPS.add(m)) {
-                Ok(h) => h as *mut pfn_pmem,
-                Err(e) => null_errno(e),
-            },
-        )
+        match PmemFile::map(path, size, opts).and_then(|m| MAPS.add(m)) {
+            Ok(h) => h as *mut pfn_pmem,
+            Err(e) => null_errno(e),
+        }
     })
 }
 
@@ -56,7 +54,7 @@ pub unsafe extern "C" fn pfn_pmem_map(path: *const c_char, size: u64, flags: u32
 /// not a live mapping. Valid until pfn_pmem_unmap.
 #[no_mangle]
 pub extern "C" fn pfn_pmem_addr(m: *const pfn_pmem) -> *mut c_void {
-    ffi_boundary!(ptr::null_mut(), {
+    ffi_call!(ptr::null_mut(), {
         match MAPS.with(m as usize, |map| map.addr()) {
             Ok(a) => a as *mut c_void,
             Err(e) => null_errno(e),
@@ -67,7 +65,7 @@ pub extern "C" fn pfn_pmem_addr(m: *const pfn_pmem) -> *mut c_void {
 /// Bytes mapped, or 0 with errno EINVAL when `m` is not a live mapping.
 #[no_mangle]
 pub extern "C" fn pfn_pmem_size(m: *const pfn_pmem) -> u64 {
-    ffi_boundary!(0, {
+    ffi_call!(0, {
         match MAPS.with(m as usize, |map| map.len()) {
             Ok(n) => n as u64,
             Err(e) => {
@@ -83,7 +81,7 @@ pub extern "C" fn pfn_pmem_size(m: *const pfn_pmem) -> u64 {
 /// or 0 with errno EINVAL when `m` is not a live mapping, or another fstat(2) errno.
 #[no_mangle]
 pub extern "C" fn pfn_pmem_backed_size(m: *const pfn_pmem) -> u64 {
-    ffi_boundary!(0, {
+    ffi_call!(0, {
         match MAPS
             .with(m as usize, |map| map.backed_len())
             .and_then(|r| r)
@@ -106,16 +104,14 @@ pub extern "C" fn pfn_pmem_backed_size(m: *const pfn_pmem) -> u64 {
 /// msync(2) (e.g. -EIO).
 #[no_mangle]
 pub extern "C" fn pfn_pmem_persist(m: *const pfn_pmem, addr: *const c_void, len: usize) -> c_int {
-    ffi_boundary!(-libc::ENOTRECOVERABLE, {
+    ffi_call!(-libc::ENOTRECOVERABLE, {
         if addr.is_null() {
             return -libc::EINVAL;
         }
-        no_cancel(|| {
-            status(
-                MAPS.with(m as usize, |map| map.persist(addr as usize, len))
-                    .and_then(|r| r),
-            )
-        })
+        status(
+            MAPS.with(m as usize, |map| map.persist(addr as usize, len))
+                .and_then(|r| r),
+        )
     })
 }
 
@@ -130,35 +126,33 @@ pub extern "C" fn pfn_pmem_persist(m: *const pfn_pmem, addr: *const c_void, len:
 /// in the mapping's memory fails with -EBUSY. Not a cancellation point.
 #[no_mangle]
 pub extern "C" fn pfn_pmem_unmap(m: *mut pfn_pmem) -> c_int {
-    ffi_boundary!(-libc::ENOTRECOVERABLE, {
+    ffi_call!(-libc::ENOTRECOVERABLE, {
         if m.is_null() {
             return 0;
         }
-        no_cancel(|| {
-            if crate::rcu::current().is_some_and(crate::rcu::Reader::is_reading) {
-                return -libc::EDEADLK;
+        if crate::rcu::current().is_some_and(crate::rcu::Reader::is_reading) {
+            return -libc::EDEADLK;
+        }
+        let map = match MAPS.get(m as usize) {
+            Ok(map) => map,
+            Err(e) => return -e.errno(),
+        };
+        // Refused while busy, before the handle changes: a refusal is invisible.
+        if let Err(e) = map.begin_unmap() {
+            return -e.errno();
+        }
+        match MAPS.kill(m as usize) {
+            Ok(killed) => {
+                drop(map);
+                // The mapping goes when the last reference does: after lookups in flight.
+                killed.release();
+                0
             }
-            let map = match MAPS.get(m as usize) {
-                Ok(map) => map,
-                Err(e) => return -e.errno(),
-            };
-            // Refused while busy, before the handle changes: a refusal is invisible.
-            if let Err(e) = map.begin_unmap() {
-                return -e.errno();
+            Err(e) => {
+                map.abort_unmap();
+                -e.errno()
             }
-            match MAPS.kill(m as usize) {
-                Ok(killed) => {
-                    drop(map);
-                    // The mapping goes when the last reference does: after lookups in flight.
-                    killed.release();
-                    0
-                }
-                Err(e) => {
-                    map.abort_unmap();
-                    -e.errno()
-                }
-            }
-        })
+        }
     })
 }
 
@@ -175,7 +169,7 @@ pub extern "C" fn pfn_pmem_register(
     m: *const pfn_pmem,
     phys: u64,
 ) -> c_int {
-    ffi_boundary!(-libc::ENOTRECOVERABLE, {
+    ffi_call!(-libc::ENOTRECOVERABLE, {
         let map = match MAPS.get(m as usize) {
             Ok(map) => map,
             Err(e) => return -e.errno(),

@@ -6,7 +6,7 @@ use std::ptr;
 
 use super::encoding::pfn_t;
 use super::phys::pfn_phys_t;
-use super::{ffi_boundary, misuse, null_errno, set_errno};
+use super::{ffi_boundary, ffi_call, misuse, null_errno, set_errno};
 use crate::encoding::Pfn;
 use crate::error::Error;
 use crate::rcu::{self, ObjectSection, Reader, KIND_OBJECT};
@@ -85,7 +85,7 @@ impl pfn_section {
 pub extern "C" fn pfn_read_lock() -> pfn_section {
     ffi_boundary!(pfn_section::NONE, {
         crate::tls::publish_offset();
-        let r = match rcu::current_or_register() {
+        let r = match super::setup_guard(rcu::current_or_register) {
             Ok(r) => r,
             Err(rcu::SetupError::OutOfMemory) => {
                 set_errno(libc::ENOMEM);
@@ -134,7 +134,7 @@ pub extern "C" fn pfn_read_unlock() {
 /// `s` is NULL or points to a writable pfn_section.
 #[no_mangle]
 pub unsafe extern "C" fn pfn_section_open(s: *mut pfn_section) -> c_int {
-    ffi_boundary!(-libc::ENOTRECOVERABLE, {
+    ffi_call!(-libc::ENOTRECOVERABLE, {
         let Some(s) = s.as_mut() else {
             return -libc::EINVAL;
         };
@@ -170,7 +170,7 @@ pub unsafe extern "C" fn pfn_section_open(s: *mut pfn_section) -> c_int {
 /// `s` is NULL or points to a pfn_section.
 #[no_mangle]
 pub unsafe extern "C" fn pfn_section_close(s: *mut pfn_section) -> c_int {
-    ffi_boundary!(-libc::ENOTRECOVERABLE, {
+    ffi_call!(-libc::ENOTRECOVERABLE, {
         let Some(sec) = s.as_mut() else {
             misuse("pfn_section_close(NULL)");
             return -libc::EINVAL;

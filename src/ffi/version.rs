@@ -16,5 +16,5 @@ pub extern "C" fn pfn_version() -> *const c_char {
 /// that registration also keeps are not counted). Takes the registration lock briefly.
 #[no_mangle]
 pub extern "C" fn pfn_table_bytes() -> u64 {
-    super::ffi_boundary!(0, { crate::space::table_bytes() as u64 })
+    super::ffi_call!(0, { crate::space::table_bytes() as u64 })
 }

@@ -4,8 +4,10 @@
 //! place that takes raw pointers from callers, catches panics and sets errno.
 
 pub mod encoding;
+mod env;
 pub mod error;
 mod fork;
+pub mod persist;
 pub mod pmem;
 mod rcu;
 pub mod space;

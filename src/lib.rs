@@ -3,10 +3,12 @@
 //! Layering: the modules below form a safe core that knows nothing of C; `ffi` is the only
 //! place that takes raw pointers from callers, catches panics and sets errno.
 
+mod dax;
 pub mod encoding;
 mod env;
 pub mod error;
 mod fork;
+mod pagemaps;
 pub mod persist;
 pub mod pmem;
 mod rcu;
@@ -18,5 +20,5 @@ pub mod ffi;
 
 pub use encoding::Pfn;
 pub use error::{Error, Result};
-pub use pmem::{MapOptions, PmemFile};
+pub use pmem::{Granularity, MapOptions, PmemFile};
 pub use space::{kmap, kmap_len, kunmap, Device};

@@ -43,6 +43,7 @@ pub unsafe extern "C" fn pfn_pmem_map(path: *const c_char, size: u64, flags: u32
         let path = Path::new(OsStr::from_bytes(CStr::from_ptr(path).to_bytes()));
         let opts = MapOptions {
             create: flags & PFN_PMEM_CREATE != 0,
+            ..MapOptions::default()
         };
         super::fork_safe();
         match PmemFile::map(path, size, opts) {

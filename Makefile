@@ -33,11 +33,11 @@ lib:
 
 $(SHARED) $(STATIC): lib
 
-$(OUT)/shared/%: c-tests/%.c c-tests/check.h include/pfn.h $(SHARED)
+$(OUT)/shared/%: c-tests/%.c $(wildcard c-tests/*.h) include/pfn.h $(SHARED)
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CFLAGS) -Iinclude -o $@ $< -L$(LIBDIR) -lpfn -Wl,-rpath,'$$ORIGIN/../../$(LIBDIR)' -lpthread
 
-$(OUT)/static/%: c-tests/%.c c-tests/check.h include/pfn.h $(STATIC)
+$(OUT)/static/%: c-tests/%.c $(wildcard c-tests/*.h) include/pfn.h $(STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(CFLAGS) -Iinclude -o $@ $< $(STATIC) $(STATIC_LIBS)
 
@@ -64,6 +64,8 @@ header-check: lib
 
 # The thread and churn tests run once more with readers fencing themselves (no membarrier).
 FENCE_TESTS := $(OUT)/shared/int_threads $(OUT)/shared/stress_churn
+# The durability and truncation tests run once more with every mapping in flush mode.
+FLUSH_TESTS := $(OUT)/shared/int_durability $(OUT)/shared/int_truncate
 
 c-test: lib $(C_SHARED) $(C_STATIC)
 	@failed=0; for t in $(C_SHARED) $(C_STATIC); do \
@@ -72,7 +74,11 @@ c-test: lib $(C_SHARED) $(C_STATIC)
 	for t in $(FENCE_TESTS); do \
 		echo "== $$t (PFN_NO_MEMBARRIER=1)"; PFN_NO_MEMBARRIER=1 ./$$t || failed=$$((failed+1)); \
 	done; \
-	total=$$(( $(words $(C_SHARED)) + $(words $(C_STATIC)) + $(words $(FENCE_TESTS)) )); \
+	for t in $(FLUSH_TESTS); do \
+		echo "== $$t (PFN_FORCE_GRANULARITY=cache_line)"; \
+		PFN_FORCE_GRANULARITY=cache_line ./$$t || failed=$$((failed+1)); \
+	done; \
+	total=$$(( $(words $(C_SHARED)) + $(words $(C_STATIC)) + $(words $(FENCE_TESTS)) + $(words $(FLUSH_TESTS)) )); \
 	echo "c-tests: $$((total-failed)) passed, $$failed failed"; \
 	test $$failed = 0
 
@@ -147,13 +153,13 @@ bench-check: lib $(BENCH_OUT)/bench
 CXX ?= c++
 CXX_TESTS := api_encoding int_section
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-VALGRIND := valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect -q
+VALGRIND := valgrind --trace-children=yes --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect -q
 
-$(OUT)/cxx/%: c-tests/%.c c-tests/check.h include/pfn.h $(STATIC)
+$(OUT)/cxx/%: c-tests/%.c $(wildcard c-tests/*.h) include/pfn.h $(STATIC)
 	@mkdir -p $(@D)
 	$(CXX) -x c++ -std=c++17 -Wall -Wextra -Wpedantic -Werror -Wno-missing-field-initializers $(CFLAGS) -Iinclude -o $@ $< -x none $(STATIC) $(STATIC_LIBS)
 
-$(OUT)/asan/%: c-tests/%.c c-tests/check.h include/pfn.h $(STATIC)
+$(OUT)/asan/%: c-tests/%.c $(wildcard c-tests/*.h) include/pfn.h $(STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(WARN) -O1 -g $(SAN_FLAGS) -Iinclude -o $@ $< $(STATIC) $(STATIC_LIBS)
 

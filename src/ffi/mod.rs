@@ -8,6 +8,7 @@ pub mod device;
 pub mod encoding;
 mod handles;
 pub mod kmap;
+pub mod persist;
 pub mod pmem;
 pub mod section;
 pub mod version;

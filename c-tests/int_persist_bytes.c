@@ -36,6 +36,7 @@ static const struct path paths[] = {
     {"movnt-always-avx2", {"PFN_MOVNT_THRESHOLD=0", "PFN_NO_AVX512=1", NULL}},
     {"movnt-always-sse2", {"PFN_MOVNT_THRESHOLD=0", "PFN_NO_AVX2=1", NULL}},
     {"movnt-4096", {"PFN_MOVNT_THRESHOLD=4096", NULL}},
+    {"movnt-256", {"PFN_MOVNT_THRESHOLD=256", NULL}},
 };
 #define NPATHS (int)(sizeof paths / sizeof paths[0])
 
@@ -68,7 +69,7 @@ static void expected(const struct path *p, const char **flush, const char **movn
              : __builtin_cpu_supports("avx512f") && !no512 ? "avx512f"
              : __builtin_cpu_supports("avx2") && !path_sets(p, "PFN_NO_AVX2") ? "avx2"
              : "sse2";
-    *threshold = 256;
+    *threshold = 64;
     for (int i = 0; p->env[i]; i++)
         if (!strncmp(p->env[i], "PFN_MOVNT_THRESHOLD=", 20))
             *threshold = strtoull(p->env[i] + 20, NULL, 10);

@@ -159,6 +159,12 @@ fn scan(addr: usize, end: usize, mut f: impl FnMut(usize, usize)) {
     }
 }
 
+/// Whether anything is recorded (one load).
+#[inline]
+pub fn any() -> bool {
+    LIVE.load(Ordering::Relaxed) != 0
+}
+
 /// Whether any byte of `addr .. addr + len` lies in a recorded mapping.
 #[inline]
 pub fn overlaps(addr: usize, len: usize) -> bool {

@@ -24,8 +24,10 @@ use crate::env;
 pub(crate) const CACHE_LINE: usize = 64;
 
 /// Copies below this many bytes use ordinary stores and flushes; at and above it, whole lines
-/// are written with non-temporal stores. Measured on this project's machine (README, Benchmarks).
-pub(crate) const DEFAULT_MOVNT_THRESHOLD: usize = 256;
+/// are written with non-temporal stores. One line: on this project's machine non-temporal
+/// stores beat stores plus CLWB at every size, to a cold or a hot destination (`make bench`
+/// prints the sweep; libpmem's default is 256).
+pub(crate) const DEFAULT_MOVNT_THRESHOLD: usize = 64;
 
 /// Ordinary-store copies that must be flushed go in pieces of this size, each flushed while
 /// it is still in the cache.
@@ -337,6 +339,7 @@ pub unsafe fn fill(dst: *mut u8, byte: u8, len: usize, flags: Flags) {
     fill_with(&config(), dst, byte, len, flags)
 }
 
+#[inline(always)]
 unsafe fn flush_with(insn: FlushInsn, addr: *const u8, len: usize) {
     if len == 0 {
         return;
@@ -379,13 +382,14 @@ fn use_movnt(config: &Config, len: usize, flags: Flags) -> bool {
         && (flags.nontemporal || len >= config.movnt_threshold)
 }
 
+#[inline(always)]
 unsafe fn copy_with(config: &Config, dst: *mut u8, src: *const u8, len: usize, flags: Flags) {
     if flags.noflush {
         ptr::copy(src, dst, len);
         return;
     }
     if use_movnt(config, len, flags) {
-        copy_movnt(config, dst, src, len);
+        copy_movnt(config.flush, config.movnt, dst, src, len);
     } else {
         copy_flushed(config.flush, dst, src, len);
     }
@@ -394,24 +398,30 @@ unsafe fn copy_with(config: &Config, dst: *mut u8, src: *const u8, len: usize, f
     }
 }
 
+#[inline(always)]
 unsafe fn fill_with(config: &Config, dst: *mut u8, byte: u8, len: usize, flags: Flags) {
     if flags.noflush {
         ptr::write_bytes(dst, byte, len);
         return;
     }
     if use_movnt(config, len, flags) {
-        fill_movnt(config, dst, byte, len);
+        fill_movnt(config.flush, config.movnt, dst, byte, len);
     } else {
-        let mut done = 0;
-        while done < len {
-            let n = chunk_from(dst as usize + done, len - done);
-            ptr::write_bytes(dst.add(done), byte, n);
-            flush_with(config.flush, dst.add(done), n);
-            done += n;
-        }
+        fill_flushed(config.flush, dst, byte, len);
     }
     if !flags.nodrain {
         drain();
+    }
+}
+
+#[inline(never)]
+unsafe fn fill_flushed(insn: FlushInsn, dst: *mut u8, byte: u8, len: usize) {
+    let mut done = 0;
+    while done < len {
+        let n = chunk_from(dst as usize + done, len - done);
+        ptr::write_bytes(dst.add(done), byte, n);
+        flush_with(insn, dst.add(done), n);
+        done += n;
     }
 }
 
@@ -423,6 +433,7 @@ fn chunk_from(at: usize, left: usize) -> usize {
 
 /// Ordinary stores, each piece flushed while it is still cached; pieces go in the order the
 /// overlap allows.
+#[inline(never)]
 unsafe fn copy_flushed(insn: FlushInsn, dst: *mut u8, src: *const u8, len: usize) {
     if len <= FLUSH_CHUNK {
         ptr::copy(src, dst, len);
@@ -454,35 +465,70 @@ fn split_lines(dst: *const u8, len: usize) -> (usize, usize, usize) {
     (head, lines, len - head - lines * CACHE_LINE)
 }
 
+/// Moves fewer than 64 bytes: every load before any store, so the ranges may overlap; no
+/// call for the partial lines at the ends of a non-temporal copy.
+#[inline(always)]
+unsafe fn move_small(dst: *mut u8, src: *const u8, n: usize) {
+    macro_rules! two {
+        ($t:ty) => {{
+            let w = std::mem::size_of::<$t>();
+            let a = ptr::read_unaligned(src as *const $t);
+            let b = ptr::read_unaligned(src.add(n - w) as *const $t);
+            ptr::write_unaligned(dst as *mut $t, a);
+            ptr::write_unaligned(dst.add(n - w) as *mut $t, b);
+        }};
+    }
+    debug_assert!(n < 64);
+    if n >= 32 {
+        two!([u64; 4])
+    } else if n >= 16 {
+        two!([u64; 2])
+    } else if n >= 8 {
+        two!(u64)
+    } else if n >= 4 {
+        two!(u32)
+    } else if n >= 2 {
+        two!(u16)
+    } else if n == 1 {
+        *dst = *src;
+    }
+}
+
 /// Partial lines by ordinary stores and a flush, whole lines by non-temporal stores.
-unsafe fn copy_movnt(config: &Config, dst: *mut u8, src: *const u8, len: usize) {
+#[inline(never)]
+unsafe fn copy_movnt(insn: FlushInsn, v: Vector, dst: *mut u8, src: *const u8, len: usize) {
     let (head, lines, tail) = split_lines(dst, len);
     let body = head + lines * CACHE_LINE;
     let part = |at: usize, n: usize| {
         if n > 0 {
-            ptr::copy(src.add(at), dst.add(at), n);
-            flush_with(config.flush, dst.add(at), n);
+            move_small(dst.add(at), src.add(at), n);
+            flush_with(insn, dst.add(at), n);
         }
     };
     if !must_copy_backward(dst, src, len) {
         part(0, head);
-        stream::copy_forward(config.movnt, dst.add(head), src.add(head), lines);
+        stream::copy_forward(v, dst.add(head), src.add(head), lines);
         part(body, tail);
     } else {
         part(body, tail);
-        stream::copy_backward(config.movnt, dst.add(head), src.add(head), lines);
+        stream::copy_backward(v, dst.add(head), src.add(head), lines);
         part(0, head);
     }
 }
 
-unsafe fn fill_movnt(config: &Config, dst: *mut u8, byte: u8, len: usize) {
+#[inline(never)]
+unsafe fn fill_movnt(insn: FlushInsn, v: Vector, dst: *mut u8, byte: u8, len: usize) {
     let (head, lines, tail) = split_lines(dst, len);
     let body = head + lines * CACHE_LINE;
-    ptr::write_bytes(dst, byte, head);
-    flush_with(config.flush, dst, head);
-    stream::fill(config.movnt, dst.add(head), byte, lines);
-    ptr::write_bytes(dst.add(body), byte, tail);
-    flush_with(config.flush, dst.add(body), tail);
+    if head > 0 {
+        ptr::write_bytes(dst, byte, head);
+        flush_with(insn, dst, head);
+    }
+    stream::fill(v, dst.add(head), byte, lines);
+    if tail > 0 {
+        ptr::write_bytes(dst.add(body), byte, tail);
+        flush_with(insn, dst.add(body), tail);
+    }
 }
 
 /// Whole cache lines written with non-temporal stores. `dst` is 64-byte aligned; `src` need
@@ -529,103 +575,87 @@ mod stream {
 
     #[cfg(target_arch = "x86_64")]
     mod x86 {
-        use std::arch::x86_64::*;
+        //! Assembly, one loop per vector width: four lines loaded, then four streamed, then
+        //! one line a turn for the rest. (The AVX-512 intrinsics need Rust 1.89, above this
+        //! crate's minimum; the AVX2 and SSE2 ones are assembly inside anyway and cannot fold
+        //! the store offsets.) Each function needs the instructions it names (CPUID is
+        //! checked before it is chosen), a 64-byte aligned `dst`, and valid ranges.
 
-        /// Lines per loop iteration: four lines in flight keep the write-combining buffers busy.
-        const GROUP: usize = 4;
+        use std::arch::asm;
 
-        /// One kernel per vector width: `$w` bytes a register, `$load`/`$stream` the
-        /// unaligned load and the aligned non-temporal store, `$splat` a byte broadcast.
-        macro_rules! kernels {
-            ($feature:literal, $t:ty, $w:expr, $load:ident, $stream:ident, $splat:expr,
-             $fwd:ident, $bwd:ident, $fill:ident) => {
-                const _: () = assert!(64 % $w == 0);
-
-                #[target_feature(enable = $feature)]
+        /// The body of a copy loop: `$group` moves four lines at [s] to [d] and advances both
+        /// by 256 bytes (backward: first steps back), `$one` one line by 64.
+        macro_rules! copy_kernel {
+            ($fwd:ident, $bwd:ident, [$($group:literal),+], [$($one:literal),+], $vz:literal,
+             $($clobber:tt)*) => {
+                #[inline(never)]
                 pub unsafe fn $fwd(dst: *mut u8, src: *const u8, lines: usize) {
-                    const PER: usize = 64 / $w * GROUP;
-                    let mut i = 0;
-                    while i + GROUP <= lines {
-                        let s = src.add(i * 64);
-                        let d = dst.add(i * 64);
-                        let mut regs = [$splat(0); PER];
-                        for (k, r) in regs.iter_mut().enumerate() {
-                            *r = $load(s.add(k * $w) as *const $t);
-                        }
-                        for (k, r) in regs.iter().enumerate() {
-                            $stream(d.add(k * $w) as *mut $t, *r);
-                        }
-                        i += GROUP;
-                    }
-                    while i < lines {
-                        let s = src.add(i * 64);
-                        let d = dst.add(i * 64);
-                        let mut regs = [$splat(0); 64 / $w];
-                        for (k, r) in regs.iter_mut().enumerate() {
-                            *r = $load(s.add(k * $w) as *const $t);
-                        }
-                        for (k, r) in regs.iter().enumerate() {
-                            $stream(d.add(k * $w) as *mut $t, *r);
-                        }
-                        i += 1;
-                    }
+                    asm!(
+                        "2:",
+                        "cmp {n}, 4",
+                        "jb 3f",
+                        $($group,)+
+                        "add {s}, 256",
+                        "add {d}, 256",
+                        "sub {n}, 4",
+                        "jmp 2b",
+                        "3:",
+                        "test {n}, {n}",
+                        "jz 4f",
+                        $($one,)+
+                        "add {s}, 64",
+                        "add {d}, 64",
+                        "dec {n}",
+                        "jmp 3b",
+                        "4:",
+                        $vz,
+                        s = inout(reg) src => _,
+                        d = inout(reg) dst => _,
+                        n = inout(reg) lines => _,
+                        $($clobber)*
+                        options(nostack),
+                    );
                 }
 
-                #[target_feature(enable = $feature)]
+                #[inline(never)]
                 pub unsafe fn $bwd(dst: *mut u8, src: *const u8, lines: usize) {
-                    const PER: usize = 64 / $w * GROUP;
-                    let mut i = lines;
-                    while i >= GROUP {
-                        i -= GROUP;
-                        let s = src.add(i * 64);
-                        let d = dst.add(i * 64);
-                        let mut regs = [$splat(0); PER];
-                        for (k, r) in regs.iter_mut().enumerate().rev() {
-                            *r = $load(s.add(k * $w) as *const $t);
-                        }
-                        for (k, r) in regs.iter().enumerate().rev() {
-                            $stream(d.add(k * $w) as *mut $t, *r);
-                        }
-                    }
-                    while i > 0 {
-                        i -= 1;
-                        let s = src.add(i * 64);
-                        let d = dst.add(i * 64);
-                        let mut regs = [$splat(0); 64 / $w];
-                        for (k, r) in regs.iter_mut().enumerate() {
-                            *r = $load(s.add(k * $w) as *const $t);
-                        }
-                        for (k, r) in regs.iter().enumerate() {
-                            $stream(d.add(k * $w) as *mut $t, *r);
-                        }
-                    }
-                }
-
-                #[target_feature(enable = $feature)]
-                pub unsafe fn $fill(dst: *mut u8, byte: u8, lines: usize) {
-                    let v = $splat(byte as i8);
-                    for i in 0..lines {
-                        let d = dst.add(i * 64);
-                        for k in 0..64 / $w {
-                            $stream(d.add(k * $w) as *mut $t, v);
-                        }
-                    }
+                    asm!(
+                        "shl {n}, 6",
+                        "add {s}, {n}",
+                        "add {d}, {n}",
+                        "shr {n}, 6",
+                        "2:",
+                        "cmp {n}, 4",
+                        "jb 3f",
+                        "sub {s}, 256",
+                        "sub {d}, 256",
+                        $($group,)+
+                        "sub {n}, 4",
+                        "jmp 2b",
+                        "3:",
+                        "test {n}, {n}",
+                        "jz 4f",
+                        "sub {s}, 64",
+                        "sub {d}, 64",
+                        $($one,)+
+                        "dec {n}",
+                        "jmp 3b",
+                        "4:",
+                        $vz,
+                        s = inout(reg) src => _,
+                        d = inout(reg) dst => _,
+                        n = inout(reg) lines => _,
+                        $($clobber)*
+                        options(nostack),
+                    );
                 }
             };
         }
 
-        // AVX-512 in assembly: its intrinsics and target feature need Rust 1.89, above this
-        // crate's minimum. The same loops: four lines loaded, then four streamed.
-        use std::arch::asm;
-
-        /// # Safety
-        /// AVX-512F is available; the ranges are valid; `dst` is 64-byte aligned.
-        #[inline(never)]
-        pub unsafe fn copy_forward_avx512(dst: *mut u8, src: *const u8, lines: usize) {
-            asm!(
-                "2:",
-                "cmp {n}, 4",
-                "jb 3f",
+        copy_kernel!(
+            copy_forward_avx512,
+            copy_backward_avx512,
+            [
                 "vmovdqu64 zmm0, [{s}]",
                 "vmovdqu64 zmm1, [{s} + 64]",
                 "vmovdqu64 zmm2, [{s} + 128]",
@@ -633,119 +663,194 @@ mod stream {
                 "vmovntdq [{d}], zmm0",
                 "vmovntdq [{d} + 64], zmm1",
                 "vmovntdq [{d} + 128], zmm2",
-                "vmovntdq [{d} + 192], zmm3",
-                "add {s}, 256",
-                "add {d}, 256",
-                "sub {n}, 4",
-                "jmp 2b",
-                "3:",
-                "test {n}, {n}",
-                "jz 4f",
-                "vmovdqu64 zmm0, [{s}]",
-                "vmovntdq [{d}], zmm0",
-                "add {s}, 64",
-                "add {d}, 64",
-                "dec {n}",
-                "jmp 3b",
-                "4:",
-                "vzeroupper",
-                s = inout(reg) src => _,
-                d = inout(reg) dst => _,
-                n = inout(reg) lines => _,
-                out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
-                options(nostack),
-            );
-        }
+                "vmovntdq [{d} + 192], zmm3"
+            ],
+            ["vmovdqu64 zmm0, [{s}]", "vmovntdq [{d}], zmm0"],
+            "vzeroupper",
+            out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+        );
 
-        /// # Safety
-        /// As copy_forward_avx512; lines go from the last to the first.
-        #[inline(never)]
-        pub unsafe fn copy_backward_avx512(dst: *mut u8, src: *const u8, lines: usize) {
-            asm!(
-                "shl {n}, 6",
-                "add {s}, {n}",
-                "add {d}, {n}",
-                "shr {n}, 6",
-                "2:",
-                "cmp {n}, 4",
-                "jb 3f",
-                "sub {s}, 256",
-                "sub {d}, 256",
-                "vmovdqu64 zmm3, [{s} + 192]",
-                "vmovdqu64 zmm2, [{s} + 128]",
-                "vmovdqu64 zmm1, [{s} + 64]",
-                "vmovdqu64 zmm0, [{s}]",
-                "vmovntdq [{d} + 192], zmm3",
-                "vmovntdq [{d} + 128], zmm2",
-                "vmovntdq [{d} + 64], zmm1",
-                "vmovntdq [{d}], zmm0",
-                "sub {n}, 4",
-                "jmp 2b",
-                "3:",
-                "test {n}, {n}",
-                "jz 4f",
-                "sub {s}, 64",
-                "sub {d}, 64",
-                "vmovdqu64 zmm0, [{s}]",
-                "vmovntdq [{d}], zmm0",
-                "dec {n}",
-                "jmp 3b",
-                "4:",
-                "vzeroupper",
-                s = inout(reg) src => _,
-                d = inout(reg) dst => _,
-                n = inout(reg) lines => _,
-                out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
-                options(nostack),
-            );
-        }
-
-        /// # Safety
-        /// AVX-512F is available; `dst` is 64-byte aligned and `lines * 64` bytes writable.
-        #[inline(never)]
-        pub unsafe fn fill_avx512(dst: *mut u8, byte: u8, lines: usize) {
-            // VPBROADCASTB would need AVX-512BW: broadcast four copies of the byte instead.
-            let word = u32::from(byte) * 0x0101_0101;
-            asm!(
-                "vpbroadcastd zmm0, {w:e}",
-                "2:",
-                "test {n}, {n}",
-                "jz 3f",
-                "vmovntdq [{d}], zmm0",
-                "add {d}, 64",
-                "dec {n}",
-                "jmp 2b",
-                "3:",
-                "vzeroupper",
-                w = in(reg) word,
-                d = inout(reg) dst => _,
-                n = inout(reg) lines => _,
-                out("xmm0") _,
-                options(nostack),
-            );
-        }
-
-        kernels!(
-            "avx2",
-            __m256i,
-            32,
-            _mm256_loadu_si256,
-            _mm256_stream_si256,
-            _mm256_set1_epi8,
+        copy_kernel!(
             copy_forward_avx2,
             copy_backward_avx2,
-            fill_avx2
+            [
+                "vmovdqu ymm0, [{s}]",
+                "vmovdqu ymm1, [{s} + 32]",
+                "vmovdqu ymm2, [{s} + 64]",
+                "vmovdqu ymm3, [{s} + 96]",
+                "vmovdqu ymm4, [{s} + 128]",
+                "vmovdqu ymm5, [{s} + 160]",
+                "vmovdqu ymm6, [{s} + 192]",
+                "vmovdqu ymm7, [{s} + 224]",
+                "vmovntdq [{d}], ymm0",
+                "vmovntdq [{d} + 32], ymm1",
+                "vmovntdq [{d} + 64], ymm2",
+                "vmovntdq [{d} + 96], ymm3",
+                "vmovntdq [{d} + 128], ymm4",
+                "vmovntdq [{d} + 160], ymm5",
+                "vmovntdq [{d} + 192], ymm6",
+                "vmovntdq [{d} + 224], ymm7"
+            ],
+            [
+                "vmovdqu ymm0, [{s}]",
+                "vmovdqu ymm1, [{s} + 32]",
+                "vmovntdq [{d}], ymm0",
+                "vmovntdq [{d} + 32], ymm1"
+            ],
+            "vzeroupper",
+            out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+            out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
         );
-        kernels!(
-            "sse2",
-            __m128i,
-            16,
-            _mm_loadu_si128,
-            _mm_stream_si128,
-            _mm_set1_epi8,
+
+        copy_kernel!(
             copy_forward_sse2,
             copy_backward_sse2,
-            fill_sse2
+            [
+                "movdqu xmm0, [{s}]",
+                "movdqu xmm1, [{s} + 16]",
+                "movdqu xmm2, [{s} + 32]",
+                "movdqu xmm3, [{s} + 48]",
+                "movdqu xmm4, [{s} + 64]",
+                "movdqu xmm5, [{s} + 80]",
+                "movdqu xmm6, [{s} + 96]",
+                "movdqu xmm7, [{s} + 112]",
+                "movdqu xmm8, [{s} + 128]",
+                "movdqu xmm9, [{s} + 144]",
+                "movdqu xmm10, [{s} + 160]",
+                "movdqu xmm11, [{s} + 176]",
+                "movdqu xmm12, [{s} + 192]",
+                "movdqu xmm13, [{s} + 208]",
+                "movdqu xmm14, [{s} + 224]",
+                "movdqu xmm15, [{s} + 240]",
+                "movntdq [{d}], xmm0",
+                "movntdq [{d} + 16], xmm1",
+                "movntdq [{d} + 32], xmm2",
+                "movntdq [{d} + 48], xmm3",
+                "movntdq [{d} + 64], xmm4",
+                "movntdq [{d} + 80], xmm5",
+                "movntdq [{d} + 96], xmm6",
+                "movntdq [{d} + 112], xmm7",
+                "movntdq [{d} + 128], xmm8",
+                "movntdq [{d} + 144], xmm9",
+                "movntdq [{d} + 160], xmm10",
+                "movntdq [{d} + 176], xmm11",
+                "movntdq [{d} + 192], xmm12",
+                "movntdq [{d} + 208], xmm13",
+                "movntdq [{d} + 224], xmm14",
+                "movntdq [{d} + 240], xmm15"
+            ],
+            [
+                "movdqu xmm0, [{s}]",
+                "movdqu xmm1, [{s} + 16]",
+                "movdqu xmm2, [{s} + 32]",
+                "movdqu xmm3, [{s} + 48]",
+                "movntdq [{d}], xmm0",
+                "movntdq [{d} + 16], xmm1",
+                "movntdq [{d} + 32], xmm2",
+                "movntdq [{d} + 48], xmm3"
+            ],
+            "",
+            out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+            out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
+            out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
+            out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
+        );
+
+        /// Fills `lines` lines with the register `$broadcast` sets up: `$group` stores four
+        /// lines at [d], `$one` one line.
+        macro_rules! fill_kernel {
+            ($name:ident, [$($broadcast:literal),+], [$($group:literal),+], [$($one:literal),+],
+             $vz:literal) => {
+                #[inline(never)]
+                pub unsafe fn $name(dst: *mut u8, byte: u8, lines: usize) {
+                    let word = u32::from(byte) * 0x0101_0101;
+                    asm!(
+                        $($broadcast,)+
+                        "2:",
+                        "cmp {n}, 4",
+                        "jb 3f",
+                        $($group,)+
+                        "add {d}, 256",
+                        "sub {n}, 4",
+                        "jmp 2b",
+                        "3:",
+                        "test {n}, {n}",
+                        "jz 4f",
+                        $($one,)+
+                        "add {d}, 64",
+                        "dec {n}",
+                        "jmp 3b",
+                        "4:",
+                        $vz,
+                        w = in(reg) word,
+                        d = inout(reg) dst => _,
+                        n = inout(reg) lines => _,
+                        out("xmm0") _,
+                        options(nostack),
+                    );
+                }
+            };
+        }
+
+        // VPBROADCASTB would need AVX-512BW: four copies of the byte, broadcast as dwords.
+        fill_kernel!(
+            fill_avx512,
+            ["vpbroadcastd zmm0, {w:e}"],
+            [
+                "vmovntdq [{d}], zmm0",
+                "vmovntdq [{d} + 64], zmm0",
+                "vmovntdq [{d} + 128], zmm0",
+                "vmovntdq [{d} + 192], zmm0"
+            ],
+            ["vmovntdq [{d}], zmm0"],
+            "vzeroupper"
+        );
+
+        fill_kernel!(
+            fill_avx2,
+            ["vmovd xmm0, {w:e}", "vpbroadcastd ymm0, xmm0"],
+            [
+                "vmovntdq [{d}], ymm0",
+                "vmovntdq [{d} + 32], ymm0",
+                "vmovntdq [{d} + 64], ymm0",
+                "vmovntdq [{d} + 96], ymm0",
+                "vmovntdq [{d} + 128], ymm0",
+                "vmovntdq [{d} + 160], ymm0",
+                "vmovntdq [{d} + 192], ymm0",
+                "vmovntdq [{d} + 224], ymm0"
+            ],
+            ["vmovntdq [{d}], ymm0", "vmovntdq [{d} + 32], ymm0"],
+            "vzeroupper"
+        );
+
+        fill_kernel!(
+            fill_sse2,
+            ["movd xmm0, {w:e}", "pshufd xmm0, xmm0, 0"],
+            [
+                "movntdq [{d}], xmm0",
+                "movntdq [{d} + 16], xmm0",
+                "movntdq [{d} + 32], xmm0",
+                "movntdq [{d} + 48], xmm0",
+                "movntdq [{d} + 64], xmm0",
+                "movntdq [{d} + 80], xmm0",
+                "movntdq [{d} + 96], xmm0",
+                "movntdq [{d} + 112], xmm0",
+                "movntdq [{d} + 128], xmm0",
+                "movntdq [{d} + 144], xmm0",
+                "movntdq [{d} + 160], xmm0",
+                "movntdq [{d} + 176], xmm0",
+                "movntdq [{d} + 192], xmm0",
+                "movntdq [{d} + 208], xmm0",
+                "movntdq [{d} + 224], xmm0",
+                "movntdq [{d} + 240], xmm0"
+            ],
+            [
+                "movntdq [{d}], xmm0",
+                "movntdq [{d} + 16], xmm0",
+                "movntdq [{d} + 32], xmm0",
+                "movntdq [{d} + 48], xmm0"
+            ],
+            ""
         );
     }
 }

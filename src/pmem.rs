@@ -485,7 +485,18 @@ impl Drop for PmemFile {
 ///
 /// # Safety
 /// The bytes are mapped (a flush faults like a load).
+#[inline]
 pub unsafe fn persist(addr: usize, len: usize) -> Result<()> {
+    if !pagemaps::any() {
+        persist::flush(addr as *const u8, len);
+        persist::drain();
+        return Ok(());
+    }
+    persist_some_by_msync(addr, len)
+}
+
+#[cold]
+unsafe fn persist_some_by_msync(addr: usize, len: usize) -> Result<()> {
     if len == 0 {
         return Ok(());
     }

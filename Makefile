@@ -137,17 +137,31 @@ $(BENCH_OUT)/bench: bench/bench.c bench/seed.c bench/seed.h bench/floor.h includ
 	$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -Ibench $(BENCH_PEERS) -o $@ \
 		bench/bench.c bench/seed.c -L$(BENCH_OUT) -lpfnfloor -L$(LIBDIR) -lpfn $(BENCH_LIBS) -lpthread $(BENCH_RPATH)
 
+# The persistence benchmark: libpfn against libpmem (when libpmem-dev is installed).
+PERSIST_PEER := $(shell pkg-config --exists libpmem 2>/dev/null && echo -DHAVE_PMEM) \
+                $(shell test -f /usr/include/valgrind/callgrind.h && echo -DHAVE_CALLGRIND)
+PERSIST_LIBS := $(shell pkg-config --exists libpmem 2>/dev/null && pkg-config --libs libpmem)
+
+$(BENCH_OUT)/persist: bench/persist.c include/pfn.h $(SHARED)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude $(PERSIST_PEER) -o $@ bench/persist.c \
+		-L$(LIBDIR) -lpfn $(PERSIST_LIBS) $(BENCH_RPATH)
+
 .PHONY: bench bench-check
 # QUICK=1: a run of under a minute. The results go to bench/results/.
-bench: lib $(BENCH_OUT)/bench
+bench: lib $(BENCH_OUT)/bench $(BENCH_OUT)/persist
 	@mkdir -p bench/results
 	./$(BENCH_OUT)/bench $(if $(QUICK),--quick) --out bench/results
 	@bash bench/callgrind.sh $(BENCH_OUT)/bench bench/results $(if $(QUICK),quick)
+	./$(BENCH_OUT)/persist $(if $(QUICK),--quick) --out bench/results
+	@bash bench/callgrind_persist.sh $(BENCH_OUT)/persist bench/results
 	@bash bench/plot.sh bench/results
 
-# Builds the benchmark and checks that every contender returns correct addresses.
-bench-check: lib $(BENCH_OUT)/bench
+# Builds the benchmarks and checks that every contender returns correct addresses and
+# writes correct bytes.
+bench-check: lib $(BENCH_OUT)/bench $(BENCH_OUT)/persist
 	./$(BENCH_OUT)/bench --verify
+	./$(BENCH_OUT)/persist --verify
 
 # ---- tools that find what tests miss
 CXX ?= c++

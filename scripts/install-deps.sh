@@ -15,6 +15,7 @@ have valgrind || need+=(valgrind)
 pkg() { have pkg-config && pkg-config --exists "$1"; }
 pkg liburcu-memb || need+=(liburcu-dev)
 pkg libpmemobj || need+=(libpmemobj-dev)
+pkg libpmem || need+=(libpmem-dev)
 
 if ((${#need[@]})); then
     echo "install-deps: installing ${need[*]}"

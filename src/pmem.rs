@@ -186,10 +186,16 @@ impl Opened {
                         extended_from: None,
                     })
                 }
+                // A dangling symbolic link exists but names nothing: its target is not
+                // created (a link planted in a shared directory must not pick the file).
+                Err(Error::NotFound) if std::fs::symlink_metadata(path).is_ok() => {
+                    return Err(Error::NotFound)
+                }
                 Err(Error::NotFound) => continue,
                 Err(e) => return Err(e),
             }
         }
+        // Created and removed by someone else 64 times in a row.
         Err(Error::Os(libc::EAGAIN))
     }
 

@@ -54,7 +54,8 @@ pub(crate) static MAPS: Handles<PmemFile> = Handles::new();
 ///         alignment, `size` larger than the device, or its sysfs entry without a sensible
 ///         size or alignment; PFN_FORCE_GRANULARITY set to a value other than page,
 ///         cache_line or byte;
-/// ENOENT: no such file without PFN_PMEM_CREATE, or a missing directory on the path;
+/// ENOENT: no such file without PFN_PMEM_CREATE, a missing directory on the path, or (with
+///         PFN_PMEM_CREATE) a dangling symbolic link, whose target is not created;
 /// EISDIR: `path` is a directory;
 /// ENOSPC, EFBIG: (PFN_PMEM_CREATE) the blocks cannot be reserved;
 /// EACCES, EPERM, EROFS, ELOOP, ENAMETOOLONG, ENOTDIR, EMFILE, ENFILE, ENOMEM, ENODEV and

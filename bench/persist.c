@@ -7,11 +7,13 @@
  * the lines it writes are not the ones it just flushed. Rounds alternate the two sides; each
  * figure is the median of the rounds, and each ratio compares figures of the same run.
  *
- * The msync comparison needs a second mapping in PAGE mode, which a process with the force
- * variable cannot make: a helper process without it (this program again, --msync-helper)
- * times its rounds when asked, between the flush-mode rounds of this one.
+ * The msync comparison needs mappings in PAGE mode, which a process with the force variable
+ * cannot make: a helper process without it (this program again, --msync-helper) times its
+ * rounds when asked, between the flush-mode rounds of this one, on tmpfs (--pmem) and on a
+ * disk file system (--disk, default the working directory).
  *
- * usage: persist [--quick] [--verify] [--out DIR] [--pmem DIR] [--count OP SIDE BYTES ITERS] */
+ * usage: persist [--quick] [--verify] [--out DIR] [--pmem DIR] [--disk DIR]
+ *                [--count OP SIDE BYTES ITERS] */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
@@ -167,21 +169,33 @@ static pid_t helper_pid;
 struct request {
     size_t len;
     uint64_t iters;
+    int disk; /* 0: the mapping on --pmem's tmpfs, 1: the one on --disk's file system */
 };
 
-/* In the helper: a PAGE mapping; each request is one timed round of pfn_pmem_persist. */
+static const char *disk_dir = ".";
+
+/* In the helper: two PAGE mappings, tmpfs (where msync writes nothing back: there is no
+ * backing store) and a disk file system (where it writes the page to the device); each request
+ * is one timed round of pfn_pmem_persist on one of them. */
 static int msync_helper(void)
 {
-    char path[512];
-    snprintf(path, sizeof path, "%s/libpfn-bench-persist-page-%ld", pmem_dir, (long)getpid());
-    pfn_pmem *m = pfn_pmem_map(path, WINDOW, PFN_PMEM_CREATE);
-    unlink(path);
-    int granularity = m ? pfn_pmem_granularity(m) : -1;
-    if (write(1, &granularity, sizeof granularity) != sizeof granularity || !m)
+    pfn_pmem *maps[2];
+    const char *dirs[2] = {pmem_dir, disk_dir};
+    int granularity = PFN_GRANULARITY_PAGE;
+    for (int k = 0; k < 2; k++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/libpfn-bench-persist-page-%ld", dirs[k], (long)getpid());
+        maps[k] = pfn_pmem_map(path, WINDOW, PFN_PMEM_CREATE);
+        unlink(path);
+        if (!maps[k] || pfn_pmem_granularity(maps[k]) != PFN_GRANULARITY_PAGE)
+            granularity = -1;
+    }
+    if (write(1, &granularity, sizeof granularity) != sizeof granularity || granularity < 0)
         return 1;
-    char *base = pfn_pmem_addr(m);
     struct request rq;
     while (read(0, &rq, sizeof rq) == sizeof rq) {
+        pfn_pmem *m = maps[rq.disk != 0];
+        char *base = pfn_pmem_addr(m);
         size_t slots = WINDOW / (rq.len < 64 ? 64 : rq.len);
         double t0 = now_ns();
         int bad = 0;
@@ -195,7 +209,8 @@ static int msync_helper(void)
         if (write(1, &ns, sizeof ns) != sizeof ns)
             return 1;
     }
-    pfn_pmem_unmap(m);
+    pfn_pmem_unmap(maps[0]);
+    pfn_pmem_unmap(maps[1]);
     return 0;
 }
 
@@ -212,7 +227,8 @@ static int start_helper(char **argv)
         close(to[1]);
         close(from[0]);
         unsetenv("PFN_FORCE_GRANULARITY");
-        char *args[] = {argv[0], "--msync-helper", "--pmem", (char *)pmem_dir, NULL};
+        char *args[] = {argv[0], "--msync-helper", "--pmem", (char *)pmem_dir,
+                        "--disk", (char *)disk_dir, NULL};
         execv(self_path(), args);
         _exit(127);
     }
@@ -225,9 +241,9 @@ static int start_helper(char **argv)
            granularity == PFN_GRANULARITY_PAGE;
 }
 
-static double helper_round(size_t len, uint64_t iters)
+static double helper_round(size_t len, uint64_t iters, int disk)
 {
-    struct request rq = {len, iters};
+    struct request rq = {len, iters, disk};
     double ns;
     if (write(helper_in, &rq, sizeof rq) != sizeof rq || read(helper_out, &ns, sizeof ns) != sizeof ns)
         return -1;
@@ -337,13 +353,15 @@ int main(int argc, char **argv)
             out = argv[++i];
         else if (!strcmp(argv[i], "--pmem") && i + 1 < argc)
             pmem_dir = argv[++i];
+        else if (!strcmp(argv[i], "--disk") && i + 1 < argc)
+            disk_dir = argv[++i];
         else if (!strcmp(argv[i], "--count") && i + 4 < argc) {
             count_op = argv[++i];
             count_side = argv[++i];
             count_len = strtoull(argv[++i], NULL, 10);
             count_iters = strtoull(argv[++i], NULL, 10);
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--verify] [--out DIR] [--pmem DIR] "
+            fprintf(stderr, "usage: %s [--quick] [--verify] [--out DIR] [--pmem DIR] [--disk DIR] "
                             "[--count memcpy|memset|persist pfn|pmem BYTES ITERS]\n", argv[0]);
             return 2;
         }
@@ -463,26 +481,32 @@ int main(int argc, char **argv)
 
     /* ---- pfn_pmem_persist: flush mode here, msync mode in the helper */
     if (!start_helper(argv)) {
-        printf("\nmsync helper did not start with a PAGE mapping: flush/msync comparison skipped\n");
+        printf("\nmsync helper did not start with PAGE mappings: flush/msync comparison skipped\n");
     } else {
-        f = csv(out, "persist_modes.csv", "op,bytes,flush_ns,msync_ns,msync_over_flush");
-        printf("\npfn_pmem_persist of dirty bytes, median of %d interleaved rounds, ns per call\n", rounds);
-        printf("%-16s %8s %12s %12s %9s\n", "operation", "size", "flush mode", "msync mode", "ratio");
+        f = csv(out, "persist_modes.csv", "op,bytes,flush_ns,msync_tmpfs_ns,msync_disk_ns,"
+                                          "tmpfs_over_flush,disk_over_flush");
+        printf("\npfn_pmem_persist of dirty bytes, median of %d interleaved rounds, ns per call "
+               "(msync mode on tmpfs %s and on the file system of %s)\n", rounds, pmem_dir, disk_dir);
+        printf("%-16s %8s %12s %12s %12s %9s %9s\n", "operation", "size", "flush mode",
+               "msync tmpfs", "msync disk", "tmpfs/fl", "disk/fl");
         const size_t lens[] = {64, 4096};
         for (size_t i = 0; i < 2; i++) {
             size_t len = lens[i];
             uint64_t it_flush = calibrate(PMEM_PERSIST, PFN, len, target);
-            uint64_t it_msync = it_flush / 8 + 1;
-            double fl[32], ms[32];
+            uint64_t it_msync = it_flush / 8 + 1, it_disk = quick ? 20 : 50;
+            double fl[32], ms[32], dk[32];
             for (int r = 0; r < rounds; r++) {
                 double t0 = now_ns();
                 run(PMEM_PERSIST, PFN, len, it_flush);
                 fl[r] = (now_ns() - t0) / it_flush;
-                ms[r] = helper_round(len, it_msync);
+                ms[r] = helper_round(len, it_msync, 0);
+                dk[r] = helper_round(len, it_disk, 1);
             }
-            double mf = median(fl, rounds), mm = median(ms, rounds);
-            printf("%-16s %8s %12.1f %12.1f %9.1f\n", "pfn_pmem_persist", size_name(len, sz), mf, mm, mm / mf);
-            fprintf(f, "pfn_pmem_persist,%zu,%.2f,%.2f,%.2f\n", len, mf, mm, mm / mf);
+            double mf = median(fl, rounds), mm = median(ms, rounds), md = median(dk, rounds);
+            printf("%-16s %8s %12.1f %12.1f %12.1f %9.1f %9.1f\n", "pfn_pmem_persist",
+                   size_name(len, sz), mf, mm, md, mm / mf, md / mf);
+            fprintf(f, "pfn_pmem_persist,%zu,%.2f,%.2f,%.2f,%.2f,%.2f\n", len, mf, mm, md,
+                    mm / mf, md / mf);
         }
         fclose(f);
         stop_helper();

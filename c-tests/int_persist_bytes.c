@@ -340,6 +340,13 @@ int main(int argc, char **argv)
     CHECK(pfn_memmove_persist((void *)(UINTPTR_MAX - 8), buf, 64) == NULL && errno == EINVAL);
     CHECK(pfn_memset_persist((void *)(UINTPTR_MAX - 8), 0, 64) == NULL);
     CHECK(pfn_memset_persist(NULL, 0, 1) == NULL);
+    errno = 0;
+    CHECK(pfn_memcpy_persist((void *)64, (void *)4096, (size_t)PTRDIFF_MAX + 1) == NULL && errno == EINVAL);
+    CHECK(pfn_memset_persist((void *)64, 0, (size_t)PTRDIFF_MAX + 1) == NULL);
+    CHECK_EQ(pfn_persist((void *)64, (size_t)PTRDIFF_MAX + 1), -EINVAL);
+    /* Moving onto itself changes nothing. */
+    memcpy(buf, "abcdefghij", 11);
+    CHECK(pfn_memmove_persist(buf, buf, 11) == buf && !memcmp(buf, "abcdefghij", 11));
     CHECK(pfn_memset_persist(buf, 0, 0) == buf);
     CHECK_EQ(pfn_persist(NULL, 0), 0);
     CHECK_EQ(pfn_persist(NULL, 1), -EINVAL);

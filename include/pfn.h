@@ -343,8 +343,9 @@ void pfn_drain(void);
  * assumes). Memory that is neither pmem nor a PAGE mapping of this library (an ordinary file
  * mapped elsewhere) is not made durable by a flush: use msync for it.
  *
- * Returns 0; -EINVAL when `addr` is NULL (with `len` > 0) or `addr + len` wraps; or the
- * negative errno of msync(2) (e.g. -EIO).
+ * Returns 0; -EINVAL when `addr` is NULL (with `len` > 0), `addr + len` wraps or `len`
+ * exceeds PTRDIFF_MAX; or the negative errno of msync(2) (e.g. -EIO, or -ENOMEM when the
+ * PAGE mapping was unmapped meanwhile).
  *
  * Thread rules: any thread, concurrently; async-signal-safe (no lock, no allocation; no
  * system call unless PAGE-mapped bytes are involved, then msync without a cancellation
@@ -359,9 +360,9 @@ int pfn_persist(const void *addr, size_t len);
  * a PFN_GRANULARITY_PAGE mapping of this library, ordinary stores and msync(2). The ranges may
  * overlap (it copies as memmove does). libpmem's pmem_memcpy_persist.
  *
- * Returns `dst`; or NULL with errno EINVAL when `dst` or `src` is NULL (with `len` > 0) or a
- * range wraps past the end of the address space, or with the errno of msync(2) (the bytes are
- * copied but may not be durable).
+ * Returns `dst`; or NULL with errno EINVAL when `dst` or `src` is NULL (with `len` > 0), a
+ * range wraps past the end of the address space or `len` exceeds PTRDIFF_MAX (nothing is
+ * copied), or with the errno of msync(2) (the bytes are copied but may not be durable).
  *
  * Thread rules: any thread, concurrently; async-signal-safe (as pfn_persist).
  *
@@ -384,8 +385,8 @@ void *pfn_memmove_persist(void *dst, const void *src, size_t len);
  * Sets `len` bytes at `dst` to `(unsigned char)c` and makes them durable before returning,
  * as pfn_memcpy_persist does. libpmem's pmem_memset_persist.
  *
- * Returns `dst`; or NULL with errno EINVAL (`dst` NULL with `len` > 0, or wrapping), or with
- * the errno of msync(2).
+ * Returns `dst`; or NULL with errno EINVAL (`dst` NULL with `len` > 0, wrapping, or `len`
+ * over PTRDIFF_MAX), or with the errno of msync(2).
  *
  * Thread rules: any thread, concurrently; async-signal-safe.
  *

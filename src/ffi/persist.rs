@@ -35,10 +35,12 @@ fn flags_from(bits: u32) -> Option<Flags> {
     })
 }
 
-/// Whether `len` bytes from `p` are a range a caller could own: not NULL (unless empty) and
-/// not wrapping past the end of the address space.
+/// Whether `len` bytes from `p` are a range a caller could own: not NULL (unless empty), not
+/// wrapping past the end of the address space, and no larger than any object can be
+/// (isize::MAX: Rust's copies require it).
 fn plausible(p: *const c_void, len: usize) -> bool {
-    len == 0 || (!p.is_null() && (p as usize).checked_add(len).is_some())
+    len == 0
+        || (!p.is_null() && len <= isize::MAX as usize && (p as usize).checked_add(len).is_some())
 }
 
 /// Writes back the CPU cache lines holding `addr .. addr + len`, with the instruction
@@ -73,8 +75,9 @@ pub extern "C" fn pfn_drain() {
 /// assumes). Memory that is neither pmem nor a PAGE mapping of this library (an ordinary file
 /// mapped elsewhere) is not made durable by a flush: use msync for it.
 ///
-/// Returns 0; -EINVAL when `addr` is NULL (with `len` > 0) or `addr + len` wraps; or the
-/// negative errno of msync(2) (e.g. -EIO).
+/// Returns 0; -EINVAL when `addr` is NULL (with `len` > 0), `addr + len` wraps or `len`
+/// exceeds PTRDIFF_MAX; or the negative errno of msync(2) (e.g. -EIO, or -ENOMEM when the
+/// PAGE mapping was unmapped meanwhile).
 ///
 /// Thread rules: any thread, concurrently; async-signal-safe (no lock, no allocation; no
 /// system call unless PAGE-mapped bytes are involved, then msync without a cancellation
@@ -159,9 +162,9 @@ unsafe fn set(dst: *mut c_void, c: c_int, len: usize, bits: u32) -> *mut c_void 
 /// a PFN_GRANULARITY_PAGE mapping of this library, ordinary stores and msync(2). The ranges may
 /// overlap (it copies as memmove does). libpmem's pmem_memcpy_persist.
 ///
-/// Returns `dst`; or NULL with errno EINVAL when `dst` or `src` is NULL (with `len` > 0) or a
-/// range wraps past the end of the address space, or with the errno of msync(2) (the bytes are
-/// copied but may not be durable).
+/// Returns `dst`; or NULL with errno EINVAL when `dst` or `src` is NULL (with `len` > 0), a
+/// range wraps past the end of the address space or `len` exceeds PTRDIFF_MAX (nothing is
+/// copied), or with the errno of msync(2) (the bytes are copied but may not be durable).
 ///
 /// Thread rules: any thread, concurrently; async-signal-safe (as pfn_persist).
 ///
@@ -194,8 +197,8 @@ pub unsafe extern "C" fn pfn_memmove_persist(
 /// Sets `len` bytes at `dst` to `(unsigned char)c` and makes them durable before returning,
 /// as pfn_memcpy_persist does. libpmem's pmem_memset_persist.
 ///
-/// Returns `dst`; or NULL with errno EINVAL (`dst` NULL with `len` > 0, or wrapping), or with
-/// the errno of msync(2).
+/// Returns `dst`; or NULL with errno EINVAL (`dst` NULL with `len` > 0, wrapping, or `len`
+/// over PTRDIFF_MAX), or with the errno of msync(2).
 ///
 /// Thread rules: any thread, concurrently; async-signal-safe.
 ///

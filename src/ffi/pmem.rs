@@ -50,16 +50,20 @@ pub(crate) static MAPS: Handles<PmemFile> = Handles::new();
 ///         device (a FIFO, socket, block device, or another character device such as
 ///         /dev/null); for a file: size 0 and the file empty or not a page multiple long, or
 ///         (without PFN_PMEM_CREATE) the file shorter than `size`, or `size` beyond the
-///         largest file offset; for a device: `size` not a multiple of the device's
-///         alignment, `size` larger than the device, or its sysfs entry without a sensible
-///         size or alignment; PFN_FORCE_GRANULARITY set to a value other than page,
-///         cache_line or byte;
+///         largest file offset or above PTRDIFF_MAX; for a device: `size` not a multiple of
+///         the device's alignment, `size` larger than the device, or its sysfs entry
+///         without a sensible size or alignment; PFN_FORCE_GRANULARITY set to a value other
+///         than page, cache_line or byte;
 /// ENOENT: no such file without PFN_PMEM_CREATE, a missing directory on the path, or (with
 ///         PFN_PMEM_CREATE) a dangling symbolic link, whose target is not created;
 /// EISDIR: `path` is a directory;
 /// ENOSPC, EFBIG: (PFN_PMEM_CREATE) the blocks cannot be reserved;
-/// EACCES, EPERM, EROFS, ELOOP, ENAMETOOLONG, ENOTDIR, EMFILE, ENFILE, ENOMEM, ENODEV and
-/// other errors of open(2), fstat(2), posix_fallocate(3) and mmap(2), as they come.
+/// EAGAIN: (PFN_PMEM_CREATE) other processes created and removed the file 64 times while
+///         this call tried to open it;
+/// ENOMEM: the mapping (mmap) or the library's record of it could not be allocated;
+/// EACCES, EPERM, EROFS, ETXTBSY, ELOOP, ENAMETOOLONG, ENOTDIR, EMFILE, ENFILE, ENODEV, EIO
+/// and other errors of open(2), fstat(2), posix_fallocate(3), mmap(2) and of reading sysfs
+/// (for a character device), as they come.
 ///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string.

@@ -58,7 +58,7 @@ endif
 .PHONY: all help deps deps-demo lib demo test clean install install-strip uninstall \
         lint cargo-test header-check rust-version c-test check-cxx check-sanitizers \
         check-asan check-valgrind check-examples check-demo-deps check-python check-install \
-        bench bench-check
+        bench bench-check bench-persist
 
 all: lib
 
@@ -134,7 +134,8 @@ demo: deps-demo $(OUT)/demo
 # below) and giving run/NAME a rule; a new c-tests/*.c joins every C list by itself.
 RUN      = @bash scripts/run-test.sh
 SUMMARY  = @bash scripts/test-summary.sh
-VALGRIND := valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect -q
+# --trace-children: some tests re-run themselves under other settings (c-tests/rerun.h).
+VALGRIND := valgrind --trace-children=yes --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect -q
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 # The header compiles as C++ and these tests pass when built so.
 CXX_TESTS := api_encoding int_section
@@ -142,6 +143,8 @@ CXX_TESTS := api_encoding int_section
 # and once more with every membarrier call failing after set-up (PFN_TEST_MEMBARRIER_FAIL:
 # grace periods must then use the fallback barriers, never a local fence alone).
 FENCE_TESTS := int_threads stress_churn
+# The durability and truncation tests run once more with every mapping in flush mode.
+FLUSH_TESTS := int_durability int_truncate
 # Tests that bring their own malloc (allocation-failure injection) cannot run under ASan or
 # valgrind, which bring theirs.
 OWN_MALLOC_TESTS := int_oom int_free_race
@@ -150,7 +153,8 @@ LINT_TESTS     := lint/rustfmt lint/clippy
 RUST_TESTS     := cargo-test header-check rust-version
 C_RUNS         := $(addprefix c/shared/,$(C_TESTS)) $(addprefix c/static/,$(C_TESTS)) \
                   $(addprefix c/no-membarrier/,$(FENCE_TESTS)) \
-                  $(addprefix c/membarrier-fails/,$(FENCE_TESTS)) $(addprefix c/dl/,$(DL_TESTS))
+                  $(addprefix c/membarrier-fails/,$(FENCE_TESTS)) $(addprefix c/dl/,$(DL_TESTS)) \
+                  $(addprefix c/flush/,$(FLUSH_TESTS))
 CXX_RUNS       := $(addprefix c/cxx/,$(CXX_TESTS))
 ASAN_RUNS      := $(addprefix c/asan/,$(filter-out $(OWN_MALLOC_TESTS),$(C_TESTS)))
 VALGRIND_RUNS  := $(addprefix c/valgrind/,$(filter-out $(OWN_MALLOC_TESTS),$(C_TESTS)) $(DL_TESTS))
@@ -158,7 +162,7 @@ EXAMPLE_TESTS  := examples/demo examples/plog
 DEMO_DEPS_TESTS := demo-deps
 PYTHON_TESTS   := python/tree python/installed
 INSTALL_TESTS  := install
-BENCH_TESTS    := bench-verify
+BENCH_TESTS    := bench-verify bench-verify-persist
 TESTS := $(LINT_TESTS) $(RUST_TESTS) $(C_RUNS) $(CXX_RUNS) $(ASAN_RUNS) $(VALGRIND_RUNS) \
          $(EXAMPLE_TESTS) $(DEMO_DEPS_TESTS) $(PYTHON_TESTS) $(INSTALL_TESTS) $(BENCH_TESTS)
 runs = $(addprefix run/,$(1))
@@ -189,6 +193,8 @@ run/c/no-membarrier/%: $(OUT)/shared/%
 	$(RUN) $(@:run/%=%) env PFN_NO_MEMBARRIER=1 ./$<
 run/c/membarrier-fails/%: $(OUT)/shared/%
 	$(RUN) $(@:run/%=%) env PFN_TEST_MEMBARRIER_FAIL=1000000000 ./$<
+run/c/flush/%: $(OUT)/shared/%
+	$(RUN) $(@:run/%=%) env PFN_FORCE_GRANULARITY=cache_line ./$<
 run/c/dl/%: $(OUT)/dl/%
 	$(RUN) $(@:run/%=%) ./$<
 run/c/valgrind/int_dlclose: $(OUT)/dl/int_dlclose
@@ -237,6 +243,8 @@ run/install: $(SHARED) $(STATIC)
 
 run/bench-verify: $(OUT)/bench/bench
 	$(RUN) $(@:run/%=%) ./$(OUT)/bench/bench --verify
+run/bench-verify-persist: $(OUT)/bench/persist
+	$(RUN) $(@:run/%=%) ./$(OUT)/bench/persist --verify
 
 # Parts of `make test`, each ending with its own count.
 lint: $(call runs,$(LINT_TESTS))
@@ -321,12 +329,29 @@ $(BENCH_OUT)/bench: bench/bench.c bench/seed.c bench/seed.h bench/floor.h includ
 	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -Ibench $(BENCH_PEERS) -o $@ \
 		bench/bench.c bench/seed.c -L$(BENCH_OUT) -lpfnfloor -L$(LIBDIR) -lpfn $(BENCH_LIBS) -lpthread $(BENCH_RPATH)
 
+# The persistence benchmark: libpfn against libpmem (when libpmem-dev is installed).
+PERSIST_PEER = $(shell pkg-config --exists libpmem 2>/dev/null && echo -DHAVE_PMEM) \
+                $(shell test -f /usr/include/valgrind/callgrind.h && echo -DHAVE_CALLGRIND)
+PERSIST_LIBS = $(shell pkg-config --exists libpmem 2>/dev/null && pkg-config --libs libpmem)
+
+$(BENCH_OUT)/persist: bench/persist.c include/pfn.h $(SHARED)
+	@mkdir -p $(@D)
+	$(say) CC $@
+	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude $(PERSIST_PEER) -o $@ bench/persist.c \
+		-L$(LIBDIR) -lpfn $(PERSIST_LIBS) $(BENCH_RPATH)
+
 # QUICK=1: a run of under a minute. The results go to bench/results/.
-bench: lib $(BENCH_OUT)/bench
+bench: lib $(BENCH_OUT)/bench bench-persist
 	@mkdir -p bench/results
 	./$(BENCH_OUT)/bench $(if $(QUICK),--quick) --out bench/results
 	@bash bench/callgrind.sh $(BENCH_OUT)/bench bench/results $(if $(QUICK),quick)
 	@bash bench/plot.sh bench/results
+
+# The persistence part alone: libpfn against libpmem (about 10 s; QUICK=1: about 5 s).
+bench-persist: lib $(BENCH_OUT)/persist
+	@mkdir -p bench/results
+	./$(BENCH_OUT)/persist $(if $(QUICK),--quick) --out bench/results
+	@bash bench/callgrind_persist.sh $(BENCH_OUT)/persist bench/results
 
 clean:
 	$(CARGO) clean

@@ -64,6 +64,10 @@ int main(void)
     pfn_pmem *m = pfn_pmem_map(path, 0, 0);
     REQUIRE(m != NULL);
     CHECK_EQ(pfn_pmem_size(m), PAGES * PAGE);
+    /* make test runs this twice: msync (tmpfs) and cache-line flushes (forced). */
+    const char *forced = getenv("PFN_FORCE_GRANULARITY");
+    int flushing = forced && !strcmp(forced, "cache_line");
+    CHECK_EQ(pfn_pmem_granularity(m), flushing ? PFN_GRANULARITY_CACHE_LINE : PFN_GRANULARITY_PAGE);
     pfn_device *dev = pfn_device_new("reader");
     pfn_resource r = {PHYS, PHYS + PAGES * PAGE - 1, NULL};
     CHECK_EQ(devm_register_kmap_pfn_range(dev, &r, pfn_pmem_addr(m)), 0);

@@ -43,6 +43,12 @@ static struct slot slots[SLOTS];
 static pfn_device *dev;
 static atomic_int stop;
 static atomic_ullong bad_pattern;
+/* Readers set up (pfn_thread_init): signals are sent only after that, since a handler that
+ * interrupts the thread's own set-up gets EAGAIN (as documented), not a mapping. */
+static atomic_int readers_ready;
+/* Where a bad read was seen (the first one's line), for the report. */
+static atomic_int bad_line;
+#define BAD() (atomic_fetch_add(&bad_pattern, 1), atomic_compare_exchange_strong(&bad_line, &(int){0}, __LINE__))
 
 /* The work the run must cover: one entry per kind (new kinds of worker add theirs here). */
 enum {
@@ -125,7 +131,7 @@ static void *hold_and_exit(void *arg)
     char *a = kmap_atomic_pfn_t(phys_to_pfn_t(phys, 0));
     if (a) {
         if (!check_page(a, phys))
-            atomic_fetch_add(&bad_pattern, 1);
+            BAD();
         check_work_add(&work[W_EXITS], 1);
     }
     return NULL; /* exits holding it: the exit must release it */
@@ -158,17 +164,18 @@ static void *reader(void *arg)
     struct check_work *mine = &work[who];
     uint64_t x = 0x9E3779B97F4A7C15ull ^ (uintptr_t)arg, n = 0, nested = 0;
     REQUIRE(pfn_thread_init() == 0); /* its signal handler may kmap from now on */
+    atomic_fetch_add(&readers_ready, 1);
     while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
         uint64_t r = rnd(&x);
         uint64_t phys = phys_of((int)(r % SLOTS), (int)((r >> 32) % SLOT_PAGES));
         char *a = map_page(who, phys);
         if (!a) {
             if (errno != ENXIO)
-                atomic_fetch_add(&bad_pattern, 1);
+                BAD();
             continue;
         }
         if (!check_page(a, phys))
-            atomic_fetch_add(&bad_pattern, 1);
+            BAD();
         ((volatile uint64_t *)a)[1 + (uintptr_t)arg] = r; /* a write through the mapping */
         if ((r & 7) == 0) {
             /* Nested: two more pages of (likely) other ranges, released in mixed order. */
@@ -176,10 +183,10 @@ static void *reader(void *arg)
             char *b = kmap_atomic_pfn_t(phys_to_pfn_t(p2, 0));
             char *c = kmap_atomic_pfn_t(phys_to_pfn_t(p3, 0));
             if ((b && !check_page(b, p2)) || (c && !check_page(c, p3)))
-                atomic_fetch_add(&bad_pattern, 1);
+                BAD();
             kunmap_atomic_pfn_t(b);
             if (!check_page(a, phys)) /* still held: still valid */
-                atomic_fetch_add(&bad_pattern, 1);
+                BAD();
             unmap_page(who, a);
             kunmap_atomic_pfn_t(c);
             nested++;
@@ -219,7 +226,7 @@ static void *section_reader(void *arg)
             uint64_t last = phys_of(slot, SLOT_PAGES - 1);
             if (!check_page(a, phys_of(slot, page)) || len < (uint64_t)(SLOT_PAGES - page) * PAGE ||
                 len % PAGE != 0 || !check_page(a + (SLOT_PAGES - 1 - page) * PAGE, last))
-                atomic_fetch_add(&bad_pattern, 1);
+                BAD();
             n++;
         }
         maybe_yield();
@@ -256,14 +263,14 @@ static void *section_opener(void *arg)
         }
         struct handoff *h = &ring[head % RING];
         if (pfn_section_open(&h->s) != 0) {
-            atomic_fetch_add(&bad_pattern, 1);
+            BAD();
             continue;
         }
         uint64_t r = rnd(&x);
         h->phys = phys_of((int)(r % SLOTS), (int)((r >> 32) % SLOT_PAGES));
         h->a = pfn_section_translate(&h->s, phys_to_pfn_t(h->phys, 0));
         if (h->a && !check_page(h->a, h->phys))
-            atomic_fetch_add(&bad_pattern, 1);
+            BAD();
         atomic_store(&ring_head, head + 1);
     }
     return NULL;
@@ -277,9 +284,9 @@ static unsigned long close_handoffs(void)
         struct handoff *h = &ring[tail % RING];
         /* Still open (on the other thread's behalf): still valid here. */
         if (h->a && !check_page(h->a, h->phys))
-            atomic_fetch_add(&bad_pattern, 1);
+            BAD();
         if (pfn_section_close(&h->s) != 0 || pfn_section_close(&h->s) != -EINVAL)
-            atomic_fetch_add(&bad_pattern, 1);
+            BAD();
     }
     atomic_store(&ring_tail, tail);
     check_work_add(&work[W_OBJECTS], n);
@@ -308,18 +315,18 @@ static void on_signal(int sig)
     char *a = kmap_atomic_pfn_t(phys_to_pfn_t(phys, 0));
     if (a) {
         if (!check_page(a, phys))
-            atomic_fetch_add(&bad_pattern, 1);
+            BAD();
         kunmap_atomic_pfn_t(a);
         check_work_add(&work[W_HANDLER], 1);
     } else if (errno != ENXIO) {
-        atomic_fetch_add(&bad_pattern, 1);
+        BAD();
     }
     pfn_section s = pfn_read_lock_inline();
     r = rnd(&handler_rng);
     phys = phys_of((int)(r % SLOTS), (int)((r >> 32) % SLOT_PAGES));
     a = pfn_section_translate_inline(&s, phys_to_pfn_t(phys, 0));
     if (a && !check_page(a, phys))
-        atomic_fetch_add(&bad_pattern, 1);
+        BAD();
     pfn_read_unlock_inline();
     errno = saved;
 }
@@ -330,6 +337,8 @@ static void *signaller(void *arg)
 {
     (void)arg;
     unsigned i = 0;
+    while (atomic_load(&readers_ready) < READERS)
+        sched_yield();
     while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
         pthread_kill(readers[i++ % READERS], SIGUSR1);
         if ((i & 15) == 0)
@@ -397,6 +406,8 @@ int main(void)
     close_handoffs(); /* what the opener left after the closer stopped */
     CHECK_EQ(fails, 0);
     CHECK_EQ(atomic_load(&bad_pattern), 0);
+    if (atomic_load(&bad_pattern))
+        fprintf(stderr, "stress_churn: the first bad read was seen at line %d\n", atomic_load(&bad_line));
     check_run_done(&run);
     /* Teardown with detached exiting threads possibly still around: it waits for them. */
     CHECK_EQ(pfn_device_free(dev), 0);

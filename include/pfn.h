@@ -132,6 +132,28 @@
 #define PFN_SPECIAL (1ull << 59)
 
 /**
+ * pfn_memcpy / pfn_memmove / pfn_memset flag: flush, but leave the final drain to the caller
+ * (pfn_drain, or a later call that drains). libpmem's PMEM_F_MEM_NODRAIN.
+ */
+#define PFN_F_MEM_NODRAIN (1u << 0)
+
+/**
+ * Flag: non-temporal stores whatever the size (unless PFN_NO_MOVNT is set). A hint.
+ */
+#define PFN_F_MEM_NONTEMPORAL (1u << 1)
+
+/**
+ * Flag: ordinary stores followed by cache-line flushes whatever the size. A hint.
+ */
+#define PFN_F_MEM_TEMPORAL (1u << 2)
+
+/**
+ * Flag: stores only: nothing is flushed or drained (implies PFN_F_MEM_NODRAIN). For callers
+ * that flush the whole of something later.
+ */
+#define PFN_F_MEM_NOFLUSH (1u << 5)
+
+/**
  * Bits of a byte handle that hold the physical byte address (bits 0..55).
  */
 #define PFN_PHYS_ADDR_MASK ((1ull << 56) - 1)
@@ -148,12 +170,31 @@
 #define PFN_PMEM_CREATE 1
 
 /**
+ * pfn_pmem_granularity: the platform flushes CPU caches on power loss (eADR); a store is
+ * durable once visible, so persisting is a drain (fence) only. libpmem2's
+ * PMEM2_GRANULARITY_BYTE.
+ */
+#define PFN_GRANULARITY_BYTE 0
+
+/**
+ * pfn_pmem_granularity: a store is durable once its cache line is flushed and drained (real
+ * pmem: device DAX, or a file on a DAX filesystem mapped with MAP_SYNC).
+ */
+#define PFN_GRANULARITY_CACHE_LINE 1
+
+/**
+ * pfn_pmem_granularity: a store is durable once msync(2) has written its page back (page
+ * cache: tmpfs, an ordinary disk, or a DAX filesystem that refused MAP_SYNC).
+ */
+#define PFN_GRANULARITY_PAGE 2
+
+/**
  * An owner of ranges (the seed's `struct device`). Opaque; from pfn_device_new.
  */
 typedef struct pfn_device pfn_device;
 
 /**
- * A mapped pmem file. Opaque; from pfn_pmem_map.
+ * A mapped pmem file or device-DAX device. Opaque; from pfn_pmem_map.
  */
 typedef struct pfn_pmem pfn_pmem;
 
@@ -386,6 +427,142 @@ int pfn_thread_init(void);
 void pfn_reader_wake(void *reader);
 
 /**
+ * Writes back the CPU cache lines holding `addr .. addr + len`, with the instruction
+ * pfn_flush_method names, without waiting for them (pfn_drain waits). Nothing for `len` 0 or
+ * a NULL `addr`. Bytes in a PFN_GRANULARITY_PAGE mapping need msync instead: see
+ * pfn_persist. libpmem's pmem_flush.
+ *
+ * Thread rules: any thread; async-signal-safe (no lock, no allocation, no system call).
+ * The bytes must be mapped: like a load, a flush of an unmapped address faults.
+ */
+void pfn_flush(const void *addr, size_t len);
+
+/**
+ * Waits until every flush and non-temporal store this thread issued before it is durable
+ * (SFENCE). libpmem's pmem_drain.
+ *
+ * Thread rules: any thread; async-signal-safe.
+ */
+void pfn_drain(void);
+
+/**
+ * Makes `addr .. addr + len` durable, finding how by address: msync(2) for the bytes in a
+ * PFN_GRANULARITY_PAGE mapping of this library, CPU-cache flush and drain for everything else
+ * (a CACHE_LINE or BYTE mapping, or pmem mapped by any other means, as libpmem's pmem_persist
+ * assumes). Memory that is neither pmem nor a PAGE mapping of this library (an ordinary file
+ * mapped elsewhere) is not made durable by a flush: use msync for it.
+ *
+ * Returns 0; -EINVAL when `addr` is NULL (with `len` > 0), `addr + len` wraps or `len`
+ * exceeds PTRDIFF_MAX; or the negative errno of msync(2) (e.g. -EIO, or -ENOMEM when the
+ * PAGE mapping was unmapped meanwhile).
+ *
+ * Thread rules: any thread, concurrently; async-signal-safe (no lock, no allocation; no
+ * system call unless PAGE-mapped bytes are involved, then msync without a cancellation
+ * point). The bytes must be mapped: a flush faults like a load.
+ */
+int pfn_persist(const void *addr, size_t len);
+
+/**
+ * Copies `len` bytes from `src` to `dst` and makes them durable before returning: at or above
+ * pfn_movnt_threshold bytes with non-temporal stores of the widest vector unit
+ * (pfn_movnt_method), below it with ordinary stores and cache-line flushes, then a drain; in
+ * a PFN_GRANULARITY_PAGE mapping of this library, ordinary stores and msync(2). The ranges may
+ * overlap (it copies as memmove does). libpmem's pmem_memcpy_persist.
+ *
+ * Returns `dst`; or NULL with errno EINVAL when `dst` or `src` is NULL (with `len` > 0), a
+ * range wraps past the end of the address space or `len` exceeds PTRDIFF_MAX (nothing is
+ * copied), or with the errno of msync(2) (the bytes are copied but may not be durable).
+ *
+ * Thread rules: any thread, concurrently; async-signal-safe (as pfn_persist).
+ *
+ * # Safety
+ * `src .. src + len` is readable and `dst .. dst + len` writable (as for memcpy; only NULL
+ * and wrapping are caught).
+ */
+void *pfn_memcpy_persist(void *dst, const void *src, size_t len);
+
+/**
+ * pfn_memcpy_persist for ranges that overlap, either way (the two are the same function).
+ * libpmem's pmem_memmove_persist.
+ *
+ * # Safety
+ * As pfn_memcpy_persist.
+ */
+void *pfn_memmove_persist(void *dst, const void *src, size_t len);
+
+/**
+ * Sets `len` bytes at `dst` to `(unsigned char)c` and makes them durable before returning,
+ * as pfn_memcpy_persist does. libpmem's pmem_memset_persist.
+ *
+ * Returns `dst`; or NULL with errno EINVAL (`dst` NULL with `len` > 0, wrapping, or `len`
+ * over PTRDIFF_MAX), or with the errno of msync(2).
+ *
+ * Thread rules: any thread, concurrently; async-signal-safe.
+ *
+ * # Safety
+ * `dst .. dst + len` is writable.
+ */
+void *pfn_memset_persist(void *dst, int c, size_t len);
+
+/**
+ * pfn_memcpy_persist steered by `flags` (0, or PFN_F_MEM_* or-ed): PFN_F_MEM_NODRAIN leaves
+ * the drain to the caller, PFN_F_MEM_NOFLUSH leaves flush and drain to the caller,
+ * PFN_F_MEM_NONTEMPORAL / PFN_F_MEM_TEMPORAL choose the stores whatever the size. In a
+ * PFN_GRANULARITY_PAGE mapping the copy is followed by msync unless PFN_F_MEM_NOFLUSH.
+ * libpmem's pmem_memcpy (same flag values).
+ *
+ * Returns `dst`; or NULL with errno EINVAL for an unknown flag, PFN_F_MEM_NONTEMPORAL with
+ * PFN_F_MEM_TEMPORAL, or a bad range (nothing is copied), or with the errno of msync(2).
+ *
+ * Thread rules: any thread, concurrently; async-signal-safe.
+ *
+ * # Safety
+ * As pfn_memcpy_persist.
+ */
+void *pfn_memcpy(void *dst, const void *src, size_t len, uint32_t flags);
+
+/**
+ * pfn_memcpy for ranges that overlap, either way (the same function). libpmem's pmem_memmove.
+ *
+ * # Safety
+ * As pfn_memcpy_persist.
+ */
+void *pfn_memmove(void *dst, const void *src, size_t len, uint32_t flags);
+
+/**
+ * pfn_memset_persist steered by `flags`, as pfn_memcpy is. libpmem's pmem_memset.
+ *
+ * Returns `dst`; or NULL with errno as pfn_memcpy.
+ *
+ * # Safety
+ * As pfn_memset_persist.
+ */
+void *pfn_memset(void *dst, int c, size_t len, uint32_t flags);
+
+/**
+ * The flush instruction in use, chosen once at load time: "clwb", else "clflushopt", else
+ * "clflush" (PFN_NO_CLWB and PFN_NO_CLFLUSHOPT take the first two away), or "none" on a CPU
+ * without one. A static string. Async-signal-safe.
+ */
+const char *pfn_flush_method(void);
+
+/**
+ * The vector unit non-temporal copies use, chosen once at load time: "avx512f", "avx2",
+ * "sse2", or "none" when copies never use non-temporal stores (PFN_NO_MOVNT set, or no flush
+ * instruction). PFN_NO_AVX512 and PFN_NO_AVX2 cap the width. A static string.
+ * Async-signal-safe.
+ */
+const char *pfn_movnt_method(void);
+
+/**
+ * Copies and sets of at least this many bytes write their whole cache lines with
+ * non-temporal stores (unless pfn_movnt_method is "none"): 64 (measured best here, see
+ * README), unless PFN_MOVNT_THRESHOLD (decimal bytes) says otherwise at load time.
+ * Async-signal-safe.
+ */
+size_t pfn_movnt_threshold(void);
+
+/**
  * Maps the page holding the byte `h` names and returns the byte's address; release with
  * kunmap_atomic_pfn_t of any address in that page. Returns NULL with errno: EINVAL for the
  * null handle or PFN_SG_CHAIN; otherwise as kmap_atomic_pfn_t. Async-signal-safe once the
@@ -419,20 +596,74 @@ int pfn_virt_to_pfn_t(const void *addr, struct pfn_t *out);
 int pfn_virt_to_phys(const void *addr, struct pfn_phys_t *out);
 
 /**
- * Maps `size` bytes of the file at `path` shared, read-write (size 0: the whole existing
- * file). With PFN_PMEM_CREATE the file is created (mode 0644) or extended, and its blocks are
- * reserved, so a full filesystem is an error now rather than SIGBUS later.
+ * Maps `size` bytes of the regular file or device-DAX device at `path` shared, read-write
+ * (size 0: the whole existing file or device). Same as pfn_pmem_map_range with offset 0.
+ *
+ * A regular file is mapped MAP_SHARED_VALIDATE | MAP_SYNC when the filesystem allows it
+ * (DAX), else MAP_SHARED; a device-DAX device (/dev/daxX.Y, recognised by its sysfs class)
+ * MAP_SHARED, its size and alignment read from sysfs; pfn_pmem_granularity says which
+ * persistence the mapping got. With PFN_PMEM_CREATE a file is created (mode 0644) or extended
+ * to `size`, its blocks reserved (posix_fallocate), so a full filesystem is an error now
+ * rather than SIGBUS later; a device is never extended, truncated or created. A call that
+ * fails removes a file it created (never one that existed before) and gives a file it
+ * extended back its length.
  *
  * Returns the mapping, to be released with pfn_pmem_unmap, or NULL with errno:
- * EINVAL: `path` NULL, unknown `flags`, `size` not a multiple of PFN_PAGE_SIZE, the file
- *         empty or not a page multiple long (size 0), or shorter than `size` without
- *         PFN_PMEM_CREATE; ENOENT: no such file without PFN_PMEM_CREATE; EISDIR, EACCES,
- *         ENOSPC and other errors of open(2), posix_fallocate(3) and mmap(2) as they come.
+ * EINVAL: `path` NULL; an unknown flag; `size` not a multiple of PFN_PAGE_SIZE; the path
+ *         names something that is neither a regular file, a directory nor a device-DAX
+ *         device (a FIFO, socket, block device, or another character device such as
+ *         /dev/null); for a file: size 0 and the file empty or not a page multiple long, or
+ *         (without PFN_PMEM_CREATE) the file shorter than `size`, or `size` beyond the
+ *         largest file offset or above PTRDIFF_MAX; for a device: `size` not a multiple of
+ *         the device's alignment, `size` larger than the device, or its sysfs entry
+ *         without a sensible size or alignment; PFN_FORCE_GRANULARITY set to a value other
+ *         than page, cache_line or byte;
+ * ENOENT: no such file without PFN_PMEM_CREATE, a missing directory on the path, or (with
+ *         PFN_PMEM_CREATE) a dangling symbolic link, whose target is not created;
+ * EISDIR: `path` is a directory;
+ * ENOSPC, EFBIG: (PFN_PMEM_CREATE) the blocks cannot be reserved;
+ * EAGAIN: (PFN_PMEM_CREATE) other processes created and removed the file 64 times while
+ *         this call tried to open it;
+ * ENOMEM: the mapping (mmap) or the library's record of it could not be allocated;
+ * EACCES, EPERM, EROFS, ETXTBSY, ELOOP, ENAMETOOLONG, ENOTDIR, EMFILE, ENFILE, ENODEV, EIO
+ * and other errors of open(2), fstat(2), posix_fallocate(3), mmap(2) and of reading sysfs
+ * (for a character device), as they come.
  *
  * # Safety
  * `path` is NULL or a NUL-terminated string.
  */
 struct pfn_pmem *pfn_pmem_map(const char *path, uint64_t size, uint32_t flags);
+
+/**
+ * pfn_pmem_map of the bytes from `offset` of the file or device: `size` bytes, or (size 0)
+ * all from `offset` to the end. For a file `offset` is a multiple of PFN_PAGE_SIZE and
+ * PFN_PMEM_CREATE extends the file to offset + size; for a device-DAX device `offset` and
+ * `size` are multiples of its alignment (sysfs `align`, often 2 MiB).
+ *
+ * Returns the mapping, or NULL with the errno of pfn_pmem_map, and also EINVAL when `offset`
+ * is not a multiple of PFN_PAGE_SIZE (of the device's alignment for a device), when offset +
+ * size overflows or lies past the end of a device, or (size 0) when a file has no byte past
+ * `offset`.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string.
+ */
+struct pfn_pmem *pfn_pmem_map_range(const char *path,
+                                    uint64_t offset,
+                                    uint64_t size,
+                                    uint32_t flags);
+
+/**
+ * How stores to mapping `m` become durable: PFN_GRANULARITY_PAGE (pfn_pmem_persist and
+ * pfn_persist use msync), PFN_GRANULARITY_CACHE_LINE (they flush cache lines and drain, no
+ * system call) or PFN_GRANULARITY_BYTE (they drain only). Decided at pfn_pmem_map: device
+ * DAX, or MAP_SYNC accepted, is CACHE_LINE, or BYTE when the NVDIMM region's sysfs
+ * persistence_domain is "cpu_cache"; anything else is PAGE. PFN_FORCE_GRANULARITY (page,
+ * cache_line or byte), read once, forces it for every mapping, for tests and benchmarks.
+ *
+ * Returns the granularity (>= 0), or -EINVAL when `m` is not a live mapping.
+ */
+int pfn_pmem_granularity(const struct pfn_pmem *m);
 
 /**
  * Address of the mapping's first byte (page-aligned), or NULL with errno EINVAL when `m` is
@@ -447,19 +678,27 @@ uint64_t pfn_pmem_size(const struct pfn_pmem *m);
 
 /**
  * Bytes of the mapping that the file still backs: pfn_pmem_size unless someone truncated
- * the file since it was mapped (then touching the bytes past this raises SIGBUS). Returns it,
- * or 0 with errno EINVAL when `m` is not a live mapping, or another fstat(2) errno.
+ * the file since it was mapped (then touching the bytes past this raises SIGBUS); always
+ * pfn_pmem_size for a device. Asks the kernel (fstat), and tells pfn_pmem_persist what it
+ * found. Returns it, or 0 with errno EINVAL when `m` is not a live mapping, or another
+ * fstat(2) errno.
  */
 uint64_t pfn_pmem_backed_size(const struct pfn_pmem *m);
 
 /**
- * Makes the bytes `addr .. addr + len` of mapping `m` durable (msync; see README on DAX).
- * Any thread may persist, also while others write elsewhere in the mapping.
+ * Makes the bytes `addr .. addr + len` of mapping `m` durable, as its granularity needs:
+ * msync(2) for PFN_GRANULARITY_PAGE, cache-line flush and drain for CACHE_LINE, a drain for
+ * BYTE. No global lock, and no system call besides PAGE's msync. Any thread may persist,
+ * also while others write elsewhere in the mapping.
  *
  * Returns 0; -EINVAL when `m` is not a live mapping, `addr` is NULL or any byte lies outside
- * the mapping; -EFAULT when the file no longer covers those bytes (another process truncated
- * it: touching them would raise SIGBUS, see pfn_pmem_backed_size); or the negative errno of
- * msync(2) (e.g. -EIO).
+ * the mapping; -EFAULT when the bytes lie past the end of the file as this mapping last saw
+ * it (at pfn_pmem_map, at pfn_pmem_backed_size, or when a persist reached past it and looked
+ * again): another process truncated it, and touching them would raise SIGBUS; or the
+ * negative errno of msync(2) (e.g. -EIO). Persist does not ask the kernel for the file's size
+ * each time: after another process may have truncated the file, call pfn_pmem_backed_size
+ * first. A PAGE persist of truncated bytes is harmless (msync touches nothing); a CACHE_LINE
+ * one flushes them, which raises SIGBUS like the stores to them would.
  */
 int pfn_pmem_persist(const struct pfn_pmem *m, const void *addr, size_t len);
 

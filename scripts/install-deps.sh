@@ -3,7 +3,7 @@
 #
 #   install-deps.sh demo   a C compiler, make and Rust: all `make demo` needs
 #   install-deps.sh test   also what `make test` runs: c++, pkg-config, valgrind, git, the
-#                          benchmark's peers (liburcu-dev, libpmemobj-dev), python3 with a
+#                          benchmark's peers (liburcu-dev, libpmemobj-dev, libpmem-dev), python3 with a
 #                          project-local virtual environment (build/venv) holding pytest,
 #                          rustfmt and clippy, and the Rust of Cargo.toml's rust-version
 #
@@ -47,6 +47,7 @@ if [ "$mode" = test ]; then
     pkg() { have pkg-config && pkg-config --exists "$1"; }
     pkg liburcu-memb || debs+=(liburcu-dev)
     pkg libpmemobj || debs+=(libpmemobj-dev)
+    pkg libpmem || debs+=(libpmem-dev)
     have python3 || debs+=(python3)
     # Debian's python3 lacks ensurepip (so venv) until python3-venv is installed.
     if ! have python3 || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then

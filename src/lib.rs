@@ -3,16 +3,21 @@
 //! Layering: the modules below form a safe core that knows nothing of C; `ffi` is the only
 //! place that takes raw pointers from callers, catches panics and sets errno.
 //!
-//! Ground floor: `encoding` (pfn_t), `error`, `tls` (thread slots), `holds` (a thread's kmap
-//! holds), `index` (fallible bookkeeping), `table` (the radix tables). Above them `rcu`
-//! (readers and grace periods), then `space` (devices, ranges, translation) and `pmem`
-//! (mapped files); `fork` ties the core's locks to fork().
+//! Ground floor: `encoding` (pfn_t), `error`, `env` (settings), `tls` (thread slots), `holds`
+//! (a thread's kmap holds), `index` (fallible bookkeeping), `table` (the radix tables),
+//! `persist` (CPU-cache flushing and non-temporal copies), `dax` (device-DAX sysfs). Above
+//! them `rcu` (readers and grace periods), then `space` (devices, ranges, translation),
+//! `pagemaps` and `pmem` (mapped files); `fork` ties the core's locks to fork().
 
+mod dax;
 pub mod encoding;
+mod env;
 pub mod error;
 mod fork;
 mod holds;
 mod index;
+mod pagemaps;
+pub mod persist;
 pub mod pmem;
 pub mod rcu;
 pub mod space;
@@ -23,7 +28,7 @@ pub mod ffi;
 
 pub use encoding::Pfn;
 pub use error::{Error, Result};
-pub use pmem::{MapOptions, PmemFile};
+pub use pmem::{Granularity, MapOptions, PmemFile};
 pub use space::{kmap, kmap_len, kunmap, Device};
 
 /// Runs once when the library is loaded (shared or static): fork handlers are installed

@@ -37,6 +37,8 @@ __all__ = [
     "PAGE_SHIFT", "PAGE_SIZE", "FLAGS_MASK", "SG_CHAIN", "SG_LAST", "DEV", "MAP", "SPECIAL",
     "Pfn", "Device", "PmemFile", "kmap", "read_section", "version", "library", "library_file",
     "__version__",
+    "GRANULARITY_BYTE", "GRANULARITY_CACHE_LINE", "GRANULARITY_PAGE", "persist",
+    "flush_method", "movnt_method",
 ]
 
 PAGE_SHIFT = 12
@@ -49,6 +51,10 @@ MAP = 1 << 60
 SPECIAL = 1 << 59
 _PFN_LIMIT = 1 << 52
 _U64_LIMIT = 1 << 64
+# How stores to a mapping become durable (PmemFile.granularity; the C PFN_GRANULARITY_*).
+GRANULARITY_BYTE = 0        # the platform flushes CPU caches on power loss: a fence suffices
+GRANULARITY_CACHE_LINE = 1  # cache-line flushes and a fence (device DAX, MAP_SYNC)
+GRANULARITY_PAGE = 2        # msync (page cache: tmpfs, ordinary disks)
 
 _lib = None
 _lib_file = None
@@ -434,6 +440,58 @@ class PmemFile(_Handle):
                     "the Device first; in one `with`, open the mapping first: "
                     "`with PmemFile(...) as m, Device(...) as dev:`")
         return None
+
+    @property
+    def granularity(self):
+        """How stores to this mapping become durable: GRANULARITY_PAGE (persist uses msync),
+        GRANULARITY_CACHE_LINE (cache-line flushes) or GRANULARITY_BYTE (a fence)."""
+        return _check(library().pfn_pmem_granularity(self._live()), "granularity")
+
+    def memcpy_persist(self, offset, data):
+        """Copies `data` (any bytes-like object: bytes, bytearray, memoryview, array, ...)
+        into the mapping at `offset` and makes it durable before returning, the fastest way
+        the mapping allows. Returns the number of bytes copied."""
+        self._live()
+        view = memoryview(data)
+        if not view.c_contiguous:
+            view = memoryview(view.tobytes())
+        view = view.cast("B")
+        n = view.nbytes
+        if offset < 0 or offset + n > self.size:
+            _raise(_errno.EINVAL, f"memcpy_persist: {n} bytes at {offset} outside {self.size}")
+        if n == 0:
+            return 0
+        if view.readonly:
+            keep = view.tobytes()   # ctypes takes no read-only buffer; a bytes copy it can
+            src = ctypes.cast(ctypes.c_char_p(keep), ctypes.c_void_p)
+        else:
+            keep = (ctypes.c_char * n).from_buffer(view)
+            src = ctypes.addressof(keep)
+        try:
+            if not library().pfn_memcpy_persist(self.addr + offset, src, n):
+                _raise(ctypes.get_errno() or _errno.EIO, "memcpy_persist")
+        finally:
+            del keep    # releases the buffer (a bytearray can be resized again)
+            view.release()
+        return n
+
+
+def persist(addr, length):
+    """Makes `length` bytes at address `addr` durable without a mapping in hand: msync where
+    they lie in a GRANULARITY_PAGE mapping of this library, cache-line flushes elsewhere."""
+    if addr < 0 or length < 0:
+        _raise(_errno.EINVAL, "persist")
+    _check(library().pfn_persist(addr, length), "persist")
+
+
+def flush_method():
+    """The cache-line flush instruction in use: "clwb", "clflushopt" or "clflush"."""
+    return library().pfn_flush_method().decode()
+
+
+def movnt_method():
+    """The vector unit of non-temporal copies: "avx512f", "avx2", "sse2" or "none"."""
+    return library().pfn_movnt_method().decode()
 
 
 @contextlib.contextmanager

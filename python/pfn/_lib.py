@@ -75,6 +75,22 @@ _SIGNATURES = {
     "pfn_pmem_persist": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]),
     "pfn_pmem_unmap": (ctypes.c_int, [ctypes.c_void_p]),
     "pfn_table_bytes": (c_u64, []),
+    "pfn_pmem_map_range": (ctypes.c_void_p, [ctypes.c_char_p, c_u64, c_u64, ctypes.c_uint32]),
+    "pfn_pmem_granularity": (ctypes.c_int, [ctypes.c_void_p]),
+    "pfn_flush": (None, [ctypes.c_void_p, ctypes.c_size_t]),
+    "pfn_drain": (None, []),
+    "pfn_persist": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t]),
+    "pfn_memcpy_persist": (ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]),
+    "pfn_memmove_persist": (ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]),
+    "pfn_memset_persist": (ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]),
+    "pfn_memcpy": (ctypes.c_void_p,
+                   [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32]),
+    "pfn_memmove": (ctypes.c_void_p,
+                    [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32]),
+    "pfn_memset": (ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint32]),
+    "pfn_flush_method": (ctypes.c_char_p, []),
+    "pfn_movnt_method": (ctypes.c_char_p, []),
+    "pfn_movnt_threshold": (ctypes.c_size_t, []),
 }
 
 

@@ -11,6 +11,7 @@ pub mod device;
 pub mod encoding;
 mod handles;
 pub mod kmap;
+pub mod persist;
 pub mod phys;
 pub mod pmem;
 pub mod section;

@@ -1,4 +1,4 @@
-//! pmem files mapped shared.
+//! Persistent memory mapped shared: regular files and device-DAX devices.
 #![allow(non_camel_case_types)]
 
 use std::ffi::{c_char, c_int, c_void, CStr, OsStr};
@@ -10,7 +10,7 @@ use super::handles::Handles;
 use super::{ffi_call, null_errno, set_errno, status};
 use crate::pmem::{MapOptions, PmemFile};
 
-/// A mapped pmem file. Opaque; from pfn_pmem_map.
+/// A mapped pmem file or device-DAX device. Opaque; from pfn_pmem_map.
 pub struct pfn_pmem {
     _private: [u8; 0],
 }
@@ -18,22 +18,78 @@ pub struct pfn_pmem {
 /// pfn_pmem_map flag: create the file if missing, and extend it to `size` if shorter.
 pub const PFN_PMEM_CREATE: u32 = 1;
 
+/// pfn_pmem_granularity: the platform flushes CPU caches on power loss (eADR); a store is
+/// durable once visible, so persisting is a drain (fence) only. libpmem2's
+/// PMEM2_GRANULARITY_BYTE.
+pub const PFN_GRANULARITY_BYTE: c_int = 0;
+/// pfn_pmem_granularity: a store is durable once its cache line is flushed and drained (real
+/// pmem: device DAX, or a file on a DAX filesystem mapped with MAP_SYNC).
+pub const PFN_GRANULARITY_CACHE_LINE: c_int = 1;
+/// pfn_pmem_granularity: a store is durable once msync(2) has written its page back (page
+/// cache: tmpfs, an ordinary disk, or a DAX filesystem that refused MAP_SYNC).
+pub const PFN_GRANULARITY_PAGE: c_int = 2;
+
 pub(crate) static MAPS: Handles<PmemFile> = Handles::new(2);
 
-/// Maps `size` bytes of the file at `path` shared, read-write (size 0: the whole existing
-/// file). With PFN_PMEM_CREATE the file is created (mode 0644) or extended, and its blocks are
-/// reserved, so a full filesystem is an error now rather than SIGBUS later.
+/// Maps `size` bytes of the regular file or device-DAX device at `path` shared, read-write
+/// (size 0: the whole existing file or device). Same as pfn_pmem_map_range with offset 0.
+///
+/// A regular file is mapped MAP_SHARED_VALIDATE | MAP_SYNC when the filesystem allows it
+/// (DAX), else MAP_SHARED; a device-DAX device (/dev/daxX.Y, recognised by its sysfs class)
+/// MAP_SHARED, its size and alignment read from sysfs; pfn_pmem_granularity says which
+/// persistence the mapping got. With PFN_PMEM_CREATE a file is created (mode 0644) or extended
+/// to `size`, its blocks reserved (posix_fallocate), so a full filesystem is an error now
+/// rather than SIGBUS later; a device is never extended, truncated or created. A call that
+/// fails removes a file it created (never one that existed before) and gives a file it
+/// extended back its length.
 ///
 /// Returns the mapping, to be released with pfn_pmem_unmap, or NULL with errno:
-/// EINVAL: `path` NULL, unknown `flags`, `size` not a multiple of PFN_PAGE_SIZE, the file
-///         empty or not a page multiple long (size 0), or shorter than `size` without
-///         PFN_PMEM_CREATE; ENOENT: no such file without PFN_PMEM_CREATE; EISDIR, EACCES,
-///         ENOSPC and other errors of open(2), posix_fallocate(3) and mmap(2) as they come.
+/// EINVAL: `path` NULL; an unknown flag; `size` not a multiple of PFN_PAGE_SIZE; the path
+///         names something that is neither a regular file, a directory nor a device-DAX
+///         device (a FIFO, socket, block device, or another character device such as
+///         /dev/null); for a file: size 0 and the file empty or not a page multiple long, or
+///         (without PFN_PMEM_CREATE) the file shorter than `size`, or `size` beyond the
+///         largest file offset or above PTRDIFF_MAX; for a device: `size` not a multiple of
+///         the device's alignment, `size` larger than the device, or its sysfs entry
+///         without a sensible size or alignment; PFN_FORCE_GRANULARITY set to a value other
+///         than page, cache_line or byte;
+/// ENOENT: no such file without PFN_PMEM_CREATE, a missing directory on the path, or (with
+///         PFN_PMEM_CREATE) a dangling symbolic link, whose target is not created;
+/// EISDIR: `path` is a directory;
+/// ENOSPC, EFBIG: (PFN_PMEM_CREATE) the blocks cannot be reserved;
+/// EAGAIN: (PFN_PMEM_CREATE) other processes created and removed the file 64 times while
+///         this call tried to open it;
+/// ENOMEM: the mapping (mmap) or the library's record of it could not be allocated;
+/// EACCES, EPERM, EROFS, ETXTBSY, ELOOP, ENAMETOOLONG, ENOTDIR, EMFILE, ENFILE, ENODEV, EIO
+/// and other errors of open(2), fstat(2), posix_fallocate(3), mmap(2) and of reading sysfs
+/// (for a character device), as they come.
 ///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn pfn_pmem_map(path: *const c_char, size: u64, flags: u32) -> *mut pfn_pmem {
+    pfn_pmem_map_range(path, 0, size, flags)
+}
+
+/// pfn_pmem_map of the bytes from `offset` of the file or device: `size` bytes, or (size 0)
+/// all from `offset` to the end. For a file `offset` is a multiple of PFN_PAGE_SIZE and
+/// PFN_PMEM_CREATE extends the file to offset + size; for a device-DAX device `offset` and
+/// `size` are multiples of its alignment (sysfs `align`, often 2 MiB).
+///
+/// Returns the mapping, or NULL with the errno of pfn_pmem_map, and also EINVAL when `offset`
+/// is not a multiple of PFN_PAGE_SIZE (of the device's alignment for a device), when offset +
+/// size overflows or lies past the end of a device, or (size 0) when a file has no byte past
+/// `offset`.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn pfn_pmem_map_range(
+    path: *const c_char,
+    offset: u64,
+    size: u64,
+    flags: u32,
+) -> *mut pfn_pmem {
     ffi_call!(ptr::null_mut(), {
         if path.is_null() || flags & !PFN_PMEM_CREATE != 0 {
             set_errno(libc::EINVAL);
@@ -42,10 +98,29 @@ pub unsafe extern "C" fn pfn_pmem_map(path: *const c_char, size: u64, flags: u32
         let path = Path::new(OsStr::from_bytes(CStr::from_ptr(path).to_bytes()));
         let opts = MapOptions {
             create: flags & PFN_PMEM_CREATE != 0,
+            offset,
         };
         match PmemFile::map(path, size, opts).and_then(|m| MAPS.add(m)) {
             Ok(h) => h as *mut pfn_pmem,
             Err(e) => null_errno(e),
+        }
+    })
+}
+
+/// How stores to mapping `m` become durable: PFN_GRANULARITY_PAGE (pfn_pmem_persist and
+/// pfn_persist use msync), PFN_GRANULARITY_CACHE_LINE (they flush cache lines and drain, no
+/// system call) or PFN_GRANULARITY_BYTE (they drain only). Decided at pfn_pmem_map: device
+/// DAX, or MAP_SYNC accepted, is CACHE_LINE, or BYTE when the NVDIMM region's sysfs
+/// persistence_domain is "cpu_cache"; anything else is PAGE. PFN_FORCE_GRANULARITY (page,
+/// cache_line or byte), read once, forces it for every mapping, for tests and benchmarks.
+///
+/// Returns the granularity (>= 0), or -EINVAL when `m` is not a live mapping.
+#[no_mangle]
+pub extern "C" fn pfn_pmem_granularity(m: *const pfn_pmem) -> c_int {
+    ffi_call!(-libc::ENOTRECOVERABLE, {
+        match MAPS.with(m as usize, |map| map.granularity() as c_int) {
+            Ok(g) => g,
+            Err(e) => -e.errno(),
         }
     })
 }
@@ -77,8 +152,10 @@ pub extern "C" fn pfn_pmem_size(m: *const pfn_pmem) -> u64 {
 }
 
 /// Bytes of the mapping that the file still backs: pfn_pmem_size unless someone truncated
-/// the file since it was mapped (then touching the bytes past this raises SIGBUS). Returns it,
-/// or 0 with errno EINVAL when `m` is not a live mapping, or another fstat(2) errno.
+/// the file since it was mapped (then touching the bytes past this raises SIGBUS); always
+/// pfn_pmem_size for a device. Asks the kernel (fstat), and tells pfn_pmem_persist what it
+/// found. Returns it, or 0 with errno EINVAL when `m` is not a live mapping, or another
+/// fstat(2) errno.
 #[no_mangle]
 pub extern "C" fn pfn_pmem_backed_size(m: *const pfn_pmem) -> u64 {
     ffi_call!(0, {
@@ -95,13 +172,19 @@ pub extern "C" fn pfn_pmem_backed_size(m: *const pfn_pmem) -> u64 {
     })
 }
 
-/// Makes the bytes `addr .. addr + len` of mapping `m` durable (msync; see README on DAX).
-/// Any thread may persist, also while others write elsewhere in the mapping.
+/// Makes the bytes `addr .. addr + len` of mapping `m` durable, as its granularity needs:
+/// msync(2) for PFN_GRANULARITY_PAGE, cache-line flush and drain for CACHE_LINE, a drain for
+/// BYTE. No global lock, and no system call besides PAGE's msync. Any thread may persist,
+/// also while others write elsewhere in the mapping.
 ///
 /// Returns 0; -EINVAL when `m` is not a live mapping, `addr` is NULL or any byte lies outside
-/// the mapping; -EFAULT when the file no longer covers those bytes (another process truncated
-/// it: touching them would raise SIGBUS, see pfn_pmem_backed_size); or the negative errno of
-/// msync(2) (e.g. -EIO).
+/// the mapping; -EFAULT when the bytes lie past the end of the file as this mapping last saw
+/// it (at pfn_pmem_map, at pfn_pmem_backed_size, or when a persist reached past it and looked
+/// again): another process truncated it, and touching them would raise SIGBUS; or the
+/// negative errno of msync(2) (e.g. -EIO). Persist does not ask the kernel for the file's size
+/// each time: after another process may have truncated the file, call pfn_pmem_backed_size
+/// first. A PAGE persist of truncated bytes is harmless (msync touches nothing); a CACHE_LINE
+/// one flushes them, which raises SIGBUS like the stores to them would.
 #[no_mangle]
 pub extern "C" fn pfn_pmem_persist(m: *const pfn_pmem, addr: *const c_void, len: usize) -> c_int {
     ffi_call!(-libc::ENOTRECOVERABLE, {

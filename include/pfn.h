@@ -68,6 +68,11 @@
 #define INLINE 16
 
 /**
+ * Bit 0 of `Hold::start`: the hold covers `start & !EXTENT .. end`, not one page.
+ */
+#define EXTENT 1
+
+/**
  * No entry.
  */
 #define NIL UINT32_MAX
@@ -83,6 +88,10 @@
  * One step of the sequence number above the nesting count.
  */
 #define SEQ_ONE (1 << NEST_BITS)
+
+#define SIGNAL_WAITING 1
+
+#define SIGNAL_FENCE 2
 
 /**
  * What a record serves.
@@ -926,8 +935,8 @@ static inline struct pfn_phys_t pfn_phys_load(const struct pfn_phys_t *slot)
  * The functions below do what the exported ones of the same name without _inline do, with no
  * call in the common case. They read the library's state directly; the layouts they rely on
  * are part of this ABI version:
- * - pfn_table_root: the forward table's root word: a node address | level (1..5), 0 when
- *   empty. A node is 512 slots, then 512 extent pointers, then the first pfn it covers; a slot
+ * - pfn_table_root: the forward table's root word: a node address | 9 * its level (1..5: the
+ *   shift of its slots' index), 0 when empty. A node is 512 slots, then 512 extent pointers, then the first pfn it covers; a slot
  *   is 0, a node address, or (base - first_pfn * 4096) of its range | 1, wrapping, so that a
  *   frame's address is that plus pfn * 4096; each level indexes 9 bits of the pfn. An extent
  *   starts with its first pfn, last pfn, base address and the last pfn of its run.
@@ -946,22 +955,18 @@ extern intptr_t pfn_reader_tls_offset;
 }
 #endif
 
-struct pfn_hold {
-    uintptr_t start;
-    uintptr_t end;
-};
-
 struct pfn_reader {
     uint64_t ctl;      /* nesting count (bits 0..23) | sequence number << 24 */
-    uint32_t waiting;  /* a writer waits for this reader to leave its section */
-    uint32_t fence;    /* membarrier is unavailable: the reader fences itself */
+    uint64_t signal;   /* bit 0: a writer waits for this reader to leave its section;
+                          bit 1: membarrier is unavailable, the reader fences itself */
     uint64_t sections; /* open thread-bound sections */
     uintptr_t current; /* innermost section bound by PFN_SECTION_SCOPE */
     uint32_t kind;
     uint32_t pfn__state;
     uint64_t nholds;   /* kmaps held */
     uint64_t pfn__hint[2];
-    struct pfn_hold holds[16];
+    uintptr_t hold_start[16]; /* the first 16 holds: page-aligned start; bit 0 set: a */
+    uintptr_t hold_end[16];   /* multi-page hold, which ends at hold_end */
 };
 
 struct pfn__extent {
@@ -973,6 +978,8 @@ struct pfn__extent {
 
 #define PFN__NEST_MASK ((1ull << 24) - 1)
 #define PFN__SEQ_ONE (1ull << 24)
+#define PFN__SIGNAL_WAITING 1ull
+#define PFN__SIGNAL_FENCE 2ull
 #define PFN__NEST_LIMIT (PFN__NEST_MASK - (1ull << 16))
 #define PFN__INLINE_HOLDS 16u
 
@@ -992,28 +999,32 @@ static inline struct pfn_reader *pfn_reader_self(void)
 #endif
 }
 
-static inline void pfn__barrier(const struct pfn_reader *r)
+/* Enters a read-side section (or nests one level deeper). */
+static inline void pfn__enter(struct pfn_reader *r)
 {
-    if (r->fence)
+    uint64_t c = __atomic_load_n(&r->ctl, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->ctl, c + 1, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&r->signal, __ATOMIC_RELAXED) & PFN__SIGNAL_FENCE)
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
     else
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
 }
 
-static inline void pfn__enter(struct pfn_reader *r)
-{
-    uint64_t c = __atomic_load_n(&r->ctl, __ATOMIC_RELAXED);
-    __atomic_store_n(&r->ctl, c + 1 + ((c & PFN__NEST_MASK) ? 0 : PFN__SEQ_ONE), __ATOMIC_RELAXED);
-    pfn__barrier(r);
-}
-
+/* Leaves one level; leaving the outermost advances the sequence number and wakes a writer
+ * that waits for this reader. */
 static inline void pfn__leave(struct pfn_reader *r)
 {
     uint64_t c = __atomic_load_n(&r->ctl, __ATOMIC_RELAXED);
-    __atomic_store_n(&r->ctl, c - 1, __ATOMIC_RELEASE);
-    if ((c & PFN__NEST_MASK) == 1) {
-        pfn__barrier(r);
-        if (__atomic_load_n(&r->waiting, __ATOMIC_RELAXED))
+    /* The count is at least 1 here: it is 1 exactly when bits 1..23 are clear. */
+    if ((c & (PFN__NEST_MASK & ~1ull)) != 0) {
+        __atomic_store_n(&r->ctl, c - 1, __ATOMIC_RELEASE);
+        return;
+    }
+    __atomic_store_n(&r->ctl, c - 1 + PFN__SEQ_ONE, __ATOMIC_RELEASE);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&r->signal, __ATOMIC_RELAXED) != 0) {
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&r->signal, __ATOMIC_RELAXED) & PFN__SIGNAL_WAITING)
             pfn_reader_wake(r);
     }
 }
@@ -1021,21 +1032,21 @@ static inline void pfn__leave(struct pfn_reader *r)
 /** The leaf slot of `pfn` under root word `root` (0: none), and where it is. */
 static inline uintptr_t pfn__find(uintptr_t root, uint64_t pfn, const uintptr_t **at)
 {
-    unsigned level = (unsigned)(root & 7u);
-    const uintptr_t *node = (const uintptr_t *)(root & ~(uintptr_t)7u);
-    if (node == NULL || ((pfn - (uint64_t)node[1024]) >> (9u * level + 9u)) != 0)
+    unsigned shift = (unsigned)(root & 63u); /* 9 * the root's level */
+    const uintptr_t *node = (const uintptr_t *)(root & ~(uintptr_t)63u);
+    if (node == NULL || ((pfn - (uint64_t)node[1024]) >> (shift + 9u)) != 0)
         return 0;
     for (;;) {
-        const uintptr_t *slot = &node[(pfn >> (9u * level)) & 511u];
+        const uintptr_t *slot = &node[(pfn >> shift) & 511u];
         uintptr_t v = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
         if (v & 1u) {
             *at = slot;
             return v;
         }
-        if (v == 0 || level == 0)
+        if (v == 0 || shift == 0)
             return 0;
         node = (const uintptr_t *)v;
-        level--;
+        shift -= 9u;
     }
 }
 
@@ -1045,9 +1056,10 @@ static inline uintptr_t pfn__find(uintptr_t root, uint64_t pfn, const uintptr_t 
 static inline void *kmap_atomic_pfn_t_inline(struct pfn_t p)
 {
     struct pfn_reader *r = pfn_reader_self();
-    if (r != NULL && r->nholds < PFN__INLINE_HOLDS && (p.val & PFN_SG_CHAIN) == 0) {
+    if (r != NULL && r->nholds < PFN__INLINE_HOLDS) {
         const uintptr_t *at;
-        uint64_t pfn = p.val & ~PFN_FLAGS_MASK;
+        /* PFN_SG_CHAIN stays in the key: the walk misses, kmap_atomic_pfn_t reports it. */
+        uint64_t pfn = p.val & (PFN_SG_CHAIN | ~PFN_FLAGS_MASK);
         pfn__enter(r);
         uintptr_t slot = pfn__find(__atomic_load_n(&pfn_table_root, __ATOMIC_ACQUIRE), pfn, &at);
         if (slot != 0) {
@@ -1055,8 +1067,7 @@ static inline void *kmap_atomic_pfn_t_inline(struct pfn_t p)
             uint64_t k = r->nholds;
             __atomic_store_n(&r->nholds, k + 1, __ATOMIC_RELAXED);
             __atomic_signal_fence(__ATOMIC_SEQ_CST);
-            r->holds[k].start = a;
-            r->holds[k].end = a + 4096u;
+            __atomic_store_n(&r->hold_start[k], a, __ATOMIC_RELAXED);
             return (void *)a;
         }
         pfn__leave(r);
@@ -1072,7 +1083,7 @@ static inline int kunmap_atomic_pfn_t_inline(void *addr)
     if (r != NULL) {
         uint64_t k = r->nholds;
         if (k - 1 < PFN__INLINE_HOLDS) {
-            if (((uintptr_t)addr & ~(uintptr_t)4095u) == r->holds[k - 1].start) {
+            if (((uintptr_t)addr & ~(uintptr_t)4095u) == r->hold_start[k - 1]) {
                 __atomic_store_n(&r->nholds, k - 1, __ATOMIC_RELAXED);
                 __atomic_signal_fence(__ATOMIC_SEQ_CST);
                 pfn__leave(r);

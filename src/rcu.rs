@@ -3,14 +3,15 @@
 //! Every thread that maps or opens a section has a reader record; so does every open
 //! object-bound section (a section that belongs to a value the caller passes between threads,
 //! like the kernel's `srcu_down_read`). A record's control word `ctl` holds a nesting count in
-//! its low [`NEST_BITS`] bits and a sequence number above them: entering the outermost section
-//! starts a new sequence number, nesting only counts. It is the one word a reader writes, with a
-//! plain load and store in its own cache line, so a signal handler that interrupts any reader
-//! operation on the same thread and leaves balanced leaves it consistent.
+//! its low [`NEST_BITS`] bits and a sequence number above them: entering only counts up, and
+//! leaving the outermost section also advances the sequence number. It is the one word a reader
+//! writes, with a plain load and store in its own cache line, so a signal handler that
+//! interrupts any reader operation on the same thread and leaves balanced leaves it consistent
+//! (at worst the sequence number steps back, which only makes a writer wait longer).
 //!
 //! A writer that has unpublished something waits for a grace period: it takes a snapshot of
 //! every record whose nesting count is non-zero, then waits until each of those has left the
-//! section it was in (count zero, or a new sequence number). It waits for all of them at once:
+//! section it was in (count zero, or another sequence number). It waits for all of them at once:
 //! it spins briefly, then flags the records it still waits for (a word in the reader's own
 //! line) and sleeps on a futex; a reader that leaves its outermost section checks its own flag
 //! and wakes the writer only when it is set, so the common case writes nothing shared.
@@ -48,6 +49,8 @@ pub const NEST_BITS: u32 = 24;
 pub const NEST_MASK: u64 = (1 << NEST_BITS) - 1;
 /// One step of the sequence number above the nesting count.
 pub const SEQ_ONE: u64 = 1 << NEST_BITS;
+pub const SIGNAL_WAITING: u64 = 1;
+pub const SIGNAL_FENCE: u64 = 2;
 /// Nesting left free for kmaps above the deepest allowed sections (the inline fast paths never
 /// check for overflow; they stop at the inline holds).
 const NEST_HEADROOM: u64 = 1 << 16;
@@ -74,10 +77,11 @@ const OBJECT_CACHE: usize = 16;
 pub struct Reader {
     /// Nesting count (low bits) and sequence number (high bits). Written by the owner only.
     pub ctl: AtomicU64,
-    /// Non-zero when a writer sleeps waiting for this reader to leave its section.
-    pub waiting: AtomicU32,
-    /// Non-zero: membarrier is unavailable and this reader fences itself.
-    pub fence: AtomicU32,
+    /// [`SIGNAL_WAITING`]: a writer sleeps waiting for this reader to leave its section (set
+    /// and cleared by writers, cleared by the reader when it wakes one). [`SIGNAL_FENCE`]:
+    /// membarrier is unavailable and this reader fences itself (fixed at creation). One word,
+    /// so that the common leave (neither) tests it once.
+    pub signal: AtomicU64,
     /// Open thread-bound sections (owner only).
     pub sections: AtomicU64,
     /// The innermost section a `PFN_SECTION_SCOPE` bound to this thread (owner only).
@@ -104,14 +108,14 @@ pub struct Reader {
 // The C header's `struct pfn_reader` mirrors these offsets.
 const _: () = {
     assert!(std::mem::offset_of!(Reader, ctl) == 0);
-    assert!(std::mem::offset_of!(Reader, waiting) == 8);
-    assert!(std::mem::offset_of!(Reader, fence) == 12);
+    assert!(std::mem::offset_of!(Reader, signal) == 8);
     assert!(std::mem::offset_of!(Reader, sections) == 16);
     assert!(std::mem::offset_of!(Reader, current) == 24);
     assert!(std::mem::offset_of!(Reader, kind) == 32);
     assert!(std::mem::offset_of!(Reader, holds) == 40);
     assert!(std::mem::offset_of!(Holds, len) == 0);
-    assert!(std::mem::offset_of!(Holds, inline) == 24);
+    assert!(std::mem::offset_of!(Holds, inline_start) == 24);
+    assert!(std::mem::offset_of!(Holds, inline_end) == 24 + 8 * crate::holds::INLINE);
 };
 
 // SAFETY: owner-only fields are touched by the owning thread (and its signal handlers); the
@@ -255,8 +259,11 @@ fn new_record(kind: u32) -> Option<&'static Reader> {
         unsafe {
             p.write(Reader {
                 ctl: AtomicU64::new(0),
-                waiting: AtomicU32::new(0),
-                fence: AtomicU32::new(READER_FENCE.load(SeqCst) as u32),
+                signal: AtomicU64::new(if READER_FENCE.load(SeqCst) {
+                    SIGNAL_FENCE
+                } else {
+                    0
+                }),
                 sections: AtomicU64::new(0),
                 current: AtomicUsize::new(0),
                 kind,
@@ -378,11 +385,10 @@ pub fn report(args: std::fmt::Arguments<'_>) {
 impl Reader {
     #[inline(always)]
     fn barrier(&self) {
-        if self.fence.load(Relaxed) != 0 {
+        if self.signal.load(Relaxed) & SIGNAL_FENCE != 0 {
             fence(SeqCst);
-        } else {
-            compiler_fence(SeqCst);
         }
+        compiler_fence(SeqCst);
     }
 
     /// Enters a read-side section (or nests one level deeper). Call before reading anything a
@@ -390,21 +396,43 @@ impl Reader {
     #[inline(always)]
     pub fn enter(&self) {
         let c = self.ctl.load(Relaxed);
-        let outermost = (c & NEST_MASK == 0) as u64;
-        self.ctl.store(c + 1 + outermost * SEQ_ONE, Relaxed);
+        self.ctl.store(c + 1, Relaxed);
         self.barrier();
     }
 
-    /// Leaves one level; after the outermost, wakes a writer that waits for this reader.
+    /// Leaves one level; leaving the outermost advances the sequence number and wakes a
+    /// writer that waits for this reader.
     #[inline(always)]
     pub fn leave(&self) {
         let c = self.ctl.load(Relaxed);
-        self.ctl.store(c - 1, Release);
-        if c & NEST_MASK == 1 {
-            self.barrier();
-            if self.waiting.load(Relaxed) != 0 {
-                wake(self);
-            }
+        // The count is at least 1 here: it is 1 exactly when bits 1..23 are clear.
+        if c & (NEST_MASK & !1) != 0 {
+            self.ctl.store(c - 1, Release);
+            return;
+        }
+        self.ctl.store(c - 1 + SEQ_ONE, Release);
+        compiler_fence(SeqCst);
+        if self.signal.load(Relaxed) != 0 {
+            self.after_outermost();
+        }
+    }
+
+    /// Leaves one level without waking a writer (a failed fast path, whose slow path leaves
+    /// again properly).
+    #[inline(always)]
+    pub fn leave_quietly(&self) {
+        let c = self.ctl.load(Relaxed);
+        let outermost = (c & (NEST_MASK & !1) == 0) as u64;
+        self.ctl.store(c - 1 + outermost * SEQ_ONE, Release);
+    }
+
+    /// The rare part of leaving the outermost section: fence mode, or a writer to wake.
+    #[cold]
+    #[inline(never)]
+    fn after_outermost(&self) {
+        fence(SeqCst);
+        if self.signal.load(Relaxed) & SIGNAL_WAITING != 0 {
+            wake(self);
         }
     }
 
@@ -455,9 +483,9 @@ impl Reader {
         self.sections.store(0, Relaxed);
         self.current.store(0, Relaxed);
         let c = self.ctl.load(Relaxed);
-        self.ctl.store(c & !NEST_MASK, Release);
+        self.ctl.store((c & !NEST_MASK) + SEQ_ONE, Release);
         fence(SeqCst);
-        if self.waiting.load(Relaxed) != 0 {
+        if self.signal.load(Relaxed) & SIGNAL_WAITING != 0 {
             wake(self);
         }
     }
@@ -496,6 +524,8 @@ pub fn open_object_section() -> Result<ObjectSection, SetupError> {
     let c = r.ctl.load(Relaxed);
     let token = (c & !NEST_MASK) + SEQ_ONE + 1;
     r.ctl.store(token, Relaxed);
+    // (A new sequence number on open as well: a stale section value of this record never
+    // matches the token of a later open.)
     // The opener runs now, so membarrier covers this store as it does a thread's.
     r.barrier();
     Ok(ObjectSection { record: r, token })
@@ -507,12 +537,12 @@ pub fn close_object_section(s: ObjectSection) -> bool {
     let r = s.record;
     if r.kind != KIND_OBJECT
         || r.ctl
-            .compare_exchange(s.token, s.token - 1, SeqCst, Relaxed)
+            .compare_exchange(s.token, s.token - 1 + SEQ_ONE, SeqCst, Relaxed)
             .is_err()
     {
         return false;
     }
-    if r.waiting.load(SeqCst) != 0 {
+    if r.signal.load(SeqCst) & SIGNAL_WAITING != 0 {
         wake(r);
     }
     // Keep it for this thread's next open, or return it to the pool.
@@ -596,7 +626,7 @@ pub fn wait_for(target: u64) {
 #[cold]
 #[inline(never)]
 fn wake(r: &Reader) {
-    r.waiting.store(0, Relaxed);
+    r.signal.fetch_and(!SIGNAL_WAITING, Relaxed);
     GP_FUTEX.store(0, Release);
     futex(&GP_FUTEX, libc::FUTEX_WAKE, i32::MAX as u32, None);
 }
@@ -725,7 +755,7 @@ fn run_grace_period() {
     GP_FUTEX.store(1, SeqCst);
     for r in records().filter(|r| r.gp_pending.load(Relaxed)) {
         r.gp_flagged.store(true, Relaxed);
-        r.waiting.store(1, Relaxed);
+        r.signal.fetch_or(SIGNAL_WAITING, Relaxed);
     }
     heavy_barrier();
     let started = Instant::now();
@@ -763,7 +793,7 @@ fn run_grace_period() {
     GP_FUTEX.store(0, SeqCst);
     for r in records().filter(|r| r.gp_flagged.load(Relaxed)) {
         r.gp_flagged.store(false, Relaxed);
-        r.waiting.store(0, Relaxed);
+        r.signal.fetch_and(!SIGNAL_WAITING, Relaxed);
     }
 }
 
@@ -799,8 +829,8 @@ pub(crate) fn after_fork_in_child() {
         if r.kind == KIND_THREAD && !ptr::eq(r, mine) && r.state.load(Relaxed) == STATE_USED {
             r.state.store(STATE_ABANDONED, Relaxed);
             let c = r.ctl.load(Relaxed);
-            r.ctl.store(c & !NEST_MASK, Relaxed);
-            r.waiting.store(0, Relaxed);
+            r.ctl.store((c & !NEST_MASK) + SEQ_ONE, Relaxed);
+            r.signal.fetch_and(!SIGNAL_WAITING, Relaxed);
         }
     }
     GP_FUTEX.store(0, Relaxed);

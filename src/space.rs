@@ -866,18 +866,24 @@ pub fn kmap_phys(phys: u64) -> Result<usize> {
 #[inline(always)]
 pub fn kmap_fast(pfn: Pfn) -> Option<usize> {
     let r = rcu::current()?;
-    if pfn.sg_chain() || r.holds.len() >= crate::holds::INLINE {
+    if r.holds.len() >= crate::holds::INLINE {
         return None;
     }
     r.enter();
+    // PFN_SG_CHAIN (bit 63) stays in the key: no range holds such a page, so the walk misses
+    // and kmap() reports it.
+    let key = pfn.0 & (SG_CHAIN | crate::encoding::MAX_PFN);
     // SAFETY: inside the read-side section just entered.
-    match unsafe { FORWARD.translate(pfn.pfn()) } {
+    match unsafe { FORWARD.translate(key) } {
         Some(addr) => {
-            r.holds.try_push_inline(addr, addr + PAGE_SIZE as usize);
+            // SAFETY: checked above that an inline hold is free (a signal handler that ran
+            // since has released what it took).
+            unsafe { r.holds.push_page_inline_at(r.holds.len(), addr) };
             Some(addr)
         }
         None => {
-            r.leave();
+            // kmap() runs next and leaves properly (waking a writer if one waits).
+            r.leave_quietly();
             None
         }
     }

@@ -21,7 +21,8 @@
 //! clears only its own leaves).
 //!
 //! The layout is part of the C ABI (the header's inline walk reads it): the root word is a node
-//! address | its level; a node is 512 slots, then 512 extent pointers, then its first page.
+//! address | 9 * its level (the bit shift of its slots' index; nodes are 64-byte aligned); a
+//! node is 512 slots, then 512 extent pointers, then its first page.
 //!
 //! Writers are serialized by the caller. Slots are published with release stores; readers use
 //! acquire loads. Nodes detached by a removal are handed back for the caller to free after a
@@ -40,7 +41,20 @@ const LEAF: usize = 1;
 // Addresses, pfns and slots share one 64-bit word; the C header's inline walk assumes it too.
 const _: () = assert!(usize::BITS == 64);
 const _: () = assert!(std::mem::offset_of!(Node, first) == 8 * 2 * FANOUT);
-const LEVEL_MASK: usize = 7;
+/// The low bits of the root word: 9 * the root's level.
+const SHIFT_MASK: usize = 63;
+
+/// The node and level a root word names.
+fn root_parts(root: usize) -> (*mut Node, u32) {
+    (
+        (root & !SHIFT_MASK) as *mut Node,
+        (root & SHIFT_MASK) as u32 / BITS,
+    )
+}
+
+fn root_word(node: *mut Node, level: u32) -> usize {
+    node as usize | (BITS * level) as usize
+}
 // The header's inline walk reads these fields of an extent.
 const _: () = {
     assert!(std::mem::offset_of!(Extent, first) == 0);
@@ -219,7 +233,7 @@ impl<'a> Leaf<'a> {
 
 #[repr(transparent)]
 pub struct Table {
-    /// Root node address | root level; 0 when empty.
+    /// Root node address | 9 * root level; 0 when empty.
     root: AtomicUsize,
 }
 
@@ -246,7 +260,7 @@ impl Table {
         translate_from(self.root_word(), page)
     }
 
-    /// The root as readers see it: node address | level (0 when empty). A walk may start from
+    /// The root as readers see it: node address | 9 * level (0 when empty). A walk may start from
     /// a snapshot for as long as the read-side section that took it lasts.
     #[inline(always)]
     pub fn root_word(&self) -> usize {
@@ -281,8 +295,7 @@ impl Table {
         };
         let min_level = largest_block_level(e.first, e.last);
         r.root = self.grown_root(e.first, e.last, min_level, &mut r.chain)?;
-        let level = (r.root & LEVEL_MASK) as u32;
-        let node = (r.root & !LEVEL_MASK) as *const Node;
+        let (node, level) = root_parts(r.root);
         // SAFETY: writers are serialized; nodes reachable from the (new) root are live.
         let needed = unsafe { count(node, level, (*node).first, e) };
         for _ in 0..needed {
@@ -303,8 +316,7 @@ impl Table {
         // A grown root only adds empty slots around the old one: readers translate as before.
         r.chain.forget();
         self.root.store(r.root, Ordering::Release);
-        let level = (r.root & LEVEL_MASK) as u32;
-        let node = (r.root & !LEVEL_MASK) as *mut Node;
+        let (node, level) = root_parts(r.root);
         // SAFETY: as in `reserve`; `r` holds exactly the nodes the fill creates.
         unsafe { fill(node, level, (*node).first, e, &mut r) };
         debug_assert_eq!(r.count, 0);
@@ -328,8 +340,7 @@ impl Table {
         chain: &mut Detached,
     ) -> Result<usize, ()> {
         let root = self.root.load(Ordering::Relaxed);
-        let old_level = (root & LEVEL_MASK) as u32;
-        let old = (root & !LEVEL_MASK) as *mut Node;
+        let (old, old_level) = root_parts(root);
         if old.is_null() {
             let level = level_covering(lo, hi).max(min_level);
             let node = new_node(level, lo);
@@ -337,7 +348,7 @@ impl Table {
                 return Err(());
             }
             chain.push(node);
-            return Ok(node as usize | level as usize);
+            return Ok(root_word(node, level));
         }
         // SAFETY: the root is live (serialized writer).
         let old_first = unsafe { (*old).first };
@@ -361,15 +372,13 @@ impl Table {
             chain.push(n);
             child = n;
         }
-        Ok(child as usize | level as usize)
+        Ok(root_word(child, level))
     }
 
     /// Unpublishes `e`'s leaves. Adds the nodes that became empty and were detached to `out`:
     /// free them only after a grace period.
     pub fn remove(&self, e: &Extent, out: &mut Detached) {
-        let root = self.root.load(Ordering::Relaxed);
-        let level = (root & LEVEL_MASK) as u32;
-        let node = (root & !LEVEL_MASK) as *mut Node;
+        let (node, level) = root_parts(self.root.load(Ordering::Relaxed));
         if node.is_null() {
             return;
         }
@@ -394,11 +403,10 @@ impl Table {
     /// The caller excludes writers.
     pub fn blocks_of(&self, e: &Extent) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
-        let root = self.root.load(Ordering::Acquire);
-        let node = (root & !LEVEL_MASK) as *const Node;
+        let (node, level) = root_parts(self.root.load(Ordering::Acquire));
         if !node.is_null() {
             // SAFETY: writers are excluded.
-            unsafe { collect_blocks(node, (root & LEVEL_MASK) as u32, e, &mut out) };
+            unsafe { collect_blocks(node, level, e, &mut out) };
         }
         out
     }
@@ -408,11 +416,10 @@ impl Table {
     /// # Safety
     /// No writer runs meanwhile.
     unsafe fn nodes(&self) -> Vec<*mut Node> {
-        let root = self.root.load(Ordering::Acquire);
-        let node = (root & !LEVEL_MASK) as *mut Node;
+        let (node, level) = root_parts(self.root.load(Ordering::Acquire));
         let mut all = Vec::new();
         if !node.is_null() {
-            collect(node, (root & LEVEL_MASK) as u32, &mut all);
+            collect(node, level, &mut all);
         }
         all
     }
@@ -469,24 +476,25 @@ pub unsafe fn translate_from(root: usize, page: u64) -> Option<usize> {
 
 #[inline(always)]
 unsafe fn find<'a>(root: usize, page: u64) -> Option<Leaf<'a>> {
-    let mut level = (root & LEVEL_MASK) as u32;
-    let mut node = (root & !LEVEL_MASK) as *const Node;
+    // The root word's low bits are the shift that indexes its slots (9 * level).
+    let mut shift = (root & SHIFT_MASK) as u32;
+    let mut node = (root & !SHIFT_MASK) as *const Node;
     // Below the root's first page the subtraction wraps to a huge value: one test for both ends.
-    if node.is_null() || (page.wrapping_sub((*node).first) >> (BITS * level + BITS)) != 0 {
+    if node.is_null() || (page.wrapping_sub((*node).first) >> (shift + BITS)) != 0 {
         return None;
     }
     loop {
-        let idx = ((page >> (BITS * level)) & MASK) as usize;
+        let idx = ((page >> shift) & MASK) as usize;
         let n = &*node;
         let slot = n.slots[idx].load(Ordering::Acquire);
         if slot & LEAF != 0 {
             return Some(Leaf { node: n, idx, slot });
         }
-        if slot == 0 || level == 0 {
+        if slot == 0 || shift == 0 {
             return None;
         }
         node = slot as *const Node;
-        level -= 1;
+        shift -= BITS;
     }
 }
 
@@ -664,7 +672,7 @@ mod tests {
         let t = Table::new();
         let mid = ext(1 << 30, (1 << 30) + 511, 0x4000_0000);
         t.insert(&mid).unwrap();
-        assert_eq!(t.root_word() & LEVEL_MASK, 1);
+        assert_eq!(t.root_word() & SHIFT_MASK, 9);
         let below = ext(5, 9, 0x5000_0000);
         let above = ext(1 << 40, (1 << 40) + 2, 0x6000_0000);
         t.insert(&below).unwrap();

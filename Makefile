@@ -58,7 +58,7 @@ endif
 .PHONY: all help deps deps-demo lib demo test clean install install-strip uninstall \
         lint cargo-test header-check rust-version c-test check-cxx check-sanitizers \
         check-asan check-valgrind check-examples check-demo-deps check-python check-install \
-        bench bench-check bench-persist
+        bench bench-check bench-persist bench-chase
 
 all: lib
 
@@ -162,7 +162,7 @@ EXAMPLE_TESTS  := examples/demo examples/plog
 DEMO_DEPS_TESTS := demo-deps
 PYTHON_TESTS   := python/tree python/installed
 INSTALL_TESTS  := install
-BENCH_TESTS    := bench-verify bench-verify-persist
+BENCH_TESTS    := bench-verify bench-verify-persist bench-verify-chase
 TESTS := $(LINT_TESTS) $(RUST_TESTS) $(C_RUNS) $(CXX_RUNS) $(ASAN_RUNS) $(VALGRIND_RUNS) \
          $(EXAMPLE_TESTS) $(DEMO_DEPS_TESTS) $(PYTHON_TESTS) $(INSTALL_TESTS) $(BENCH_TESTS)
 runs = $(addprefix run/,$(1))
@@ -245,6 +245,8 @@ run/bench-verify: $(OUT)/bench/bench
 	$(RUN) $(@:run/%=%) ./$(OUT)/bench/bench --verify
 run/bench-verify-persist: $(OUT)/bench/persist
 	$(RUN) $(@:run/%=%) ./$(OUT)/bench/persist --verify
+run/bench-verify-chase: $(OUT)/bench/chase
+	$(RUN) $(@:run/%=%) ./$(OUT)/bench/chase --verify
 
 # Parts of `make test`, each ending with its own count.
 lint: $(call runs,$(LINT_TESTS))
@@ -340,12 +342,26 @@ $(BENCH_OUT)/persist: bench/persist.c include/pfn.h $(SHARED)
 	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude $(PERSIST_PEER) -o $@ bench/persist.c \
 		-L$(LIBDIR) -lpfn $(PERSIST_LIBS) $(BENCH_RPATH)
 
+# Dependent pointer chasing through structures larger than the caches (libpfn beside raw
+# pointers and libpmemobj).
+$(BENCH_OUT)/chase: bench/chase.c include/pfn.h $(SHARED)
+	@mkdir -p $(@D)
+	$(say) CC $@
+	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude $(BENCH_PEERS) -o $@ bench/chase.c \
+		-L$(LIBDIR) -lpfn $(BENCH_LIBS) $(BENCH_RPATH)
+
 # QUICK=1: a run of under a minute. The results go to bench/results/.
-bench: lib $(BENCH_OUT)/bench bench-persist
+bench: lib $(BENCH_OUT)/bench bench-persist bench-chase
 	@mkdir -p bench/results
 	./$(BENCH_OUT)/bench $(if $(QUICK),--quick) --out bench/results
 	@bash bench/callgrind.sh $(BENCH_OUT)/bench bench/results $(if $(QUICK),quick)
 	@bash bench/plot.sh bench/results
+
+# The pointer-chasing part alone (about 4 minutes; QUICK=1: 10^6 nodes only, about 15 s).
+bench-chase: lib $(BENCH_OUT)/chase
+	@mkdir -p bench/results
+	./$(BENCH_OUT)/chase $(if $(QUICK),--quick) --out bench/results
+	@bash bench/callgrind_chase.sh $(BENCH_OUT)/chase bench/results
 
 # The persistence part alone: libpfn against libpmem (about 10 s; QUICK=1: about 5 s).
 bench-persist: lib $(BENCH_OUT)/persist

@@ -71,12 +71,26 @@ int main(void)
     CHECK_NULL_ERRNO(pfn_section_translate(&s, phys_to_pfn_t(1ull << 30, PFN_SG_CHAIN)), EINVAL);
     CHECK_NULL_ERRNO(pfn_section_translate(&s, phys_to_pfn_t(2ull << 30, 0)), ENXIO);
     CHECK_NULL_ERRNO(pfn_section_translate(NULL, phys_to_pfn_t(1ull << 30, 0)), EINVAL);
-    /* The remembered block answers the next pfn in it, and nothing outside it. */
+    /* These ranges form several runs: the section caches none, and translating writes nothing
+     * to it. */
+    CHECK_EQ(s.cache_pages, 0);
+    pfn_section before = s;
     CHECK(pfn_section_translate_inline(&s, phys_to_pfn_t((1ull << 30) + 5 * PAGE, 0)) == base + 5 * PAGE);
-    CHECK_EQ(s.cache_pages, 512);
-    CHECK(pfn_section_translate_inline(&s, phys_to_pfn_t((1ull << 30) + 7 * PAGE, PFN_DEV)) == base + 7 * PAGE);
+    CHECK(memcmp(&before, &s, sizeof s) == 0);
     CHECK(pfn_section_translate_inline(&s, phys_to_pfn_t((1ull << 30) + 7 * PAGE, PFN_SG_CHAIN)) == NULL);
     CHECK(pfn_section_translate_inline(&s, phys_to_pfn_t((1ull << 30) - PAGE, 0)) == NULL);
+    /* Lengths: the inline and exported versions agree, to the end of each range. */
+    int lengths_agree = 0, lengths = 0;
+    for (int i = 0; i < nr; i++)
+        for (uint64_t k = 0; k < r[i].pages; k += 1 + r[i].pages / 7) {
+            uint64_t li = 1, le = 2;
+            pfn_t p = phys_to_pfn_t(r[i].start + k * PAGE, 0);
+            void *ai = pfn_section_translate_len_inline(&s, p, &li);
+            void *ae = pfn_section_translate_len(&s, p, &le);
+            lengths++;
+            lengths_agree += ai == ae && li == le && li == (r[i].pages - k) * PAGE;
+        }
+    CHECK_EQ(lengths_agree, lengths);
 
     /* A section holds like a kmap: no unregister from inside it. Sections nest. */
     CHECK_EQ(pfn_unregister_range(dev, 1ull << 30), -EDEADLK);
@@ -93,17 +107,49 @@ int main(void)
     /* An extra unlock does nothing. */
     pfn_read_unlock();
 
+    /* One pool, however split into ranges that continue each other, is one run: a section
+     * opened then starts with the whole run cached (one comparison per translation). */
+    CHECK_EQ(pfn_unregister_range(dev, (1ull << 30) + 599 * PAGE), 0);
+    CHECK_EQ(pfn_unregister_range(dev, (9ull << 40) + 3 * PAGE), 0);
+    CHECK_EQ(pfn_unregister_range(dev, 0xFFFFFFFFFFFFF000ull), 0);
+    uint64_t pool = 5ull << 30;
+    for (int i = 0; i < 4; i++) {
+        pfn_resource res = {pool + (uint64_t)i * 100 * PAGE, pool + (uint64_t)(i + 1) * 100 * PAGE - 1, NULL};
+        CHECK_EQ(devm_register_kmap_pfn_range(dev, &res, base + (uint64_t)i * 100 * PAGE), 0);
+    }
+    /* (The range left from above makes two runs.) */
+    pfn_section two = pfn_read_lock_inline();
+    CHECK_EQ(two.cache_pages, 0);
+    pfn_read_unlock_inline();
+    CHECK_EQ(pfn_unregister_range(dev, (1ull << 30) + 600 * PAGE), 0);
+    pfn_section one = pfn_read_lock_inline();
+    pfn_section one_exported = pfn_read_lock();
+    CHECK_EQ(one.cache_pfn, pool >> 12);
+    CHECK_EQ(one.cache_pages, 400);
+    CHECK(one.cache_addr == (uintptr_t)base);
+    CHECK(memcmp(&one.cache_pfn, &one_exported.cache_pfn, 3 * sizeof(uint64_t)) == 0);
+    uint64_t len = 0;
+    CHECK(pfn_section_translate_len_inline(&one, phys_to_pfn_t(pool + 150 * PAGE, 0), &len) == base + 150 * PAGE);
+    CHECK_EQ(len, 250 * PAGE);
+    CHECK(pfn_section_translate_inline(&one, phys_to_pfn_t(pool + 400 * PAGE, 0)) == NULL);
+    pfn_read_unlock();
+    pfn_read_unlock_inline();
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ(pfn_unregister_range(dev, pool + (uint64_t)i * 100 * PAGE), 0);
+
     /* An empty section (nothing registered in it) translates nothing. */
     pfn_section none = {0};
     CHECK(pfn_section_translate_inline(&none, phys_to_pfn_t(1ull << 30, 0)) == NULL);
 
     /* A thread that exits inside a section closes it: unregister does not hang. */
+    pfn_resource again = {1ull << 30, (1ull << 30) + PAGE - 1, NULL};
+    CHECK_EQ(devm_register_kmap_pfn_range(dev, &again, base), 0);
     pthread_t t;
     REQUIRE(pthread_create(&t, NULL, exit_in_section, NULL) == 0);
     void *root;
     pthread_join(t, &root);
     CHECK(root != NULL);
-    CHECK_EQ(pfn_unregister_range(dev, (1ull << 30) + 600 * PAGE), 0);
+    CHECK_EQ(pfn_unregister_range(dev, 1ull << 30), 0);
 
     CHECK_EQ(pfn_device_free(dev), 0);
     CHECK_EQ(pfn_pmem_unmap(m), 0);

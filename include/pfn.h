@@ -257,10 +257,12 @@ typedef struct pfn_phys_t {
  *   exactly once, with pfn_section_close.
  *
  * Translate with pfn_section_translate* (exported) or pfn_section_translate*_inline (in this
- * header, no call). `root` is the translation table as the section saw it; `cache_*` the run
- * of ranges the last lookup found; `reader` and `token` identify the section; `prev` links
- * scopes (PFN_SECTION_SCOPE). Treat the fields as opaque; copies of the value translate alike
- * but close once.
+ * header, no call). `root` is the translation table as the section saw it; `cache_*` the
+ * run that every live range formed when it opened, if they formed one (one pool, however
+ * split into ranges): a frame in it translates with one comparison, any other with a table
+ * walk; translating writes nothing to the section. `reader` and `token` identify the section;
+ * `prev` links scopes (PFN_SECTION_SCOPE). Treat the fields as opaque; copies of the value
+ * translate alike but close once.
  */
 typedef struct pfn_section {
   size_t root;
@@ -742,7 +744,8 @@ int pfn_pmem_register(struct pfn_device *dev, const struct pfn_pmem *m, uint64_t
  * -EDEADLK; a thread that exits closes its sections. The section sees the ranges registered
  * before it opened (a range registered or unregistered meanwhile may or may not be seen; an
  * address it translates stays valid until it closes). Cost: like one kmap; translations in it
- * then cost a comparison for frames of the last run of ranges found, a table walk otherwise.
+ * then cost one comparison when all live ranges formed one run as it opened (one pool,
+ * however split into ranges), a table walk otherwise.
  *
  * Returns the section. Fails only on the thread's first use (errno ENOMEM, or EAGAIN in a
  * signal handler that interrupted the thread's own set-up), or past 16 million nested
@@ -791,8 +794,8 @@ int pfn_section_close(struct pfn_section *s);
 
 /**
  * Address of `pfn`'s frame (page-aligned), valid until the section `*s` is closed; no unmap
- * is needed. Remembers the run of ranges it found in `*s`. The same result as
- * pfn_section_translate_inline in this header.
+ * is needed. Writes nothing to `*s`. The same result as pfn_section_translate_inline in this
+ * header.
  *
  * Returns NULL with errno: ENXIO when no range visible in the section holds the frame;
  * EINVAL when PFN_SG_CHAIN is set or `s` is NULL. Async-signal-safe.
@@ -941,8 +944,9 @@ static inline struct pfn_phys_t pfn_phys_load(const struct pfn_phys_t *slot)
  *   frame's address is that plus pfn * 4096; each level indexes 9 bits of the pfn. An extent
  *   starts with its first pfn, last pfn, base address and the last pfn of its run.
  * - pfn_reader_tls_offset: the thread-pointer offset of the calling thread's reader pointer
- *   (x86_64 Linux; 0 until the first thread is set up, and elsewhere, where the inline
- *   functions call the exported ones).
+ *   (x86_64 Linux, set when the library loads; 0 elsewhere, where the inline functions call the
+ *   exported ones).
+ * - pfn_sole_run: the run all live ranges form, when they form one.
  * - struct pfn_reader: the first fields of a thread's reader record.
  * Internal names start with pfn__; do not use them directly. */
 
@@ -950,7 +954,16 @@ static inline struct pfn_phys_t pfn_phys_load(const struct pfn_phys_t *slot)
 extern "C" {
 #endif
 extern uintptr_t pfn_table_root;
-extern intptr_t pfn_reader_tls_offset;
+/* Set when the library is loaded, before any caller runs: a constant from then on. */
+extern const intptr_t pfn_reader_tls_offset;
+/* When all live ranges form one run: the run (first pfn, pages, address), under a seqlock
+ * (`seq` even: stable; pages 0: no sole run). Read sections start with it cached. */
+extern struct pfn__sole_run {
+    uint64_t seq;
+    uint64_t first;
+    uint64_t pages;
+    uint64_t addr;
+} pfn_sole_run;
 #ifdef __cplusplus
 }
 #endif
@@ -988,10 +1001,12 @@ struct pfn__extent {
 static inline struct pfn_reader *pfn_reader_self(void)
 {
 #if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
-    intptr_t off = __atomic_load_n(&pfn_reader_tls_offset, __ATOMIC_RELAXED);
+    intptr_t off = pfn_reader_tls_offset;
     struct pfn_reader *r;
     if (off == 0)
         return NULL;
+    /* Not volatile: the compiler may reuse the value within a function (the slot changes only
+     * when the thread is first set up; call pfn_thread_init first for the fast paths). */
     __asm__("movq %%fs:(%1), %0" : "=r"(r) : "r"(off));
     return r;
 #else
@@ -1094,6 +1109,18 @@ static inline int kunmap_atomic_pfn_t_inline(void *addr)
     return kunmap_atomic_pfn_t(addr);
 }
 
+/* Starts a section with the sole run cached, when there is one. */
+static inline void pfn__sole_run(struct pfn_section *s)
+{
+    uint64_t seq = __atomic_load_n(&pfn_sole_run.seq, __ATOMIC_ACQUIRE);
+    s->cache_pfn = __atomic_load_n(&pfn_sole_run.first, __ATOMIC_RELAXED);
+    s->cache_pages = __atomic_load_n(&pfn_sole_run.pages, __ATOMIC_RELAXED);
+    s->cache_addr = (size_t)__atomic_load_n(&pfn_sole_run.addr, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if ((seq & 1u) != 0 || __atomic_load_n(&pfn_sole_run.seq, __ATOMIC_RELAXED) != seq)
+        s->cache_pages = 0;
+}
+
 /** pfn_read_lock without a call when the thread is set up. Close with pfn_read_unlock_inline,
  *  pfn_read_unlock or pfn_section_close. */
 static inline struct pfn_section pfn_read_lock_inline(void)
@@ -1106,9 +1133,7 @@ static inline struct pfn_section pfn_read_lock_inline(void)
     __atomic_store_n(&r->sections, depth, __ATOMIC_RELAXED);
     struct pfn_section s;
     s.root = (size_t)__atomic_load_n(&pfn_table_root, __ATOMIC_ACQUIRE);
-    s.cache_pfn = 0;
-    s.cache_pages = 0;
-    s.cache_addr = 0;
+    pfn__sole_run(&s);
     s.reader = r;
     s.token = depth;
     s.prev = NULL;
@@ -1128,44 +1153,28 @@ static inline void pfn_read_unlock_inline(void)
     pfn__leave(r);
 }
 
-/** The miss path of pfn_section_translate_inline: walks, and caches the run of ranges found. */
-static inline void *pfn__section_miss(struct pfn_section *s, uint64_t pfn)
+/** The miss path of pfn_section_translate_inline: a walk from the section's root. */
+static inline void *pfn__section_walk(const struct pfn_section *s, uint64_t pfn)
 {
     const uintptr_t *at;
     uintptr_t slot = pfn__find(s->root, pfn, &at);
-    if (slot == 0)
-        return NULL;
-    uintptr_t delta = slot & ~(uintptr_t)1u;
-    const struct pfn__extent *e =
-        (const struct pfn__extent *)__atomic_load_n(at + 512, __ATOMIC_ACQUIRE);
-    if (e != NULL) {
-        uint64_t run = __atomic_load_n(&e->run_last, __ATOMIC_ACQUIRE);
-        if (run < e->last)
-            run = e->last;
-        /* The section sees a snapshot: cache only when slot and extent still agree. */
-        if (pfn - e->first <= run - e->first && delta + (uintptr_t)(e->first << 12) == e->target) {
-            s->cache_pfn = e->first;
-            s->cache_pages = run - e->first + 1;
-            s->cache_addr = e->target;
-        }
-    }
-    return (void *)(delta + (uintptr_t)(pfn << 12));
+    return slot != 0 ? (void *)((slot & ~(uintptr_t)1u) + (uintptr_t)(pfn << 12)) : NULL;
 }
 
 /**
- * Header-inline pfn_section_translate: the same result, and the same run remembered in `*s`,
- * with no call (NULL without errno when no visible range holds the frame or PFN_SG_CHAIN is
- * set). A pfn in the run of ranges last found costs one comparison.
+ * Header-inline pfn_section_translate: the same result with no call (NULL without errno when
+ * no visible range holds the frame or PFN_SG_CHAIN is set). One comparison when the frame lies
+ * in the run the section started with, a table walk otherwise; nothing is written to `*s`.
  */
 static inline void *pfn_section_translate_inline(struct pfn_section *s, struct pfn_t p)
 {
-    /* Bit 63 (PFN_SG_CHAIN) stays in the key: it never matches the cached run. */
-    uint64_t off = (p.val & (PFN_SG_CHAIN | ~PFN_FLAGS_MASK)) - s->cache_pfn;
+    /* Bit 63 (PFN_SG_CHAIN) stays in the key: it never matches the cached run, and the walk
+     * finds no frame for it. */
+    uint64_t key = p.val & (PFN_SG_CHAIN | ~PFN_FLAGS_MASK);
+    uint64_t off = key - s->cache_pfn;
     if (off < s->cache_pages)
         return (void *)(s->cache_addr + (uintptr_t)(off << 12));
-    if (p.val & PFN_SG_CHAIN)
-        return NULL;
-    return pfn__section_miss(s, p.val & ~PFN_FLAGS_MASK);
+    return pfn__section_walk(s, key);
 }
 
 /** Header-inline pfn_section_translate_len: also writes the bytes contiguous from the address
@@ -1173,12 +1182,32 @@ static inline void *pfn_section_translate_inline(struct pfn_section *s, struct p
 static inline void *pfn_section_translate_len_inline(struct pfn_section *s, struct pfn_t p,
                                                      uint64_t *len)
 {
-    void *a = pfn_section_translate_inline(s, p);
-    if (a != NULL && len != NULL) {
-        uint64_t off = (p.val & ~PFN_FLAGS_MASK) - s->cache_pfn;
-        uint64_t pages = off < s->cache_pages ? s->cache_pages - off : 1;
-        *len = pages >= (1ull << 52) ? UINT64_MAX : pages << 12;
+    uint64_t pfn = p.val & ~PFN_FLAGS_MASK, off = pfn - s->cache_pfn, pages;
+    void *a;
+    if (off < s->cache_pages && (p.val & PFN_SG_CHAIN) == 0) {
+        a = (void *)(s->cache_addr + (uintptr_t)(off << 12));
+        pages = s->cache_pages - off;
+    } else {
+        const uintptr_t *at;
+        uintptr_t slot = (p.val & PFN_SG_CHAIN) ? 0 : pfn__find(s->root, pfn, &at);
+        if (slot == 0)
+            return NULL;
+        uintptr_t delta = slot & ~(uintptr_t)1u;
+        a = (void *)(delta + (uintptr_t)(pfn << 12));
+        pages = 1;
+        const struct pfn__extent *e =
+            (const struct pfn__extent *)__atomic_load_n(at + 512, __ATOMIC_ACQUIRE);
+        /* The run's end, when slot and extent still agree (the section sees a snapshot). */
+        if (e != NULL && pfn >= e->first && delta + (uintptr_t)(e->first << 12) == e->target) {
+            uint64_t run = __atomic_load_n(&e->run_last, __ATOMIC_ACQUIRE);
+            if (run < e->last)
+                run = e->last;
+            if (run >= pfn)
+                pages = run - pfn + 1;
+        }
     }
+    if (len != NULL)
+        *len = pages >= (1ull << 52) ? UINT64_MAX : pages << 12;
     return a;
 }
 

@@ -35,6 +35,8 @@ pub use space::{kmap, kmap_len, kunmap, Device};
 /// before any thread can take a library lock.
 extern "C" fn on_load() {
     fork::install();
+    // Published before any caller can read it: the header reads it as a constant.
+    tls::publish_offset();
     ffi::on_load();
 }
 

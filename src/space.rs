@@ -28,6 +28,41 @@ static FORWARD: Table = Table::new();
 static REVERSE: Table = Table::new();
 static STATE: Mutex<State> = Mutex::new(State::new());
 
+/// When every live range forms one run (one pool, however it is split into ranges), that
+/// run: read sections start with it cached, so that each of their translations is then one
+/// comparison, with nothing written. A seqlock (`seq` even: stable) over the run's first pfn,
+/// pages (0: no sole run) and address. Read by the C header's inline read lock too.
+#[repr(C)]
+pub struct SoleRun {
+    seq: AtomicU64,
+    first: AtomicU64,
+    pages: AtomicU64,
+    addr: AtomicU64,
+}
+
+#[export_name = "pfn_sole_run"]
+static SOLE_RUN: SoleRun = SoleRun {
+    seq: AtomicU64::new(0),
+    first: AtomicU64::new(0),
+    pages: AtomicU64::new(0),
+    addr: AtomicU64::new(0),
+};
+
+/// The sole run as a section's cached block (pages 0 when there is none, or it is changing).
+pub fn sole_run() -> Block {
+    let s1 = SOLE_RUN.seq.load(Ordering::Acquire);
+    let block = Block {
+        first: SOLE_RUN.first.load(Ordering::Relaxed),
+        pages: SOLE_RUN.pages.load(Ordering::Relaxed),
+        addr: SOLE_RUN.addr.load(Ordering::Relaxed) as usize,
+    };
+    std::sync::atomic::fence(Ordering::Acquire);
+    if s1 & 1 != 0 || SOLE_RUN.seq.load(Ordering::Relaxed) != s1 {
+        return Block::default();
+    }
+    block
+}
+
 /// Byte handles address physical bytes below this; free-space registration stays under it.
 pub const FREE_SPACE_TOP: u64 = 1 << 56;
 
@@ -260,6 +295,47 @@ impl State {
         self.set_run_backwards(i, run_last);
     }
 
+    /// Publishes the sole run (see [`SoleRun`]) as the live ranges now are. Writers hold the
+    /// lock.
+    fn publish_sole_run(&self) {
+        let live = |mut i: Option<u32>, step: &dyn Fn(u32) -> Option<u32>| {
+            while let Some(j) = i {
+                if self.rec(j).state == LIVE {
+                    return Some(j);
+                }
+                i = step(j);
+            }
+            None
+        };
+        let lowest = live(self.phys_ceil(0), &|j| self.succ(j));
+        let highest = live(self.phys_floor(u64::MAX), &|j| self.pred(j));
+        let (first, pages, addr) = match (lowest, highest) {
+            (Some(lo), Some(hi)) => {
+                let (lo, hi) = (&self.rec(lo).fwd, &self.rec(hi).fwd);
+                let run_last = lo.run_last.load(Ordering::Relaxed);
+                if run_last == hi.last && run_last - lo.first < (1 << 52) - 1 {
+                    (lo.first, run_last - lo.first + 1, lo.target as u64)
+                } else {
+                    (0, 0, 0)
+                }
+            }
+            _ => (0, 0, 0),
+        };
+        if SOLE_RUN.pages.load(Ordering::Relaxed) == pages
+            && SOLE_RUN.first.load(Ordering::Relaxed) == first
+            && SOLE_RUN.addr.load(Ordering::Relaxed) == addr
+        {
+            return;
+        }
+        let seq = SOLE_RUN.seq.load(Ordering::Relaxed);
+        SOLE_RUN.seq.store(seq + 1, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
+        SOLE_RUN.first.store(first, Ordering::Relaxed);
+        SOLE_RUN.pages.store(pages, Ordering::Relaxed);
+        SOLE_RUN.addr.store(addr, Ordering::Relaxed);
+        SOLE_RUN.seq.store(seq + 2, Ordering::Release);
+    }
+
     /// Range `i` is leaving (no longer live): the run of the range before it ends there.
     fn cut_runs(&self, i: u32) {
         if let Some(p) = self
@@ -292,6 +368,7 @@ impl State {
         }
         self.ranges.get_mut(i).state = RETIRING;
         self.cut_runs(i);
+        self.publish_sole_run();
         // Other live ranges that share this virtual memory take its place in the reverse
         // table.
         let (lo, hi) = (self.rec(i).rev.first, self.rec(i).rev.last);
@@ -703,6 +780,7 @@ fn insert_range(
     d.head = i;
     d.ranges += 1;
     st.join_runs(i);
+    st.publish_sole_run();
     Ok(())
 }
 
@@ -939,14 +1017,16 @@ pub fn root_word() -> usize {
     FORWARD.root_word()
 }
 
-/// Address of `pfn` in a section whose root word is `root`, through and into `cache` (which
-/// remembers the whole run of ranges the last miss found, so the next pfns in it cost one
-/// comparison). Errors: `Invalid` for PFN_SG_CHAIN; `NotMapped`.
+/// Address of `pfn` in a section whose root word is `root`: one comparison when `cache` (the
+/// sole run when the section opened, see [`SoleRun`]) holds it, else a table walk. Nothing is
+/// written, so that independent lookups in one section share no state (a cache refilled on
+/// every miss made them wait for each other and mispredict). Errors: `Invalid` for
+/// PFN_SG_CHAIN; `NotMapped`.
 ///
 /// # Safety
-/// The section that produced `root` is still open, and `cache` was filled only in it.
+/// The section that produced `root` is still open.
 #[inline(always)]
-pub unsafe fn translate_in_section(root: usize, cache: &mut Block, pfn: Pfn) -> Result<usize> {
+pub unsafe fn translate_in_section(root: usize, cache: &Block, pfn: Pfn) -> Result<usize> {
     // Keep SG_CHAIN (bit 63) in the key: it never matches, so one comparison covers both.
     let key = pfn.0 & (SG_CHAIN | crate::encoding::MAX_PFN);
     if let Some(addr) = cache.addr_of(key) {
@@ -955,49 +1035,34 @@ pub unsafe fn translate_in_section(root: usize, cache: &mut Block, pfn: Pfn) -> 
     if pfn.sg_chain() {
         return Err(Error::Invalid);
     }
-    let run = run_block(root, pfn.pfn()).ok_or(Error::NotMapped)?;
-    *cache = run;
-    run.addr_of(pfn.pfn()).ok_or(Error::NotMapped)
+    table::translate_from(root, pfn.pfn()).ok_or(Error::NotMapped)
 }
 
-/// The run of ranges holding `pfn`, as one block from the first page of its range.
+/// Address of `pfn` in the section and the bytes contiguous from it (to the end of the run of
+/// ranges).
 ///
 /// # Safety
 /// As for [`translate_in_section`].
-unsafe fn run_block(root: usize, pfn: u64) -> Option<Block> {
-    let leaf = table::leaf_from(root, pfn)?;
-    let run = leaf.extent().and_then(|e| {
-        let run_last = e.run_last.load(Ordering::Acquire).max(e.last);
-        // The slot may have been reused for another range since it was read (the section
-        // sees a snapshot): cache the run only when slot and extent agree.
-        (pfn.wrapping_sub(e.first) <= run_last - e.first && leaf.addr(e.first) == e.target).then(
-            || Block {
-                first: e.first,
-                pages: run_last - e.first + 1,
-                addr: e.target,
-            },
-        )
-    });
-    Some(run.unwrap_or(Block {
-        first: pfn,
-        pages: 1,
-        addr: leaf.addr(pfn),
-    }))
-}
-
-/// Address of `pfn` in the section and the bytes contiguous from it (to the end of the run).
-///
-/// # Safety
-/// As for [`translate_in_section`].
-pub unsafe fn translate_len_in_section(root: usize, cache: &mut Block, pfn: Pfn) -> Result<Mapped> {
+pub unsafe fn translate_len_in_section(root: usize, cache: &Block, pfn: Pfn) -> Result<Mapped> {
     let addr = translate_in_section(root, cache, pfn)?;
-    let off = pfn.pfn() - cache.first;
-    let len = if cache.pages - off >= 1 << 52 {
-        u64::MAX
-    } else {
-        (cache.pages - off) << PAGE_SHIFT
+    let p = pfn.pfn();
+    let run_last = match cache.addr_of(p) {
+        Some(_) => cache.first + (cache.pages - 1),
+        None => {
+            let leaf = table::leaf_from(root, p).ok_or(Error::NotMapped)?;
+            // The run's end, when slot and extent still agree (the section sees a snapshot
+            // that a later registration may reuse): else this page alone.
+            leaf.extent()
+                .filter(|e| leaf.addr(e.first) == e.target && p >= e.first)
+                .map(|e| e.run_last.load(Ordering::Acquire).max(e.last))
+                .filter(|&last| last >= p)
+                .unwrap_or(p)
+        }
     };
-    Ok(Mapped { addr, len })
+    Ok(Mapped {
+        addr,
+        len: run_bytes(p, run_last),
+    })
 }
 
 /// Bytes of translation-table memory in use (both tables).

@@ -21,10 +21,12 @@ use crate::space::{self, Block};
 ///   exactly once, with pfn_section_close.
 ///
 /// Translate with pfn_section_translate* (exported) or pfn_section_translate*_inline (in this
-/// header, no call). `root` is the translation table as the section saw it; `cache_*` the run
-/// of ranges the last lookup found; `reader` and `token` identify the section; `prev` links
-/// scopes (PFN_SECTION_SCOPE). Treat the fields as opaque; copies of the value translate alike
-/// but close once.
+/// header, no call). `root` is the translation table as the section saw it; `cache_*` the
+/// run that every live range formed when it opened, if they formed one (one pool, however
+/// split into ranges): a frame in it translates with one comparison, any other with a table
+/// walk; translating writes nothing to the section. `reader` and `token` identify the section;
+/// `prev` links scopes (PFN_SECTION_SCOPE). Treat the fields as opaque; copies of the value
+/// translate alike but close once.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct pfn_section {
@@ -56,10 +58,18 @@ impl pfn_section {
         }
     }
 
-    fn set_cache(&mut self, b: Block) {
-        self.cache_pfn = b.first;
-        self.cache_pages = b.pages;
-        self.cache_addr = b.addr;
+    /// A section of `root` that starts with the sole run cached (see `space::SoleRun`).
+    fn opened(root: usize, reader: *mut c_void, token: u64) -> pfn_section {
+        let run = space::sole_run();
+        pfn_section {
+            root,
+            cache_pfn: run.first,
+            cache_pages: run.pages,
+            cache_addr: run.addr,
+            reader,
+            token,
+            prev: ptr::null_mut(),
+        }
     }
 
     fn record(&self) -> Option<&'static Reader> {
@@ -74,7 +84,8 @@ impl pfn_section {
 /// -EDEADLK; a thread that exits closes its sections. The section sees the ranges registered
 /// before it opened (a range registered or unregistered meanwhile may or may not be seen; an
 /// address it translates stays valid until it closes). Cost: like one kmap; translations in it
-/// then cost a comparison for frames of the last run of ranges found, a table walk otherwise.
+/// then cost one comparison when all live ranges formed one run as it opened (one pool,
+/// however split into ranges), a table walk otherwise.
 ///
 /// Returns the section. Fails only on the thread's first use (errno ENOMEM, or EAGAIN in a
 /// signal handler that interrupted the thread's own set-up), or past 16 million nested
@@ -101,12 +112,7 @@ pub extern "C" fn pfn_read_lock() -> pfn_section {
             return pfn_section::NONE;
         }
         let depth = r.open_section();
-        pfn_section {
-            root: space::root_word(),
-            reader: r as *const Reader as *mut c_void,
-            token: depth,
-            ..pfn_section::NONE
-        }
+        pfn_section::opened(space::root_word(), r as *const Reader as *mut c_void, depth)
     })
 }
 
@@ -142,12 +148,11 @@ pub unsafe extern "C" fn pfn_section_open(s: *mut pfn_section) -> c_int {
         crate::tls::publish_offset();
         match rcu::open_object_section() {
             Ok(o) => {
-                *s = pfn_section {
-                    root: space::root_word(),
-                    reader: o.record as *const Reader as *mut c_void,
-                    token: o.token,
-                    ..pfn_section::NONE
-                };
+                *s = pfn_section::opened(
+                    space::root_word(),
+                    o.record as *const Reader as *mut c_void,
+                    o.token,
+                );
                 0
             }
             Err(rcu::SetupError::OutOfMemory) => -libc::ENOMEM,
@@ -200,18 +205,15 @@ pub unsafe extern "C" fn pfn_section_close(s: *mut pfn_section) -> c_int {
 unsafe fn translate(
     s: *mut pfn_section,
     pfn: Pfn,
-    f: impl FnOnce(usize, &mut Block, Pfn) -> crate::Result<space::Mapped>,
+    f: impl FnOnce(usize, &Block, Pfn) -> crate::Result<space::Mapped>,
 ) -> crate::Result<space::Mapped> {
-    let s = s.as_mut().ok_or(Error::Invalid)?;
-    let mut cache = s.cache();
-    let result = f(s.root, &mut cache, pfn);
-    s.set_cache(cache);
-    result
+    let s = s.as_ref().ok_or(Error::Invalid)?;
+    f(s.root, &s.cache(), pfn)
 }
 
 /// Address of `pfn`'s frame (page-aligned), valid until the section `*s` is closed; no unmap
-/// is needed. Remembers the run of ranges it found in `*s`. The same result as
-/// pfn_section_translate_inline in this header.
+/// is needed. Writes nothing to `*s`. The same result as pfn_section_translate_inline in this
+/// header.
 ///
 /// Returns NULL with errno: ENXIO when no range visible in the section holds the frame;
 /// EINVAL when PFN_SG_CHAIN is set or `s` is NULL. Async-signal-safe.

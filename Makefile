@@ -58,7 +58,7 @@ endif
 .PHONY: all help deps deps-demo lib demo test clean install install-strip uninstall \
         lint cargo-test header-check rust-version c-test check-cxx check-sanitizers \
         check-asan check-valgrind check-examples check-demo-deps check-python check-install \
-        bench bench-check bench-persist bench-chase
+        bench bench-check bench-persist bench-chase bench-grace
 
 all: lib
 
@@ -350,12 +350,24 @@ $(BENCH_OUT)/chase: bench/chase.c include/pfn.h $(SHARED)
 	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude $(BENCH_PEERS) -o $@ bench/chase.c \
 		-L$(LIBDIR) -lpfn $(BENCH_LIBS) $(BENCH_RPATH)
 
+# Grace periods with 1..64 busy readers, beside liburcu-memb's synchronize_rcu.
+$(BENCH_OUT)/grace: bench/grace.c include/pfn.h $(SHARED)
+	@mkdir -p $(@D)
+	$(say) CC $@
+	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude $(BENCH_PEERS) -o $@ bench/grace.c \
+		-L$(LIBDIR) -lpfn $(BENCH_LIBS) -lpthread $(BENCH_RPATH)
+
 # QUICK=1: a run of under a minute. The results go to bench/results/.
-bench: lib $(BENCH_OUT)/bench bench-persist bench-chase
+bench: lib $(BENCH_OUT)/bench bench-persist bench-chase bench-grace
 	@mkdir -p bench/results
 	./$(BENCH_OUT)/bench $(if $(QUICK),--quick) --out bench/results
 	@bash bench/callgrind.sh $(BENCH_OUT)/bench bench/results $(if $(QUICK),quick)
 	@bash bench/plot.sh bench/results
+
+# The grace-period part alone (about 30 s; QUICK=1: about 10 s).
+bench-grace: lib $(BENCH_OUT)/grace
+	@mkdir -p bench/results
+	./$(BENCH_OUT)/grace $(if $(QUICK),--quick) --out bench/results
 
 # The pointer-chasing part alone (about 4 minutes; QUICK=1: 10^6 nodes only, about 15 s).
 bench-chase: lib $(BENCH_OUT)/chase

@@ -63,6 +63,11 @@
 
 
 /**
+ * Bytes a message keeps (the rest is cut); the last one is always NUL.
+ */
+#define CAP 192
+
+/**
  * Holds kept in the record itself; the header's inline kmap uses only these.
  */
 #define INLINE 16
@@ -846,6 +851,17 @@ const char *pfn_version(void);
  * that registration also keeps are not counted). Takes the registration lock briefly.
  */
 uint64_t pfn_table_bytes(void);
+
+/**
+ * The message of the calling thread's last failing libpfn call: the call, the condition and
+ * the values, e.g. "devm_register_kmap_pfn_range: end + 1 = 0x10001001 is not page-aligned
+ * (end is the last byte, inclusive: start + size - 1)". Every call that fails sets it (also
+ * the ones that return only -EINVAL or NULL); a call that succeeds leaves it as it was. A
+ * static per-thread string, never NULL (empty before any failure), valid until the thread's
+ * next failing call. Like errno, a signal handler whose call fails overwrites it. (PMDK's
+ * pmem_errormsg convention.)
+ */
+const char *pfn_errormsg(void);
 
 #ifdef __cplusplus
 }  // extern "C"

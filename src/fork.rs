@@ -15,7 +15,7 @@ use std::cell::UnsafeCell;
 
 use crate::{rcu, space};
 
-type Held = Option<(rcu::ForkGuard, std::sync::MutexGuard<'static, space::State>)>;
+type Held = Option<(std::sync::MutexGuard<'static, space::State>, rcu::ForkGuard)>;
 
 /// The guards taken in `prepare`, released in `parent`/`child`. Only the forking thread touches
 /// it between the two, and two forking threads serialize on the locks it holds.
@@ -31,7 +31,9 @@ pub(crate) fn install() {
 }
 
 extern "C" fn prepare() {
-    let guards = (rcu::lock_for_fork(), space::lock_for_fork());
+    // The order every thread takes them in: registration, then the reader pools (a failing
+    // registration sets up its thread's reader to hold the error message).
+    let guards = (space::lock_for_fork(), rcu::lock_for_fork());
     // SAFETY: see `Slot`.
     unsafe { *HELD.0.get() = Some(guards) };
 }

@@ -12,6 +12,7 @@
 mod dax;
 pub mod encoding;
 mod env;
+pub mod errmsg;
 pub mod error;
 mod fork;
 mod holds;

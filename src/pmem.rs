@@ -26,6 +26,7 @@ use std::sync::OnceLock;
 use crate::dax::{self, DevKind, Domain};
 use crate::encoding::PAGE_SIZE;
 use crate::env;
+use crate::errmsg;
 use crate::error::{Error, Result};
 use crate::pagemaps;
 use crate::persist;
@@ -126,15 +127,22 @@ fn check_kind(meta: &std::fs::Metadata) -> Result<()> {
     if ft.is_file() {
         Ok(())
     } else if ft.is_dir() {
-        Err(Error::Os(libc::EISDIR))
+        Err(errmsg::with(
+            Error::Os(libc::EISDIR),
+            format_args!("the path is a directory"),
+        ))
     } else if ft.is_char_device() {
         let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
         match dax::device_dax(dax::sysfs_root(), major, minor)? {
             Some(_) => Ok(()),
-            None => Err(Error::Invalid),
+            None => Err(errmsg::invalid(format_args!(
+                "the path is character device {major}:{minor}, which is not a device-DAX device"
+            ))),
         }
     } else {
-        Err(Error::Invalid)
+        Err(errmsg::invalid(format_args!(
+            "the path is neither a regular file nor a device-DAX device"
+        )))
     }
 }
 
@@ -287,10 +295,22 @@ impl PmemFile {
     /// refuses (EISDIR for a directory, EACCES, ENOSPC or EFBIG when the space cannot be
     /// reserved, ENOMEM, ENODEV from mmap). A failed call leaves no file it created.
     pub fn map(path: &Path, size: u64, opts: MapOptions) -> Result<PmemFile> {
-        if size % PAGE_SIZE != 0 || opts.offset % PAGE_SIZE != 0 {
-            return Err(Error::Invalid);
+        if size % PAGE_SIZE != 0 {
+            return Err(errmsg::invalid(format_args!(
+                "size {size:#x} is not a multiple of the page size"
+            )));
         }
-        let forced = forced_granularity().map_err(|_| Error::Invalid)?;
+        if opts.offset % PAGE_SIZE != 0 {
+            return Err(errmsg::invalid(format_args!(
+                "offset {:#x} is not a multiple of the page size",
+                opts.offset
+            )));
+        }
+        let forced = forced_granularity().map_err(|_| {
+            errmsg::invalid(format_args!(
+                "PFN_FORCE_GRANULARITY is set to something other than page, cache_line or byte"
+            ))
+        })?;
         let mut opened = Opened::open(path, opts.create)?;
         match Self::map_opened(&mut opened, size, opts, forced) {
             Ok(m) => Ok(m),
@@ -313,10 +333,16 @@ impl PmemFile {
         let offset = opts.offset;
         let (mapped, backing, granularity) = if meta.file_type().is_char_device() {
             let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
-            let geometry =
-                dax::device_dax(dax::sysfs_root(), major, minor)?.ok_or(Error::Invalid)?;
-            let size = geometry.fit(offset, size).map_err(|_| Error::Invalid)?;
-            let len = usize::try_from(size).map_err(|_| Error::Invalid)?;
+            let geometry = dax::device_dax(dax::sysfs_root(), major, minor)?.ok_or_else(|| {
+                errmsg::invalid(format_args!(
+                    "device {major}:{minor} is not a device-DAX device"
+                ))
+            })?;
+            let size = geometry
+                .fit(offset, size)
+                .map_err(|m| errmsg::invalid(format_args!("{m}")))?;
+            let len = usize::try_from(size)
+                .map_err(|_| errmsg::invalid(format_args!("size {size:#x} does not fit memory")))?;
             // Device DAX has no page cache: stores reach the device once out of the CPU.
             let mapped = Mapped::new(fd, len, offset, libc::MAP_SHARED)?;
             let domain = dax::persistence_domain(dax::sysfs_root(), DevKind::Char, major, minor);
@@ -328,16 +354,36 @@ impl PmemFile {
             } else {
                 size
             };
-            if size == 0 || size % PAGE_SIZE != 0 || size > isize::MAX as u64 {
-                return Err(Error::Invalid);
+            if size == 0 {
+                return Err(errmsg::invalid(format_args!(
+                    "size 0 maps the whole file, and the file has no bytes past offset {offset:#x}"
+                )));
+            }
+            if size % PAGE_SIZE != 0 {
+                return Err(errmsg::invalid(format_args!(
+                    "size 0 maps the whole file, whose length {current:#x} (past offset \
+                     {offset:#x}) is not a multiple of the page size"
+                )));
+            }
+            if size > isize::MAX as u64 {
+                return Err(errmsg::invalid(format_args!(
+                    "size {size:#x} is larger than PTRDIFF_MAX"
+                )));
             }
             let end = offset
                 .checked_add(size)
                 .filter(|&e| e <= i64::MAX as u64)
-                .ok_or(Error::Invalid)?;
+                .ok_or_else(|| {
+                    errmsg::invalid(format_args!(
+                        "offset {offset:#x} + size {size:#x} is beyond the largest file offset"
+                    ))
+                })?;
             if current < end {
                 if !opts.create {
-                    return Err(Error::Invalid);
+                    return Err(errmsg::invalid(format_args!(
+                        "the file is {current:#x} bytes long, shorter than offset + size = \
+                         {end:#x} (PFN_PMEM_CREATE extends it)"
+                    )));
                 }
                 // Reserve the blocks now: a full tmpfs would otherwise raise SIGBUS on first
                 // touch.
@@ -427,16 +473,28 @@ impl PmemFile {
     ///
     /// [`backed_len`]: PmemFile::backed_len
     pub fn persist(&self, addr: usize, len: usize) -> Result<()> {
-        let offset = addr.checked_sub(self.addr).ok_or(Error::Invalid)?;
-        let end = offset.checked_add(len).ok_or(Error::Invalid)?;
+        let outside = || {
+            errmsg::invalid(format_args!(
+                "{addr:#x} + {len:#x} bytes is not inside the mapping {:#x} + {:#x}",
+                self.addr, self.len
+            ))
+        };
+        let offset = addr.checked_sub(self.addr).ok_or_else(outside)?;
+        let end = offset.checked_add(len).ok_or_else(outside)?;
         if end > self.len {
-            return Err(Error::Invalid);
+            return Err(outside());
         }
         if len == 0 {
             return Ok(());
         }
         if end as u64 > self.backed.load(Ordering::Relaxed) && end > self.backed_len()? {
-            return Err(Error::Os(libc::EFAULT));
+            return Err(errmsg::with(
+                Error::Os(libc::EFAULT),
+                format_args!(
+                    "the file no longer backs bytes {offset:#x}..{end:#x} of the mapping (it \
+                     was truncated)"
+                ),
+            ));
         }
         match self.granularity {
             Granularity::Page => msync(addr, len),

@@ -103,6 +103,8 @@ pub struct Reader {
     /// Freed object records this thread keeps (threads only; owner only).
     cache_head: AtomicPtr<Reader>,
     cache_len: AtomicUsize,
+    /// The thread's last failure's message (see `errmsg`).
+    message: crate::errmsg::Message,
 }
 
 // The C header's `struct pfn_reader` mirrors these offsets.
@@ -277,6 +279,7 @@ fn new_record(kind: u32) -> Option<&'static Reader> {
                 gp_flagged: AtomicBool::new(false),
                 cache_head: AtomicPtr::new(ptr::null_mut()),
                 cache_len: AtomicUsize::new(0),
+                message: Default::default(),
             })
         };
         match READERS.compare_exchange(head, p, AcqRel, Acquire) {
@@ -444,6 +447,11 @@ impl Reader {
     /// True when this thread holds a kmap or an open section (waiting would wait for itself).
     pub fn is_reading(&self) -> bool {
         self.nesting() != 0
+    }
+
+    /// The thread's last failure's message.
+    pub fn message(&self) -> &crate::errmsg::Message {
+        &self.message
     }
 
     pub fn tid(&self) -> i32 {

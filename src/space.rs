@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::encoding::{Pfn, DEV, PAGE_SHIFT, PAGE_SIZE, SG_CHAIN};
+use crate::errmsg;
 use crate::error::{Error, Result};
 use crate::index::{Links, Rng, Slab, Treap, NIL};
 use crate::rcu::{self, Reader};
@@ -348,8 +349,8 @@ impl State {
 
     fn device(&self, dev: &Device) -> Result<DeviceRec> {
         match self.devices.get(dev.slot as usize) {
-            Some(d) if d.live && d.gen == dev.gen => Ok(*d),
-            _ => Err(Error::Invalid),
+            Some(d) if d.live && d.gen == dev.gen && !d.dead => Ok(*d),
+            _ => Err(errmsg::invalid(format_args!("the device has been freed"))),
         }
     }
 
@@ -491,32 +492,84 @@ fn state() -> MutexGuard<'static, State> {
 }
 
 /// Refuses calls that would wait for readers on a thread that is itself reading.
-fn check_not_reading() -> Result<()> {
-    if rcu::current().is_some_and(Reader::is_reading) {
-        return Err(Error::Deadlock);
+pub(crate) fn check_not_reading() -> Result<()> {
+    match rcu::current() {
+        Some(r) if r.is_reading() => Err(errmsg::with(
+            Error::Deadlock,
+            format_args!(
+                "this thread holds {} kmap(s) and {} read section(s): waiting for readers \
+                 would wait for itself",
+                r.holds.len(),
+                r.sections.load(Ordering::Relaxed)
+            ),
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Validates a range and its virtual placement. Returns (first pfn, last pfn, bytes).
 fn check_range(start: u64, end: u64, base: usize) -> Result<(u64, u64, u64)> {
     let page_mask = PAGE_SIZE - 1;
-    if start & page_mask != 0
-        || end & page_mask != page_mask
-        || end < start
-        || base == 0
-        || base as u64 & page_mask != 0
-    {
-        return Err(Error::Invalid);
+    let bad = |args| Err(errmsg::invalid(args));
+    if start & page_mask != 0 {
+        return bad(format_args!("start {start:#x} is not page-aligned"));
+    }
+    if end & page_mask != page_mask {
+        return bad(format_args!(
+            "end + 1 = {:#x} is not page-aligned (end is the last byte, inclusive: \
+             start + size - 1)",
+            end.wrapping_add(1)
+        ));
+    }
+    if end < start {
+        return bad(format_args!("end {end:#x} is below start {start:#x}"));
+    }
+    if base == 0 {
+        return bad(format_args!("base is NULL"));
+    }
+    if base as u64 & page_mask != 0 {
+        return bad(format_args!("base {base:#x} is not page-aligned"));
     }
     let bytes = u128::from(end - start) + 1;
     if base as u128 + bytes > usize::MAX as u128 + 1 {
-        return Err(Error::Invalid);
+        return bad(format_args!(
+            "base {base:#x} + {bytes:#x} bytes runs past the end of the address space"
+        ));
     }
     // A range of 2^64 bytes cannot be described by a byte count; it is refused (no mapping is
     // that large anyway).
-    let bytes = u64::try_from(bytes).map_err(|_| Error::Invalid)?;
+    let Ok(bytes) = u64::try_from(bytes) else {
+        return bad(format_args!("a range of 2^64 bytes cannot be mapped"));
+    };
     Ok((start >> PAGE_SHIFT, end >> PAGE_SHIFT, bytes))
+}
+
+/// The refusal of a range that overlaps range `i`.
+fn overlap(st: &State, first: u64, last: u64, i: u32) -> Error {
+    let r = st.rec(i);
+    errmsg::with(
+        Error::Busy,
+        format_args!(
+            "physical range {:#x}..={:#x} overlaps the {}range {:#x}..={:#x}",
+            first << PAGE_SHIFT,
+            (last << PAGE_SHIFT) | (PAGE_SIZE - 1),
+            if r.state == RETIRING {
+                "still unregistering "
+            } else {
+                "registered "
+            },
+            r.fwd.first << PAGE_SHIFT,
+            (r.fwd.last << PAGE_SHIFT) | (PAGE_SIZE - 1)
+        ),
+    )
+}
+
+/// The refusal of memory that lies in a mapping being unmapped.
+fn closing(base: usize, bytes: u64) -> Error {
+    errmsg::with(
+        Error::Busy,
+        format_args!("memory {base:#x} + {bytes:#x} lies in a mapping being unmapped"),
+    )
 }
 
 /// An owner of ranges (the seed's `struct device`). Dropping it unregisters its ranges.
@@ -536,7 +589,9 @@ impl Device {
             st.free_device = st.devices[s as usize].next_free;
             s
         } else {
-            st.devices.try_reserve(1).map_err(|_| Error::OutOfMemory)?;
+            st.devices.try_reserve(1).map_err(|_| {
+                errmsg::with(Error::OutOfMemory, format_args!("no memory for a device"))
+            })?;
             st.devices.push(DeviceRec::default());
             (st.devices.len() - 1) as u32
         };
@@ -566,8 +621,11 @@ impl Device {
         let (first, last, bytes) = check_range(start, end, base)?;
         let mut st = state();
         st.device(self)?;
-        if st.phys_overlap(first, last).is_some() || st.closing_overlaps(base, bytes as usize) {
-            return Err(Error::Busy);
+        if let Some(i) = st.phys_overlap(first, last) {
+            return Err(overlap(&st, first, last, i));
+        }
+        if st.closing_overlaps(base, bytes as usize) {
+            return Err(closing(base, bytes));
         }
         insert_range(&mut st, self.slot, first, last, base, bytes, flags)
     }
@@ -579,8 +637,15 @@ impl Device {
     ///
     /// Errors: as [`Device::register`]; `NoSpace` when no such free range exists.
     pub fn register_free(&self, size: u64, align: u64, base: usize, flags: u64) -> Result<u64> {
-        if size == 0 || size % PAGE_SIZE != 0 || (align != 0 && !align.is_power_of_two()) {
-            return Err(Error::Invalid);
+        if size == 0 || size % PAGE_SIZE != 0 {
+            return Err(errmsg::invalid(format_args!(
+                "size {size:#x} is not a positive multiple of the page size"
+            )));
+        }
+        if align != 0 && !align.is_power_of_two() {
+            return Err(errmsg::invalid(format_args!(
+                "align {align:#x} is not a power of two"
+            )));
         }
         let align = if align == 0 {
             (1u64 << (63 - size.leading_zeros())).min(1 << 30)
@@ -592,17 +657,25 @@ impl Device {
         let mut st = state();
         st.device(self)?;
         if st.closing_overlaps(base, size as usize) {
-            return Err(Error::Busy);
+            return Err(closing(base, size));
         }
+        let no_space = || {
+            errmsg::with(
+                Error::NoSpace,
+                format_args!(
+                    "no free physical range of {size:#x} bytes aligned to {align:#x} below 2^56"
+                ),
+            )
+        };
         // From the top down: below the last range in the way, until a hole fits.
         let mut end = FREE_SPACE_TOP;
         let start = loop {
             let Some(start) = end.checked_sub(size).map(|s| s & !(align - 1)) else {
-                return Err(Error::NoSpace);
+                return Err(no_space());
             };
             if start == 0 {
                 // Physical 0 stays free: the null byte handle names it.
-                return Err(Error::NoSpace);
+                return Err(no_space());
             }
             match st.phys_overlap(start >> PAGE_SHIFT, (start + size - 1) >> PAGE_SHIFT) {
                 None => break start,
@@ -635,7 +708,12 @@ impl Device {
                     r.fwd.first == start >> PAGE_SHIFT && r.device == self.slot
                 });
             match found {
-                None => return Err(Error::NotFound),
+                None => {
+                    return Err(errmsg::with(
+                        Error::NotFound,
+                        format_args!("the device has no range at {start:#x}"),
+                    ))
+                }
                 Some(i) if st.rec(i).state == RETIRING => {
                     (st.rec(i).retire_at, Err(Error::NotFound))
                 }
@@ -647,7 +725,14 @@ impl Device {
         };
         rcu::wait_for(target);
         drop(state());
-        result
+        result.map_err(|e| {
+            errmsg::with(
+                e,
+                format_args!(
+                    "the range at {start:#x} was being unregistered by another call (now done)"
+                ),
+            )
+        })
     }
 
     /// Unregisters every range of this device and makes it dead (registration on it fails from
@@ -664,9 +749,6 @@ impl Device {
         let target = {
             let mut st = state();
             st.device(self)?;
-            if st.devices[self.slot as usize].dead {
-                return Err(Error::Invalid);
-            }
             self.killed.store(true, Ordering::Relaxed);
             st.device_mut(self.slot).dead = true;
             let mut target = rcu::snapshot();
@@ -737,7 +819,8 @@ fn insert_range(
     bytes: u64,
     flags: u64,
 ) -> Result<()> {
-    let i = st.ranges.alloc().ok_or(Error::OutOfMemory)?;
+    let oom = || errmsg::with(Error::OutOfMemory, format_args!("no memory for the range"));
+    let i = st.ranges.alloc().ok_or_else(oom)?;
     let prio = st.rng.next_u32();
     {
         let r = st.ranges.get_mut(i);
@@ -759,7 +842,7 @@ fn insert_range(
         (Ok(f), Ok(v)) => (f, v),
         _ => {
             st.ranges.free(i);
-            return Err(Error::OutOfMemory);
+            return Err(oom());
         }
     };
     FORWARD.commit(&r.fwd, fwd);
@@ -794,7 +877,12 @@ pub struct MappingId(u32);
 /// Records a mapping. Errors: `OutOfMemory`.
 pub fn add_mapping(addr: usize, len: usize) -> Result<MappingId> {
     let mut st = state();
-    let i = st.mappings.alloc().ok_or(Error::OutOfMemory)?;
+    let i = st.mappings.alloc().ok_or_else(|| {
+        errmsg::with(
+            Error::OutOfMemory,
+            format_args!("no memory to record the mapping"),
+        )
+    })?;
     *st.mappings.get_mut(i) = MappingRec {
         used: true,
         closing: false,
@@ -811,14 +899,33 @@ pub fn begin_unmap(id: &MappingId) -> Result<()> {
     let mut st = state();
     let m = *st.mappings.get(id.0);
     if m.closing {
-        return Err(Error::Invalid);
+        return Err(errmsg::invalid(format_args!(
+            "another call is unmapping this mapping"
+        )));
     }
     let (lo, hi) = (
         (m.addr >> PAGE_SHIFT) as u64,
         ((m.addr + (m.len - 1)) >> PAGE_SHIFT) as u64,
     );
-    if st.va_busy(lo, hi) {
-        return Err(Error::Busy);
+    let mut user = None;
+    st.va_overlaps(lo, hi, &mut |i| {
+        user.get_or_insert(i);
+    });
+    if let Some(i) = user {
+        let r = st.rec(i);
+        return Err(errmsg::with(
+            Error::Busy,
+            format_args!(
+                "the {}range at physical {:#x} lies in the mapping's memory (unregister it \
+                 first)",
+                if r.state == RETIRING {
+                    "still unregistering "
+                } else {
+                    "registered "
+                },
+                r.fwd.first << PAGE_SHIFT
+            ),
+        ));
     }
     st.mappings.get_mut(id.0).closing = true;
     st.closing += 1;
@@ -874,11 +981,41 @@ fn run_bytes(pfn: u64, run_last: u64) -> u64 {
     }
 }
 
-fn reader() -> Result<&'static Reader> {
+/// The calling thread's reader, set up on first use.
+pub(crate) fn reader() -> Result<&'static Reader> {
     rcu::current_or_register().map_err(|e| match e {
-        rcu::SetupError::OutOfMemory => Error::OutOfMemory,
-        rcu::SetupError::Interrupted => Error::Again,
+        rcu::SetupError::OutOfMemory => errmsg::with(
+            Error::OutOfMemory,
+            format_args!("no memory for this thread's reader state"),
+        ),
+        rcu::SetupError::Interrupted => errmsg::with(
+            Error::Again,
+            format_args!(
+                "a signal handler interrupted this thread's own set-up (call pfn_thread_init \
+                 before installing handlers that use libpfn)"
+            ),
+        ),
     })
+}
+
+/// The refusal of a scatterlist-chain handle.
+pub(crate) fn chain_err(pfn: Pfn) -> Error {
+    errmsg::invalid(format_args!(
+        "pfn_t {:#x} has PFN_SG_CHAIN set: it links a scatterlist and names no frame",
+        pfn.0
+    ))
+}
+
+/// The miss of a frame no range holds.
+pub(crate) fn not_mapped(pfn: Pfn) -> Error {
+    errmsg::with(
+        Error::NotMapped,
+        format_args!(
+            "pfn {:#x} (physical {:#x}) lies in no registered range",
+            pfn.pfn(),
+            pfn.phys()
+        ),
+    )
 }
 
 /// Records a hold of `start..end` for the calling thread; on failure leaves its section.
@@ -887,7 +1024,13 @@ fn hold(r: &Reader, start: usize, end: usize) -> Result<()> {
         return Ok(());
     }
     r.leave();
-    Err(Error::OutOfMemory)
+    Err(errmsg::with(
+        Error::OutOfMemory,
+        format_args!(
+            "no memory to record a hold nested {} deep",
+            r.holds.len() + 1
+        ),
+    ))
 }
 
 /// Maps `pfn` for the calling thread; the address stays valid until [`kunmap`] on this thread.
@@ -897,14 +1040,14 @@ fn hold(r: &Reader, start: usize, end: usize) -> Result<()> {
 /// nesting its hold); `Again` in a signal handler that interrupted this thread's own set-up.
 pub fn kmap(pfn: Pfn) -> Result<usize> {
     if pfn.sg_chain() {
-        return Err(Error::Invalid);
+        return Err(chain_err(pfn));
     }
     let r = reader()?;
     r.enter();
     // SAFETY: inside the read-side section just entered.
     let Some(addr) = (unsafe { FORWARD.translate(pfn.pfn()) }) else {
         r.leave();
-        return Err(Error::NotMapped);
+        return Err(not_mapped(pfn));
     };
     hold(r, addr, addr + PAGE_SIZE as usize)?;
     Ok(addr)
@@ -915,14 +1058,14 @@ pub fn kmap(pfn: Pfn) -> Result<usize> {
 /// kunmap of any address in them releases it.
 pub fn kmap_len(pfn: Pfn) -> Result<Mapped> {
     if pfn.sg_chain() {
-        return Err(Error::Invalid);
+        return Err(chain_err(pfn));
     }
     let r = reader()?;
     r.enter();
     // SAFETY: inside the read-side section just entered.
     let Some((leaf, e)) = (unsafe { FORWARD.leaf(pfn.pfn()) }) else {
         r.leave();
-        return Err(Error::NotMapped);
+        return Err(not_mapped(pfn));
     };
     let addr = leaf.addr(pfn.pfn());
     let len = run_bytes(pfn.pfn(), e.run_last.load(Ordering::Acquire));
@@ -1007,7 +1150,12 @@ pub fn virt_to_phys(addr: usize) -> Result<(u64, u64)> {
         )
     });
     r.leave();
-    found.ok_or(Error::NotMapped)
+    found.ok_or_else(|| {
+        errmsg::with(
+            Error::NotMapped,
+            format_args!("address {addr:#x} lies in no registered range"),
+        )
+    })
 }
 
 // ---- read sections ----
@@ -1033,9 +1181,9 @@ pub unsafe fn translate_in_section(root: usize, cache: &Block, pfn: Pfn) -> Resu
         return Ok(addr);
     }
     if pfn.sg_chain() {
-        return Err(Error::Invalid);
+        return Err(chain_err(pfn));
     }
-    table::translate_from(root, pfn.pfn()).ok_or(Error::NotMapped)
+    table::translate_from(root, pfn.pfn()).ok_or_else(|| not_mapped(pfn))
 }
 
 /// Address of `pfn` in the section and the bytes contiguous from it (to the end of the run of
@@ -1049,7 +1197,7 @@ pub unsafe fn translate_len_in_section(root: usize, cache: &Block, pfn: Pfn) -> 
     let run_last = match cache.addr_of(p) {
         Some(_) => cache.first + (cache.pages - 1),
         None => {
-            let leaf = table::leaf_from(root, p).ok_or(Error::NotMapped)?;
+            let leaf = table::leaf_from(root, p).ok_or_else(|| not_mapped(pfn))?;
             // The run's end, when slot and extent still agree (the section sees a snapshot
             // that a later registration may reuse): else this page alone.
             leaf.extent()

@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
 
 use super::handles::Handles;
-use super::{ffi_call, null_errno, status};
+use super::{fail, ffi_call, invalid, null_errno, status};
 use crate::encoding::DEV;
 use crate::error::Error;
 use crate::space::Device;
@@ -31,7 +31,17 @@ pub(crate) static DEVICES: Handles<Device> = Handles::new(1);
 
 /// The live device a handle names.
 pub(crate) fn device(dev: *const pfn_device) -> crate::Result<super::handles::Ref<Device>> {
-    DEVICES.get(dev as usize)
+    DEVICES.get(dev as usize).map_err(|e| handle_error(dev, e))
+}
+
+/// `e`, described when it is the refusal of a dead handle.
+fn handle_error(dev: *const pfn_device, e: Error) -> Error {
+    match e {
+        Error::Invalid => crate::errmsg::invalid(format_args!(
+            "{dev:p} is not a live device (NULL, freed, or never one)"
+        )),
+        e => e,
+    }
 }
 
 /// Creates a device. `name` may be NULL; it is not kept (kept for the seed's signature).
@@ -49,7 +59,7 @@ pub unsafe extern "C" fn pfn_device_new(name: *const c_char) -> *mut pfn_device 
     ffi_call!(ptr::null_mut(), {
         match Device::new().and_then(|d| DEVICES.add(d)) {
             Ok(h) => h as *mut pfn_device,
-            Err(e) => null_errno(e),
+            Err(e) => null_errno("pfn_device_new", e),
         }
     })
 }
@@ -69,15 +79,16 @@ pub extern "C" fn pfn_device_free(dev: *mut pfn_device) -> c_int {
         if dev.is_null() {
             return 0;
         }
-        if crate::rcu::current().is_some_and(crate::rcu::Reader::is_reading) {
-            return -libc::EDEADLK;
+        const CALL: &str = "pfn_device_free";
+        if let Err(e) = crate::space::check_not_reading() {
+            return fail(CALL, e);
         }
         let killed = match DEVICES.kill(dev as usize) {
             Ok(k) => k,
-            Err(e) => return -e.errno(),
+            Err(e) => return fail(CALL, handle_error(dev, e)),
         };
         // Waits for readers of the ranges and of the handle alike.
-        let rc = status(killed.object().kill());
+        let rc = status(CALL, killed.object().kill());
         drop(killed); // the grace period above covers lookups of the handle
         rc
     })
@@ -108,15 +119,13 @@ pub unsafe extern "C" fn devm_register_kmap_pfn_range(
     base: *mut c_void,
 ) -> c_int {
     ffi_call!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "devm_register_kmap_pfn_range";
         let Some(res) = res.as_ref() else {
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("res is NULL"));
         };
-        if base.is_null() {
-            return -libc::EINVAL;
-        }
         match device(dev) {
-            Ok(d) => status(d.register(res.start, res.end, base as usize)),
-            Err(e) => -e.errno(),
+            Ok(d) => status(CALL, d.register(res.start, res.end, base as usize)),
+            Err(e) => fail(CALL, e),
         }
     })
 }
@@ -145,15 +154,16 @@ pub unsafe extern "C" fn pfn_register_free(
     start: *mut u64,
 ) -> c_int {
     ffi_call!(-libc::ENOTRECOVERABLE, {
-        if base.is_null() || start.is_null() {
-            return -libc::EINVAL;
+        const CALL: &str = "pfn_register_free";
+        if start.is_null() {
+            return invalid(CALL, format_args!("start is NULL"));
         }
         match device(dev).and_then(|d| d.register_free(size, align, base as usize, DEV)) {
             Ok(s) => {
                 *start = s;
                 0
             }
-            Err(e) => -e.errno(),
+            Err(e) => fail(CALL, e),
         }
     })
 }
@@ -170,10 +180,10 @@ pub unsafe extern "C" fn pfn_register_free(
 #[no_mangle]
 pub extern "C" fn pfn_unregister_range(dev: *mut pfn_device, start: u64) -> c_int {
     ffi_call!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_unregister_range";
         match device(dev) {
-            Ok(d) => status(d.unregister(start)),
-            Err(Error::Invalid) => -libc::EINVAL,
-            Err(e) => -e.errno(),
+            Ok(d) => status(CALL, d.unregister(start)),
+            Err(e) => fail(CALL, e),
         }
     })
 }

@@ -5,7 +5,7 @@ use std::ffi::{c_int, c_void};
 use std::ptr;
 
 use super::encoding::pfn_t;
-use super::{ffi_boundary, ffi_call, misuse, null_errno, setup_guard};
+use super::{fail, ffi_boundary, ffi_call, invalid, misuse, null_errno, setup_guard};
 use crate::rcu;
 use crate::space;
 
@@ -40,7 +40,7 @@ extern "C" fn kmap_slow(pfn: pfn_t) -> *mut c_void {
         crate::tls::publish_offset();
         match setup_guard(|| space::kmap(pfn.into())) {
             Ok(addr) => addr as *mut c_void,
-            Err(e) => null_errno(e),
+            Err(e) => null_errno("kmap_atomic_pfn_t", e),
         }
     })
 }
@@ -67,7 +67,7 @@ pub unsafe extern "C" fn kmap_atomic_pfn_t_len(pfn: pfn_t, len: *mut u64) -> *mu
                 }
                 m.addr as *mut c_void
             }
-            Err(e) => null_errno(e),
+            Err(e) => null_errno("kmap_atomic_pfn_t_len", e),
         }
     })
 }
@@ -98,7 +98,10 @@ extern "C" fn kunmap_slow(addr: *mut c_void) -> c_int {
             0
         } else {
             misuse("kunmap_atomic_pfn_t of an address this thread holds no kmap of");
-            -libc::EINVAL
+            invalid(
+                "kunmap_atomic_pfn_t",
+                format_args!("this thread holds no kmap of {addr:p}"),
+            )
         }
     })
 }
@@ -112,11 +115,9 @@ extern "C" fn kunmap_slow(addr: *mut c_void) -> c_int {
 #[no_mangle]
 pub extern "C" fn pfn_thread_init() -> c_int {
     ffi_call!(-libc::ENOTRECOVERABLE, {
-        crate::tls::publish_offset();
-        match rcu::thread_init() {
+        match space::reader() {
             Ok(_) => 0,
-            Err(rcu::SetupError::OutOfMemory) => -libc::ENOMEM,
-            Err(rcu::SetupError::Interrupted) => -libc::EAGAIN,
+            Err(e) => fail("pfn_thread_init", e),
         }
     })
 }

@@ -17,13 +17,14 @@ pub mod pmem;
 pub mod section;
 pub mod version;
 
-/// Runs `$body`; if it panics, evaluates `$on_panic` instead (after setting errno).
+/// Runs `$body`; if it panics, evaluates `$on_panic` instead (after setting errno and the
+/// error message).
 macro_rules! ffi_boundary {
     ($on_panic:expr, $body:block) => {
         match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| $body)) {
             Ok(value) => value,
             Err(_) => {
-                $crate::ffi::set_errno(::libc::ENOTRECOVERABLE);
+                $crate::ffi::caught_panic();
                 $on_panic
             }
         }
@@ -84,19 +85,50 @@ pub(crate) fn set_errno(e: c_int) {
     unsafe { *libc::__errno_location() = e };
 }
 
-/// 0 or the negative errno of `result`.
-pub(crate) fn status(result: crate::Result<()>) -> c_int {
+#[cold]
+#[inline(never)]
+pub(crate) fn caught_panic() {
+    crate::errmsg::set(format_args!(
+        "an internal error (a bug in libpfn) was caught at the boundary; please report it"
+    ));
+    crate::errmsg::finish("libpfn", crate::Error::Os(libc::ENOTRECOVERABLE));
+    set_errno(libc::ENOTRECOVERABLE);
+}
+
+/// The negative errno of `e` from the call named `call`, with the thread's error message
+/// finished (pfn_errormsg).
+#[cold]
+pub(crate) fn fail(call: &str, e: crate::Error) -> c_int {
+    crate::errmsg::finish(call, e);
+    -e.errno()
+}
+
+/// `fail` of an invalid argument, described by `args`.
+#[cold]
+pub(crate) fn invalid(call: &str, args: std::fmt::Arguments<'_>) -> c_int {
+    fail(call, crate::errmsg::invalid(args))
+}
+
+/// 0, or `fail(call, e)`.
+pub(crate) fn status(call: &str, result: crate::Result<()>) -> c_int {
     match result {
         Ok(()) => 0,
-        Err(e) => -e.errno(),
+        Err(e) => fail(call, e),
     }
 }
 
-/// NULL with errno set to `e`'s.
+/// NULL with errno set to `e`'s, from the call named `call`, with the message finished.
 #[cold]
-pub(crate) fn null_errno<T>(e: crate::Error) -> *mut T {
+pub(crate) fn null_errno<T>(call: &str, e: crate::Error) -> *mut T {
+    crate::errmsg::finish(call, e);
     set_errno(e.errno());
     std::ptr::null_mut()
+}
+
+/// `null_errno` of an invalid argument, described by `args`.
+#[cold]
+pub(crate) fn null_invalid<T>(call: &str, args: std::fmt::Arguments<'_>) -> *mut T {
+    null_errno(call, crate::errmsg::invalid(args))
 }
 
 /// Writes a misuse report and aborts, when the debug mode (PFN_DEBUG) is on.

@@ -5,6 +5,8 @@ use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
 
 use super::{ffi_boundary, set_errno};
+use crate::errmsg;
+use crate::error::Error;
 use crate::persist::{self, Flags};
 use crate::pmem;
 
@@ -21,6 +23,31 @@ pub const PFN_F_MEM_NOFLUSH: u32 = 1u32 << 5;
 
 const KNOWN_FLAGS: u32 =
     PFN_F_MEM_NODRAIN | PFN_F_MEM_NONTEMPORAL | PFN_F_MEM_TEMPORAL | PFN_F_MEM_NOFLUSH;
+
+/// NULL with errno, and the failing call's message (without setting the thread up: these
+/// calls are async-signal-safe on any thread).
+#[cold]
+fn fail_null(call: &str, e: Error) -> *mut c_void {
+    errmsg::finish_no_setup(call, e);
+    set_errno(e.errno());
+    ptr::null_mut()
+}
+
+#[cold]
+fn bad_flags(call: &str, bits: u32) -> *mut c_void {
+    errmsg::set_no_setup(format_args!(
+        "flags {bits:#x}: unknown bits, or both PFN_F_MEM_TEMPORAL and PFN_F_MEM_NONTEMPORAL"
+    ));
+    fail_null(call, Error::Invalid)
+}
+
+#[cold]
+fn bad_range(call: &str, what: &str, p: *const c_void, len: usize) -> *mut c_void {
+    errmsg::set_no_setup(format_args!(
+        "{what} {p:p} with length {len:#x}: NULL, wrapping, or longer than PTRDIFF_MAX"
+    ));
+    fail_null(call, Error::Invalid)
+}
 
 fn flags_from(bits: u32) -> Option<Flags> {
     let both = PFN_F_MEM_NONTEMPORAL | PFN_F_MEM_TEMPORAL;
@@ -86,12 +113,16 @@ pub extern "C" fn pfn_drain() {
 pub extern "C" fn pfn_persist(addr: *const c_void, len: usize) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
         if !plausible(addr, len) {
+            bad_range("pfn_persist", "addr", addr, len);
             return -libc::EINVAL;
         }
         // SAFETY: the caller vouches that the bytes are mapped (documented).
         match unsafe { pmem::persist(addr as usize, len) } {
             Ok(()) => 0,
-            Err(e) => -e.errno(),
+            Err(e) => {
+                fail_null("pfn_persist", e);
+                -e.errno()
+            }
         }
     })
 }
@@ -102,14 +133,21 @@ pub extern "C" fn pfn_persist(addr: *const c_void, len: usize) -> c_int {
 /// # Safety
 /// The caller vouches for the ranges (checked for NULL and wrap only).
 #[inline(always)]
-unsafe fn copy(dst: *mut c_void, src: *const c_void, len: usize, bits: u32) -> *mut c_void {
+unsafe fn copy(
+    call: &str,
+    dst: *mut c_void,
+    src: *const c_void,
+    len: usize,
+    bits: u32,
+) -> *mut c_void {
     let Some(flags) = flags_from(bits) else {
-        set_errno(libc::EINVAL);
-        return ptr::null_mut();
+        return bad_flags(call, bits);
     };
-    if !plausible(dst, len) || !plausible(src, len) {
-        set_errno(libc::EINVAL);
-        return ptr::null_mut();
+    if !plausible(dst, len) {
+        return bad_range(call, "dst", dst, len);
+    }
+    if !plausible(src, len) {
+        return bad_range(call, "src", src, len);
     }
     let (d, s) = (dst as *mut u8, src as *const u8);
     if pmem::needs_msync(d as usize, len) {
@@ -117,8 +155,7 @@ unsafe fn copy(dst: *mut c_void, src: *const c_void, len: usize, bits: u32) -> *
         ptr::copy(s, d, len);
         if !flags.noflush {
             if let Err(e) = pmem::persist(d as usize, len) {
-                set_errno(e.errno());
-                return ptr::null_mut();
+                return fail_null(call, e);
             }
         }
     } else {
@@ -132,22 +169,19 @@ unsafe fn copy(dst: *mut c_void, src: *const c_void, len: usize, bits: u32) -> *
 /// # Safety
 /// As for `copy`.
 #[inline(always)]
-unsafe fn set(dst: *mut c_void, c: c_int, len: usize, bits: u32) -> *mut c_void {
+unsafe fn set(call: &str, dst: *mut c_void, c: c_int, len: usize, bits: u32) -> *mut c_void {
     let Some(flags) = flags_from(bits) else {
-        set_errno(libc::EINVAL);
-        return ptr::null_mut();
+        return bad_flags(call, bits);
     };
     if !plausible(dst, len) {
-        set_errno(libc::EINVAL);
-        return ptr::null_mut();
+        return bad_range(call, "dst", dst, len);
     }
     let d = dst as *mut u8;
     if pmem::needs_msync(d as usize, len) {
         ptr::write_bytes(d, c as u8, len);
         if !flags.noflush {
             if let Err(e) = pmem::persist(d as usize, len) {
-                set_errno(e.errno());
-                return ptr::null_mut();
+                return fail_null(call, e);
             }
         }
     } else {
@@ -177,7 +211,9 @@ pub unsafe extern "C" fn pfn_memcpy_persist(
     src: *const c_void,
     len: usize,
 ) -> *mut c_void {
-    ffi_boundary!(ptr::null_mut(), { copy(dst, src, len, 0) })
+    ffi_boundary!(ptr::null_mut(), {
+        copy("pfn_memcpy_persist", dst, src, len, 0)
+    })
 }
 
 /// pfn_memcpy_persist for ranges that overlap, either way (the two are the same function).
@@ -191,7 +227,9 @@ pub unsafe extern "C" fn pfn_memmove_persist(
     src: *const c_void,
     len: usize,
 ) -> *mut c_void {
-    ffi_boundary!(ptr::null_mut(), { copy(dst, src, len, 0) })
+    ffi_boundary!(ptr::null_mut(), {
+        copy("pfn_memmove_persist", dst, src, len, 0)
+    })
 }
 
 /// Sets `len` bytes at `dst` to `(unsigned char)c` and makes them durable before returning,
@@ -206,7 +244,9 @@ pub unsafe extern "C" fn pfn_memmove_persist(
 /// `dst .. dst + len` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn pfn_memset_persist(dst: *mut c_void, c: c_int, len: usize) -> *mut c_void {
-    ffi_boundary!(ptr::null_mut(), { set(dst, c, len, 0) })
+    ffi_boundary!(ptr::null_mut(), {
+        set("pfn_memset_persist", dst, c, len, 0)
+    })
 }
 
 /// pfn_memcpy_persist steered by `flags` (0, or PFN_F_MEM_* or-ed): PFN_F_MEM_NODRAIN leaves
@@ -229,7 +269,9 @@ pub unsafe extern "C" fn pfn_memcpy(
     len: usize,
     flags: u32,
 ) -> *mut c_void {
-    ffi_boundary!(ptr::null_mut(), { copy(dst, src, len, flags) })
+    ffi_boundary!(ptr::null_mut(), {
+        copy("pfn_memcpy", dst, src, len, flags)
+    })
 }
 
 /// pfn_memcpy for ranges that overlap, either way (the same function). libpmem's pmem_memmove.
@@ -243,7 +285,9 @@ pub unsafe extern "C" fn pfn_memmove(
     len: usize,
     flags: u32,
 ) -> *mut c_void {
-    ffi_boundary!(ptr::null_mut(), { copy(dst, src, len, flags) })
+    ffi_boundary!(ptr::null_mut(), {
+        copy("pfn_memmove", dst, src, len, flags)
+    })
 }
 
 /// pfn_memset_persist steered by `flags`, as pfn_memcpy is. libpmem's pmem_memset.
@@ -259,7 +303,7 @@ pub unsafe extern "C" fn pfn_memset(
     len: usize,
     flags: u32,
 ) -> *mut c_void {
-    ffi_boundary!(ptr::null_mut(), { set(dst, c, len, flags) })
+    ffi_boundary!(ptr::null_mut(), { set("pfn_memset", dst, c, len, flags) })
 }
 
 /// The flush instruction in use, chosen once at load time: "clwb", else "clflushopt", else

@@ -5,7 +5,7 @@ use std::ffi::{c_int, c_void};
 use std::ptr;
 
 use super::encoding::pfn_t;
-use super::{ffi_boundary, null_errno, setup_guard};
+use super::{fail, ffi_boundary, invalid, null_errno, setup_guard};
 use crate::encoding::{Pfn, FLAGS_MASK, PAGE_SIZE, SG_CHAIN};
 use crate::error::Error;
 use crate::space;
@@ -26,6 +26,18 @@ pub const PFN_PHYS_FLAGS_MASK: u64 = !((1u64 << 56) - 1);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct pfn_phys_t {
     pub val: u64,
+}
+
+/// The refusal of the null handle or one with PFN_SG_CHAIN.
+pub(crate) fn bad_handle(h: pfn_phys_t) -> Error {
+    if h.val == 0 {
+        crate::errmsg::invalid(format_args!("the null byte handle names no byte"))
+    } else {
+        crate::errmsg::invalid(format_args!(
+            "byte handle {:#x} has PFN_SG_CHAIN set: it names no byte",
+            h.val
+        ))
+    }
 }
 
 impl pfn_phys_t {
@@ -52,9 +64,10 @@ pub extern "C" fn kmap_atomic_pfn_phys(h: pfn_phys_t) -> *mut c_void {
         }
     }
     ffi_boundary!(ptr::null_mut(), {
-        match setup_guard(|| h.page().ok_or(Error::Invalid).and_then(space::kmap)) {
+        let page = h.page().ok_or_else(|| bad_handle(h));
+        match setup_guard(|| page.and_then(space::kmap)) {
             Ok(addr) => (addr + h.offset()) as *mut c_void,
-            Err(e) => null_errno(e),
+            Err(e) => null_errno("kmap_atomic_pfn_phys", e),
         }
     })
 }
@@ -73,15 +86,16 @@ pub extern "C" fn kmap_atomic_pfn_phys(h: pfn_phys_t) -> *mut c_void {
 #[no_mangle]
 pub unsafe extern "C" fn pfn_virt_to_pfn_t(addr: *const c_void, out: *mut pfn_t) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_virt_to_pfn_t";
         let Some(out) = out.as_mut() else {
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("out is NULL"));
         };
         match setup_guard(|| space::virt_to_phys(addr as usize)) {
             Ok((phys, flags)) => {
                 *out = Pfn::from_phys(phys, flags).into();
                 0
             }
-            Err(e) => -e.errno(),
+            Err(e) => fail(CALL, e),
         }
     })
 }
@@ -95,19 +109,24 @@ pub unsafe extern "C" fn pfn_virt_to_pfn_t(addr: *const c_void, out: *mut pfn_t)
 #[no_mangle]
 pub unsafe extern "C" fn pfn_virt_to_phys(addr: *const c_void, out: *mut pfn_phys_t) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_virt_to_phys";
         let Some(out) = out.as_mut() else {
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("out is NULL"));
         };
         match setup_guard(|| space::virt_to_phys(addr as usize)) {
             Ok((phys, flags)) => {
                 let val = phys | (flags & FLAGS_MASK);
                 if phys > PFN_PHYS_ADDR_MASK || val == 0 {
-                    return -libc::ERANGE;
+                    crate::errmsg::set(format_args!(
+                        "physical {phys:#x} cannot be named by a byte handle (below 2^56, not \
+                         0 without flags)"
+                    ));
+                    return fail(CALL, Error::Os(libc::ERANGE));
                 }
                 *out = pfn_phys_t { val };
                 0
             }
-            Err(e) => -e.errno(),
+            Err(e) => fail(CALL, e),
         }
     })
 }

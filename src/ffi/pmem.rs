@@ -7,7 +7,7 @@ use std::path::Path;
 use std::ptr;
 
 use super::handles::Handles;
-use super::{ffi_call, null_errno, set_errno, status};
+use super::{fail, ffi_call, invalid, null_errno, null_invalid, set_errno, status};
 use crate::pmem::{MapOptions, PmemFile};
 
 /// A mapped pmem file or device-DAX device. Opaque; from pfn_pmem_map.
@@ -30,6 +30,21 @@ pub const PFN_GRANULARITY_CACHE_LINE: c_int = 1;
 pub const PFN_GRANULARITY_PAGE: c_int = 2;
 
 pub(crate) static MAPS: Handles<PmemFile> = Handles::new(2);
+
+/// The refusal of a handle that names no live mapping.
+fn not_a_mapping(m: *const pfn_pmem) -> crate::Error {
+    crate::errmsg::invalid(format_args!(
+        "{m:p} is not a live mapping (NULL, unmapped, or never one)"
+    ))
+}
+
+/// `e`, described when it is the refusal of a dead handle.
+fn handle_error(m: *const pfn_pmem, e: crate::Error) -> crate::Error {
+    match e {
+        crate::Error::Invalid => not_a_mapping(m),
+        e => e,
+    }
+}
 
 /// Maps `size` bytes of the regular file or device-DAX device at `path` shared, read-write
 /// (size 0: the whole existing file or device). Same as pfn_pmem_map_range with offset 0.
@@ -91,9 +106,12 @@ pub unsafe extern "C" fn pfn_pmem_map_range(
     flags: u32,
 ) -> *mut pfn_pmem {
     ffi_call!(ptr::null_mut(), {
-        if path.is_null() || flags & !PFN_PMEM_CREATE != 0 {
-            set_errno(libc::EINVAL);
-            return ptr::null_mut();
+        const CALL: &str = "pfn_pmem_map";
+        if path.is_null() {
+            return null_invalid(CALL, format_args!("path is NULL"));
+        }
+        if flags & !PFN_PMEM_CREATE != 0 {
+            return null_invalid(CALL, format_args!("unknown flags {flags:#x}"));
         }
         let path = Path::new(OsStr::from_bytes(CStr::from_ptr(path).to_bytes()));
         let opts = MapOptions {
@@ -102,7 +120,7 @@ pub unsafe extern "C" fn pfn_pmem_map_range(
         };
         match PmemFile::map(path, size, opts).and_then(|m| MAPS.add(m)) {
             Ok(h) => h as *mut pfn_pmem,
-            Err(e) => null_errno(e),
+            Err(e) => null_errno(CALL, e),
         }
     })
 }
@@ -120,7 +138,7 @@ pub extern "C" fn pfn_pmem_granularity(m: *const pfn_pmem) -> c_int {
     ffi_call!(-libc::ENOTRECOVERABLE, {
         match MAPS.with(m as usize, |map| map.granularity() as c_int) {
             Ok(g) => g,
-            Err(e) => -e.errno(),
+            Err(e) => fail("pfn_pmem_granularity", handle_error(m, e)),
         }
     })
 }
@@ -132,7 +150,7 @@ pub extern "C" fn pfn_pmem_addr(m: *const pfn_pmem) -> *mut c_void {
     ffi_call!(ptr::null_mut(), {
         match MAPS.with(m as usize, |map| map.addr()) {
             Ok(a) => a as *mut c_void,
-            Err(e) => null_errno(e),
+            Err(e) => null_errno("pfn_pmem_addr", handle_error(m, e)),
         }
     })
 }
@@ -144,7 +162,7 @@ pub extern "C" fn pfn_pmem_size(m: *const pfn_pmem) -> u64 {
         match MAPS.with(m as usize, |map| map.len()) {
             Ok(n) => n as u64,
             Err(e) => {
-                set_errno(e.errno());
+                null_errno::<u8>("pfn_pmem_size", handle_error(m, e));
                 0
             }
         }
@@ -188,11 +206,14 @@ pub extern "C" fn pfn_pmem_backed_size(m: *const pfn_pmem) -> u64 {
 #[no_mangle]
 pub extern "C" fn pfn_pmem_persist(m: *const pfn_pmem, addr: *const c_void, len: usize) -> c_int {
     ffi_call!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_pmem_persist";
         if addr.is_null() {
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("addr is NULL"));
         }
         status(
+            CALL,
             MAPS.with(m as usize, |map| map.persist(addr as usize, len))
+                .map_err(|e| handle_error(m, e))
                 .and_then(|r| r),
         )
     })
@@ -213,16 +234,17 @@ pub extern "C" fn pfn_pmem_unmap(m: *mut pfn_pmem) -> c_int {
         if m.is_null() {
             return 0;
         }
-        if crate::rcu::current().is_some_and(crate::rcu::Reader::is_reading) {
-            return -libc::EDEADLK;
+        const CALL: &str = "pfn_pmem_unmap";
+        if let Err(e) = crate::space::check_not_reading() {
+            return fail(CALL, e);
         }
         let map = match MAPS.get(m as usize) {
             Ok(map) => map,
-            Err(e) => return -e.errno(),
+            Err(e) => return fail(CALL, handle_error(m, e)),
         };
         // Refused while busy, before the handle changes: a refusal is invisible.
         if let Err(e) = map.begin_unmap() {
-            return -e.errno();
+            return fail(CALL, e);
         }
         match MAPS.kill(m as usize) {
             Ok(killed) => {
@@ -233,7 +255,7 @@ pub extern "C" fn pfn_pmem_unmap(m: *mut pfn_pmem) -> c_int {
             }
             Err(e) => {
                 map.abort_unmap();
-                -e.errno()
+                fail(CALL, handle_error(m, e))
             }
         }
     })
@@ -253,16 +275,20 @@ pub extern "C" fn pfn_pmem_register(
     phys: u64,
 ) -> c_int {
     ffi_call!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_pmem_register";
         let map = match MAPS.get(m as usize) {
             Ok(map) => map,
-            Err(e) => return -e.errno(),
+            Err(e) => return fail(CALL, handle_error(m, e)),
         };
         let Some(end) = phys.checked_add(map.len() as u64 - 1) else {
-            return -libc::EINVAL;
+            return invalid(
+                CALL,
+                format_args!("phys {phys:#x} + {:#x} bytes wraps around", map.len()),
+            );
         };
         match super::device::device(dev) {
-            Ok(d) => status(d.register(phys, end, map.addr())),
-            Err(e) => -e.errno(),
+            Ok(d) => status(CALL, d.register(phys, end, map.addr())),
+            Err(e) => fail(CALL, e),
         }
     })
 }

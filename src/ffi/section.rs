@@ -6,9 +6,8 @@ use std::ptr;
 
 use super::encoding::pfn_t;
 use super::phys::pfn_phys_t;
-use super::{ffi_boundary, ffi_call, misuse, null_errno, set_errno};
+use super::{fail, ffi_boundary, ffi_call, invalid, misuse, no_cancel, null_errno};
 use crate::encoding::Pfn;
-use crate::error::Error;
 use crate::rcu::{self, ObjectSection, Reader, KIND_OBJECT};
 use crate::space::{self, Block};
 
@@ -95,20 +94,17 @@ impl pfn_section {
 #[no_mangle]
 pub extern "C" fn pfn_read_lock() -> pfn_section {
     ffi_boundary!(pfn_section::NONE, {
-        crate::tls::publish_offset();
-        let r = match super::setup_guard(rcu::current_or_register) {
+        const CALL: &str = "pfn_read_lock";
+        let r = match super::setup_guard(space::reader) {
             Ok(r) => r,
-            Err(rcu::SetupError::OutOfMemory) => {
-                set_errno(libc::ENOMEM);
-                return pfn_section::NONE;
-            }
-            Err(rcu::SetupError::Interrupted) => {
-                set_errno(libc::EAGAIN);
+            Err(e) => {
+                null_errno::<u8>(CALL, e);
                 return pfn_section::NONE;
             }
         };
         if !r.has_room(1) {
-            set_errno(libc::EOVERFLOW);
+            crate::errmsg::set(format_args!("more than 16 million nested holds"));
+            null_errno::<u8>(CALL, crate::Error::Os(libc::EOVERFLOW));
             return pfn_section::NONE;
         }
         let depth = r.open_section();
@@ -124,6 +120,10 @@ pub extern "C" fn pfn_read_unlock() {
     ffi_boundary!((), {
         if !rcu::current().is_some_and(|r| r.close_section(None)) {
             misuse("pfn_read_unlock on a thread with no open read section");
+            invalid(
+                "pfn_read_unlock",
+                format_args!("no read section is open on this thread"),
+            );
         }
     })
 }
@@ -141,11 +141,11 @@ pub extern "C" fn pfn_read_unlock() {
 #[no_mangle]
 pub unsafe extern "C" fn pfn_section_open(s: *mut pfn_section) -> c_int {
     ffi_call!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_section_open";
         let Some(s) = s.as_mut() else {
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("s is NULL"));
         };
         *s = pfn_section::NONE;
-        crate::tls::publish_offset();
         match rcu::open_object_section() {
             Ok(o) => {
                 *s = pfn_section::opened(
@@ -155,8 +155,14 @@ pub unsafe extern "C" fn pfn_section_open(s: *mut pfn_section) -> c_int {
                 );
                 0
             }
-            Err(rcu::SetupError::OutOfMemory) => -libc::ENOMEM,
-            Err(rcu::SetupError::Interrupted) => -libc::EAGAIN,
+            Err(rcu::SetupError::OutOfMemory) => fail(
+                CALL,
+                crate::errmsg::with(
+                    crate::Error::OutOfMemory,
+                    format_args!("no memory for the section's reader state"),
+                ),
+            ),
+            Err(rcu::SetupError::Interrupted) => fail(CALL, crate::Error::Again),
         }
     })
 }
@@ -175,15 +181,20 @@ pub unsafe extern "C" fn pfn_section_open(s: *mut pfn_section) -> c_int {
 /// `s` is NULL or points to a pfn_section.
 #[no_mangle]
 pub unsafe extern "C" fn pfn_section_close(s: *mut pfn_section) -> c_int {
-    ffi_call!(-libc::ENOTRECOVERABLE, {
+    // Not ffi_call!: closing a thread-bound section is async-signal-safe (no lock); an
+    // object-bound one may take the pool lock, with cancellation held off.
+    ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_section_close";
         let Some(sec) = s.as_mut() else {
             misuse("pfn_section_close(NULL)");
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("s is NULL"));
         };
         let closed = match sec.record() {
-            Some(r) if r.kind == KIND_OBJECT => rcu::close_object_section(ObjectSection {
-                record: r,
-                token: sec.token,
+            Some(r) if r.kind == KIND_OBJECT => no_cancel(|| {
+                rcu::close_object_section(ObjectSection {
+                    record: r,
+                    token: sec.token,
+                })
             }),
             Some(r) => {
                 rcu::current().is_some_and(|me| ptr::eq(me, r)) && r.close_section(Some(sec.token))
@@ -192,7 +203,13 @@ pub unsafe extern "C" fn pfn_section_close(s: *mut pfn_section) -> c_int {
         };
         if !closed {
             misuse("pfn_section_close of a section that is not open (or not the innermost)");
-            return -libc::EINVAL;
+            return invalid(
+                CALL,
+                format_args!(
+                    "the section is not open (closed already, never opened, another thread's, \
+                     or not the innermost)"
+                ),
+            );
         }
         let prev = sec.prev;
         *sec = pfn_section::NONE;
@@ -207,7 +224,9 @@ unsafe fn translate(
     pfn: Pfn,
     f: impl FnOnce(usize, &Block, Pfn) -> crate::Result<space::Mapped>,
 ) -> crate::Result<space::Mapped> {
-    let s = s.as_ref().ok_or(Error::Invalid)?;
+    let s = s
+        .as_ref()
+        .ok_or_else(|| crate::errmsg::invalid(format_args!("s is NULL")))?;
     f(s.root, &s.cache(), pfn)
 }
 
@@ -227,7 +246,7 @@ pub unsafe extern "C" fn pfn_section_translate(s: *mut pfn_section, pfn: pfn_t) 
             space::translate_in_section(root, cache, p).map(|addr| space::Mapped { addr, len: 0 })
         }) {
             Ok(m) => m.addr as *mut c_void,
-            Err(e) => null_errno(e),
+            Err(e) => null_errno("pfn_section_translate", e),
         }
     })
 }
@@ -255,7 +274,7 @@ pub unsafe extern "C" fn pfn_section_translate_len(
                 }
                 m.addr as *mut c_void
             }
-            Err(e) => null_errno(e),
+            Err(e) => null_errno("pfn_section_translate_len", e),
         }
     })
 }
@@ -273,13 +292,13 @@ pub unsafe extern "C" fn pfn_section_translate_phys(
 ) -> *mut c_void {
     ffi_boundary!(ptr::null_mut(), {
         let Some(pfn) = h.page() else {
-            return null_errno(Error::Invalid);
+            return null_errno("pfn_section_translate_phys", super::phys::bad_handle(h));
         };
         match translate(s, pfn, |root, cache, p| {
             space::translate_in_section(root, cache, p).map(|addr| space::Mapped { addr, len: 0 })
         }) {
             Ok(m) => (m.addr + h.offset()) as *mut c_void,
-            Err(e) => null_errno(e),
+            Err(e) => null_errno("pfn_section_translate_phys", e),
         }
     })
 }

@@ -29,13 +29,16 @@ import weakref
 
 from ._lib import c_u64 as _u64_t
 from ._lib import load as _load
+from ._lib import pfn_phys_t as _phys_t
 from ._lib import pfn_resource as _resource
+from ._lib import pfn_section as _section_t
 from ._lib import pfn_t as _pfn_t
 from ._version import __version__
 
 __all__ = [
     "PAGE_SHIFT", "PAGE_SIZE", "FLAGS_MASK", "SG_CHAIN", "SG_LAST", "DEV", "MAP", "SPECIAL",
-    "Pfn", "Device", "PmemFile", "kmap", "read_section", "version", "library", "library_file",
+    "Pfn", "Phys", "Device", "PmemFile", "Section", "kmap", "read_section", "virt_to_pfn",
+    "virt_to_phys", "thread_init", "errormsg", "version", "library", "library_file",
     "__version__",
     "GRANULARITY_BYTE", "GRANULARITY_CACHE_LINE", "GRANULARITY_PAGE", "persist",
     "flush_method", "movnt_method",
@@ -50,6 +53,8 @@ DEV = 1 << 61
 MAP = 1 << 60
 SPECIAL = 1 << 59
 _PFN_LIMIT = 1 << 52
+_PHYS_LIMIT = 1 << 56
+_PHYS_FLAGS_MASK = 0xFF00000000000000
 _U64_LIMIT = 1 << 64
 # How stores to a mapping become durable (PmemFile.granularity; the C PFN_GRANULARITY_*).
 GRANULARITY_BYTE = 0        # the platform flushes CPU caches on power loss: a fence suffices
@@ -159,9 +164,21 @@ def _pfn_val(p, name="p"):
 
 # ---- C errors become OSError
 
-def _raise(err, what, hint=None, filename=None):
-    """Raises the OSError for a C call `what` that failed with errno `err`."""
+def errormsg():
+    """The message of this thread's last failing libpfn call (C's pfn_errormsg): the call,
+    the condition and the values; "" before any failure. OSError texts carry it already."""
+    return library().pfn_errormsg().decode(errors="replace")
+
+
+def _raise(err, what, hint=None, filename=None, c_call=True):
+    """Raises the OSError for a call `what` that failed with errno `err`. When the failure
+    came from the C library (c_call), its per-thread message (pfn_errormsg) is appended: it
+    was set by that very call, on this thread, since nothing else ran here in between."""
     msg = f"{what}: {os.strerror(err)}"
+    if c_call:
+        detail = errormsg()
+        if detail:
+            msg += f": {detail}"
     if hint:
         msg += f" ({hint})"
     if filename is not None:
@@ -252,6 +269,71 @@ class Pfn:
 
     def __repr__(self):
         return f"Pfn(pfn={self.val & (_PFN_LIMIT - 1):#x}, flags={self.flags:#x})"
+
+    def byte(self, offset=0):
+        """The byte handle (Phys) of byte `offset` of this frame, with the same flags."""
+        return Phys.make(self.phys + _u64(offset, "offset"), self.flags)
+
+
+class Phys:
+    """A byte handle (C's pfn_phys_t): the physical address of one byte (bits 0..55) and pfn_t
+    flags (bits 56..63) in one 64-bit word that may be stored on media. 0 is the null handle.
+
+    Phys(val) wraps a raw value; Phys.make(phys, flags) builds one; `h + n` names the byte n
+    further on (same flags)."""
+
+    __slots__ = ("val",)
+
+    def __init__(self, val):
+        """Wraps the raw 64-bit pfn_phys_t value `val` (an int in 0 .. 2**64 - 1)."""
+        self.val = _u64(val, "val")
+
+    @classmethod
+    def make(cls, phys, flags=0):
+        """The handle of physical byte `phys` (below 2**56) with `flags` (DEV, MAP, ...)."""
+        phys = _u64(phys, "phys")
+        if phys >= _PHYS_LIMIT:
+            raise OverflowError(f"phys must be below 2**56, got {phys:#x}")
+        return cls(phys | (_flags(flags) & _PHYS_FLAGS_MASK))
+
+    @property
+    def addr(self):
+        """The physical byte address."""
+        return self.val & (_PHYS_LIMIT - 1)
+
+    @property
+    def flags(self):
+        """The flag bits (bits 56..63)."""
+        return self.val & _PHYS_FLAGS_MASK
+
+    @property
+    def is_null(self):
+        """True for the null handle (0)."""
+        return self.val == 0
+
+    @property
+    def pfn(self):
+        """The Pfn of the frame holding the byte (same flags)."""
+        return Pfn.from_phys(self.addr, self.flags)
+
+    def _c(self):
+        return _phys_t(self.val)
+
+    def __add__(self, offset):
+        offset = _int(offset, "offset")
+        addr = self.addr + offset
+        if not 0 <= addr < _PHYS_LIMIT:
+            raise OverflowError(f"{self!r} + {offset} leaves the 2**56-byte space of byte handles")
+        return Phys(self.flags | addr)
+
+    def __eq__(self, other):
+        return isinstance(other, Phys) and other.val == self.val
+
+    def __hash__(self):
+        return hash(("Phys", self.val))
+
+    def __repr__(self):
+        return f"Phys(addr={self.addr:#x}, flags={self.flags:#x})"
 
 
 # ---- handles: every C object the package creates is listed until freed, so that whatever a
@@ -360,6 +442,28 @@ class Device(_Handle):
         _check(library().devm_register_kmap_pfn_range(self._live(), ctypes.byref(res), base),
                "register")
 
+    def register_free(self, size, base, align=0):
+        """Registers `size` bytes mapped at `base` in physical space no other range uses and
+        returns the start the library picked (aligned to `align`, a power of two; 0 picks the
+        largest power of two not above `size`, at most 1 GiB). For handles that are not
+        stored: stored ones need the same start on every run (use register). OSError ENOSPC
+        when no free range is that large."""
+        size = _u64(size, "size")
+        align = _u64(align, "align")
+        base = _u64(base, "base")
+        start = _u64_t(0)
+        _check(library().pfn_register_free(self._live(), size, align, base,
+                                           ctypes.byref(start)), "register_free")
+        return start.value
+
+    def register_pmem(self, mapping, phys):
+        """Registers the whole PmemFile `mapping` at physical address `phys` (page-aligned);
+        unregister it with unregister(phys), or close the device."""
+        if not isinstance(mapping, PmemFile):
+            raise TypeError(f"mapping must be a PmemFile, not {type(mapping).__name__}")
+        _check(library().pfn_pmem_register(self._live(), mapping._live(), _u64(phys, "phys")),
+               "register_pmem")
+
     def unregister(self, start):
         """Unregisters the range this device registered at physical address `start`, waiting
         until no thread holds a kmap of it (OSError EDEADLK if this thread does; ENOENT if
@@ -426,7 +530,8 @@ class PmemFile(_Handle):
         length = max(self._size - offset, 0) if length is None else _u64(length, "length")
         if offset > self._size:
             _raise(_errno.EINVAL, "persist",
-                   f"offset {offset:#x} is beyond the mapping's {self._size:#x} bytes")
+                   f"offset {offset:#x} is beyond the mapping's {self._size:#x} bytes",
+                   c_call=False)
         _check(library().pfn_pmem_persist(ptr, self._addr + offset, length), "persist")
 
     def close(self):
@@ -458,7 +563,8 @@ class PmemFile(_Handle):
         view = view.cast("B")
         n = view.nbytes
         if offset < 0 or offset + n > self.size:
-            _raise(_errno.EINVAL, f"memcpy_persist: {n} bytes at {offset} outside {self.size}")
+            _raise(_errno.EINVAL, f"memcpy_persist: {n} bytes at {offset} outside {self.size}",
+                   c_call=False)
         if n == 0:
             return 0
         if view.readonly:
@@ -480,7 +586,7 @@ def persist(addr, length):
     """Makes `length` bytes at address `addr` durable without a mapping in hand: msync where
     they lie in a GRANULARITY_PAGE mapping of this library, cache-line flushes elsewhere."""
     if addr < 0 or length < 0:
-        _raise(_errno.EINVAL, "persist")
+        _raise(_errno.EINVAL, "persist", "address and length must not be negative", c_call=False)
     _check(library().pfn_persist(addr, length), "persist")
 
 
@@ -495,24 +601,31 @@ def movnt_method():
 
 
 @contextlib.contextmanager
-def kmap(p, length=PAGE_SIZE):
-    """Maps handle `p` (a Pfn or an int) for this thread and yields a writable memoryview of
-    `length` bytes from the frame's start (at most to the end of its range).
+def kmap(p, length=None):
+    """Maps handle `p` for this thread and yields a writable memoryview of `length` bytes:
+    from the frame's start for a Pfn (or an int pfn_t value), from the named byte for a Phys.
+    `length` defaults to the rest of the page; it may reach to the end of the range (or of
+    ranges registered back to back after it).
 
-    The view is released and the kmap ended when the block exits. A pfn in no registered
-    range is OSError ENXIO; a length longer than the range has from there is ValueError."""
-    val = _pfn_val(p)
-    length = _int(length, "length")
+    The view is released and the kmap ended when the block exits. A handle in no registered
+    range is OSError ENXIO; a length longer than what is contiguous is ValueError."""
+    if isinstance(p, Phys):
+        if p.is_null:
+            _raise(_errno.EINVAL, "kmap", "the null byte handle names no byte", c_call=False)
+        frame, skip = p.pfn, p.addr & (PAGE_SIZE - 1)
+    else:
+        frame, skip = Pfn(_pfn_val(p)), 0
+    length = PAGE_SIZE - skip if length is None else _int(length, "length")
     if length < 1:
         raise ValueError(f"length must be positive, got {length}")
     lib = library()
     avail = _u64_t(0)
-    addr = _null_check(lib.kmap_atomic_pfn_t_len(_pfn_t(val), ctypes.byref(avail)), "kmap")
+    addr = _null_check(lib.kmap_atomic_pfn_t_len(frame._c(), ctypes.byref(avail)), "kmap")
     try:
-        if length > avail.value:
-            raise ValueError(f"kmap: {length} bytes asked, {avail.value} contiguous to the end "
-                             "of the range")
-        view = memoryview((ctypes.c_char * length).from_address(addr)).cast("B")
+        if skip + length > avail.value:
+            raise ValueError(f"kmap: {length} bytes asked, {avail.value - skip} contiguous to "
+                             "the end of the range")
+        view = memoryview((ctypes.c_char * length).from_address(addr + skip)).cast("B")
         try:
             yield view
         finally:
@@ -521,18 +634,118 @@ def kmap(p, length=PAGE_SIZE):
         lib.kunmap_atomic_pfn_t(addr)
 
 
+def _section_translate(lib, section, p):
+    """The address `p` (a Pfn, Phys or int pfn_t value) names in the open `section`."""
+    if isinstance(p, Phys):
+        return _null_check(lib.pfn_section_translate_phys(ctypes.byref(section), p._c()),
+                           "translate")
+    return _null_check(lib.pfn_section_translate_len(ctypes.byref(section),
+                                                     _pfn_t(_pfn_val(p)), None), "translate")
+
+
+class Section:
+    """An object-bound read section (C's pfn_section_open): while it is open, no range it can
+    see finishes unregistering, so every address it translated stays valid. Unlike
+    read_section() it belongs to this object, not to a thread: any thread may translate in it
+    and close it. A thread that unregisters while a Section it opened is open waits for it
+    (forever, if that thread is the one to close it): close it first.
+
+        with pfn.Section() as s:
+            addr = s.translate(h)
+
+    After close(), translate raises ValueError; a second close() does nothing."""
+
+    def __init__(self):
+        """Opens the section (OSError ENOMEM when the library cannot record it)."""
+        self._lock = threading.Lock()
+        self._c = _section_t()
+        self._open = False
+        lib = library()
+        _check(lib.pfn_section_open(ctypes.byref(self._c)), "Section")
+        self._open = True
+
+    def translate(self, p):
+        """The address (an int) of handle `p`: a Pfn or int pfn_t value (the frame's first
+        byte) or a Phys (the byte it names). OSError ENXIO when no range the section sees
+        holds it; ValueError once the section is closed."""
+        with self._lock:
+            if not self._open:
+                raise ValueError("the section is closed: its addresses are no longer valid")
+            return _section_translate(library(), self._c, p)
+
+    @property
+    def closed(self):
+        """True once close() has run."""
+        return not self._open
+
+    def close(self):
+        """Closes the section (from any thread): addresses translated in it must no longer
+        be used."""
+        with self._lock:
+            if not self._open:
+                return
+            self._open = False
+            _check(library().pfn_section_close(ctypes.byref(self._c)), "Section.close")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "_open", False) and _lib is not None:
+            _lib.pfn_section_close(ctypes.byref(self._c))
+
+
 @contextlib.contextmanager
 def read_section():
-    """A read section: yields translate(p) -> address (an int) for a Pfn or int `p`; the
-    addresses stay valid until the block exits. Like a kmap, an open section holds off
-    unregistering on other threads, and unregistering from this thread is EDEADLK."""
+    """A read section bound to this thread (C's pfn_read_lock): yields translate(p) -> address
+    (an int) for a Pfn, Phys or int `p`; the addresses stay valid until the block exits, and
+    translate raises ValueError after it. Like a kmap, an open section holds off unregistering
+    on other threads, and unregistering from this thread is OSError EDEADLK."""
     lib = library()
+    lock = threading.Lock()
     section = lib.pfn_read_lock()
+    if not section.reader:
+        _raise(ctypes.get_errno() or _errno.ENOMEM, "read_section")
+    is_open = [True]
+
+    def translate(p):
+        """The address of handle `p` (OSError ENXIO when no range holds it; ValueError after
+        the section's block has exited)."""
+        with lock:
+            if not is_open[0]:
+                raise ValueError("the read section has ended: its addresses are no longer valid")
+            return _section_translate(lib, section, p)
     try:
-        def translate(p):
-            """The address of handle `p` (OSError ENXIO when no range holds it)."""
-            return _null_check(lib.pfn_section_translate(ctypes.byref(section),
-                                                         _pfn_t(_pfn_val(p))), "translate")
         yield translate
     finally:
-        lib.pfn_read_unlock()
+        with lock:
+            is_open[0] = False
+            rc = lib.pfn_section_close(ctypes.byref(section))
+        _check(rc, "read_section: closing")
+
+
+def virt_to_pfn(addr):
+    """The Pfn of the frame holding virtual address `addr` (an int) in a registered range, with
+    the flags the range was registered with (DEV, plus MAP with page descriptors). OSError
+    ENXIO when no registered range holds it."""
+    out = _pfn_t(0)
+    _check(library().pfn_virt_to_pfn_t(_u64(addr, "addr"), ctypes.byref(out)), "virt_to_pfn")
+    return Pfn(out.val)
+
+
+def virt_to_phys(addr):
+    """The byte handle (Phys) of virtual address `addr` in a registered range. OSError ENXIO
+    when no registered range holds it, ERANGE when its physical address is at or above 2**56
+    or is the null handle."""
+    out = _phys_t(0)
+    _check(library().pfn_virt_to_phys(_u64(addr, "addr"), ctypes.byref(out)), "virt_to_phys")
+    return Phys(out.val)
+
+
+def thread_init():
+    """Sets the calling thread up ahead of time (C's pfn_thread_init): afterwards its kmaps
+    and sections allocate nothing. Calling it again does nothing."""
+    _check(library().pfn_thread_init(), "thread_init")

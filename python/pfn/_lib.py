@@ -29,14 +29,24 @@ class pfn_resource(ctypes.Structure):
     _fields_ = [("start", c_u64), ("end", c_u64), ("name", ctypes.c_char_p)]
 
 
+class pfn_phys_t(ctypes.Structure):
+    """struct pfn_phys_t: a byte handle (physical byte address in bits 0..55, flags above)."""
+
+    _fields_ = [("val", c_u64)]
+
+
 class pfn_section(ctypes.Structure):
-    """struct pfn_section: what pfn_read_lock returns (the table root and a one-block cache)."""
+    """struct pfn_section: what pfn_read_lock returns and pfn_section_open fills in. Its
+    layout must match the header's exactly: pfn_read_lock returns it by value."""
 
     _fields_ = [
         ("root", ctypes.c_size_t),
         ("cache_pfn", c_u64),
         ("cache_pages", c_u64),
         ("cache_addr", ctypes.c_size_t),
+        ("reader", ctypes.c_void_p),
+        ("token", c_u64),
+        ("prev", ctypes.c_void_p),
     ]
 
 
@@ -64,7 +74,24 @@ _SIGNATURES = {
     "pfn_unregister_range": (ctypes.c_int, [ctypes.c_void_p, c_u64]),
     "kmap_atomic_pfn_t": (ctypes.c_void_p, [pfn_t]),
     "kmap_atomic_pfn_t_len": (ctypes.c_void_p, [pfn_t, ctypes.POINTER(c_u64)]),
-    "kunmap_atomic_pfn_t": (None, [ctypes.c_void_p]),
+    "kunmap_atomic_pfn_t": (ctypes.c_int, [ctypes.c_void_p]),
+    "kmap_atomic_pfn_phys": (ctypes.c_void_p, [pfn_phys_t]),
+    "pfn_thread_init": (ctypes.c_int, []),
+    "pfn_register_free": (
+        ctypes.c_int,
+        [ctypes.c_void_p, c_u64, c_u64, ctypes.c_void_p, ctypes.POINTER(c_u64)],
+    ),
+    "pfn_pmem_register": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p, c_u64]),
+    "pfn_virt_to_pfn_t": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(pfn_t)]),
+    "pfn_virt_to_phys": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(pfn_phys_t)]),
+    "pfn_section_open": (ctypes.c_int, [ctypes.POINTER(pfn_section)]),
+    "pfn_section_close": (ctypes.c_int, [ctypes.POINTER(pfn_section)]),
+    "pfn_section_translate_len": (
+        ctypes.c_void_p,
+        [ctypes.POINTER(pfn_section), pfn_t, ctypes.POINTER(c_u64)],
+    ),
+    "pfn_section_translate_phys": (ctypes.c_void_p, [ctypes.POINTER(pfn_section), pfn_phys_t]),
+    "pfn_errormsg": (ctypes.c_char_p, []),
     "pfn_read_lock": (pfn_section, []),
     "pfn_read_unlock": (None, []),
     "pfn_section_translate": (ctypes.c_void_p, [ctypes.POINTER(pfn_section), pfn_t]),

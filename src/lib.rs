@@ -17,6 +17,7 @@ pub mod error;
 mod fork;
 mod holds;
 mod index;
+mod label;
 mod pagemaps;
 pub mod persist;
 pub mod pmem;

@@ -41,7 +41,7 @@ __all__ = [
     "virt_to_phys", "thread_init", "errormsg", "version", "library", "library_file",
     "__version__",
     "GRANULARITY_BYTE", "GRANULARITY_CACHE_LINE", "GRANULARITY_PAGE", "persist",
-    "flush_method", "movnt_method",
+    "flush_method", "movnt_method", "LABEL_SIZE",
 ]
 
 PAGE_SHIFT = 12
@@ -60,6 +60,7 @@ _U64_LIMIT = 1 << 64
 GRANULARITY_BYTE = 0        # the platform flushes CPU caches on power loss: a fence suffices
 GRANULARITY_CACHE_LINE = 1  # cache-line flushes and a fence (device DAX, MAP_SYNC)
 GRANULARITY_PAGE = 2        # msync (page cache: tmpfs, ordinary disks)
+LABEL_SIZE = 64             # bytes a pool label takes at the start of a mapping
 
 _lib = None
 _lib_file = None
@@ -464,6 +465,18 @@ class Device(_Handle):
         _check(library().pfn_pmem_register(self._live(), mapping._live(), _u64(phys, "phys")),
                "register_pmem")
 
+    def register_labeled(self, mapping):
+        """Registers the whole PmemFile `mapping` where its pool label (its first LABEL_SIZE
+        bytes) says, and returns that start; a new pool (blank label bytes) is labeled first
+        with a random free start. Handles stored in the pool stay valid across runs. OSError
+        EILSEQ when the bytes are neither blank nor a label (nothing is written)."""
+        if not isinstance(mapping, PmemFile):
+            raise TypeError(f"mapping must be a PmemFile, not {type(mapping).__name__}")
+        phys = _u64_t(0)
+        _check(library().pfn_pmem_register_labeled(self._live(), mapping._live(),
+                                                   ctypes.byref(phys)), "register_labeled")
+        return phys.value
+
     def unregister(self, start):
         """Unregisters the range this device registered at physical address `start`, waiting
         until no thread holds a kmap of it (OSError EDEADLK if this thread does; ENOENT if
@@ -545,6 +558,22 @@ class PmemFile(_Handle):
                     "the Device first; in one `with`, open the mapping first: "
                     "`with PmemFile(...) as m, Device(...) as dev:`")
         return None
+
+    @property
+    def label(self):
+        """The physical start this pool's label records, or None for a new pool (blank label
+        bytes). OSError EILSEQ when the first LABEL_SIZE bytes are neither blank nor a label.
+        Assigning an int writes a label there (and makes it durable)."""
+        phys = _u64_t(0)
+        rc = library().pfn_pmem_label_get(self._live(), ctypes.byref(phys))
+        if rc == -_errno.ENODATA:
+            return None
+        _check(rc, "label")
+        return phys.value
+
+    @label.setter
+    def label(self, phys):
+        _check(library().pfn_pmem_label_set(self._live(), _u64(phys, "phys")), "label")
 
     @property
     def granularity(self):

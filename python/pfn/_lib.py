@@ -92,6 +92,12 @@ _SIGNATURES = {
     ),
     "pfn_section_translate_phys": (ctypes.c_void_p, [ctypes.POINTER(pfn_section), pfn_phys_t]),
     "pfn_errormsg": (ctypes.c_char_p, []),
+    "pfn_pmem_label_get": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(c_u64)]),
+    "pfn_pmem_label_set": (ctypes.c_int, [ctypes.c_void_p, c_u64]),
+    "pfn_pmem_register_labeled": (
+        ctypes.c_int,
+        [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(c_u64)],
+    ),
     "pfn_read_lock": (pfn_section, []),
     "pfn_read_unlock": (None, []),
     "pfn_section_translate": (ctypes.c_void_p, [ctypes.POINTER(pfn_section), pfn_t]),

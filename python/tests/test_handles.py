@@ -176,3 +176,24 @@ def test_section_is_closed_from_another_thread(registered):
 def test_thread_init_is_idempotent():
     pfn.thread_init()
     pfn.thread_init()
+
+
+def test_pool_labels_keep_stored_handles_valid(path):
+    with pfn.PmemFile(path, 4 * PAGE, create=True) as m, pfn.Device("l") as dev:
+        assert m.label is None
+        start = dev.register_labeled(m)
+        assert m.label == start and start % (2 << 20) == 0
+        with pfn.kmap(pfn.Phys.make(start + pfn.LABEL_SIZE)) as rest:
+            rest[:4] = b"kept"
+    with pfn.PmemFile(path) as m, pfn.Device("l") as dev:
+        assert dev.register_labeled(m) == start
+        with pfn.kmap(pfn.Phys.make(start + pfn.LABEL_SIZE), 4) as rest:
+            assert bytes(rest) == b"kept"
+        dev.unregister(start)
+        m.label = 9 << 40
+        assert dev.register_labeled(m) == 9 << 40
+        dev.unregister(9 << 40)
+        ctypes.memmove(m.addr, b"NOTALABL", 8)
+        with pytest.raises(OSError) as e:
+            m.label
+        assert e.value.errno == errno.EILSEQ and "not a labeled pool" in str(e.value)

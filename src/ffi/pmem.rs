@@ -292,3 +292,116 @@ pub extern "C" fn pfn_pmem_register(
         }
     })
 }
+
+/// Bytes at the start of a mapping that a pool label occupies (see pfn_pmem_label_get).
+pub const PFN_LABEL_SIZE: usize = 64;
+const _: () = assert!(PFN_LABEL_SIZE == crate::label::SIZE);
+
+/// Reads the pool label of mapping `m`: the physical start its stored handles expect, kept in
+/// the first PFN_LABEL_SIZE bytes of the mapping (offset 0 of what was mapped). The layout is
+/// in README ("Pool labels"); pfn_pmem_register_labeled writes and follows it.
+///
+/// Returns 0 and writes the start to `*phys`; -ENODATA when those bytes are all zero (a new
+/// pool: no label yet); -EILSEQ when they are neither blank nor a valid label (another
+/// format, or a torn or damaged label): nothing is written; -EINVAL when `m` is not a live
+/// mapping, `phys` is NULL or the mapping is smaller than a label; -EFAULT when the file no
+/// longer backs those bytes (truncated). `*phys` is written only on success.
+/// Thread rules: any thread; label writes by other threads or processes at the same time may
+/// be seen torn (-EILSEQ).
+///
+/// # Safety
+/// `phys` is NULL or points to a writable uint64_t.
+#[no_mangle]
+pub unsafe extern "C" fn pfn_pmem_label_get(m: *const pfn_pmem, phys: *mut u64) -> c_int {
+    ffi_call!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_pmem_label_get";
+        if phys.is_null() {
+            return invalid(CALL, format_args!("phys is NULL"));
+        }
+        let map = match MAPS.get(m as usize) {
+            Ok(map) => map,
+            Err(e) => return fail(CALL, handle_error(m, e)),
+        };
+        match crate::label::get(&map) {
+            Ok(Some(p)) => {
+                // SAFETY: non-NULL, and the caller promises it is writable.
+                unsafe { phys.write(p) };
+                0
+            }
+            Ok(None) => fail(
+                CALL,
+                crate::errmsg::with(
+                    crate::Error::Os(libc::ENODATA),
+                    format_args!("the mapping's first bytes are blank: no label yet"),
+                ),
+            ),
+            Err(e) => fail(CALL, e),
+        }
+    })
+}
+
+/// Writes a pool label recording physical start `phys` (page-aligned) over the first
+/// PFN_LABEL_SIZE bytes of mapping `m`, whatever they held, and makes it durable (as
+/// pfn_pmem_persist). For moving a pool, or labeling one by hand; pfn_pmem_register_labeled
+/// labels new pools itself.
+///
+/// Returns 0; -EINVAL when `m` is not a live mapping, `phys` is not page-aligned, phys + the
+/// mapping's size wraps, or the mapping is smaller than a label; -EFAULT as
+/// pfn_pmem_label_get; the errors of pfn_pmem_persist. Not a cancellation point.
+#[no_mangle]
+pub extern "C" fn pfn_pmem_label_set(m: *const pfn_pmem, phys: u64) -> c_int {
+    ffi_call!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_pmem_label_set";
+        match MAPS.get(m as usize) {
+            Ok(map) => status(CALL, crate::label::set(&map, phys)),
+            Err(e) => fail(CALL, handle_error(m, e)),
+        }
+    })
+}
+
+/// Registers the whole mapping `m` for `dev` where its pool label says (see
+/// pfn_pmem_label_get), so that handles stored in the pool on an earlier run name the same
+/// bytes on this one. A new pool (blank label bytes) is first labeled with a random
+/// page-aligned start between 2^40 and 2^55, aligned to its size rounded up to a power of
+/// two (2 MiB .. 1 GiB), tried again elsewhere (32 times) when that is taken, and the label
+/// made durable before the registration. Keep your own data after the first PFN_LABEL_SIZE
+/// bytes. Unregister with pfn_unregister_range(dev, *phys) or pfn_device_free.
+///
+/// Returns 0 and writes the start to `*phys`; -EILSEQ when the bytes are neither blank nor a
+/// valid label (nothing is written to the pool); -EINVAL when `phys` is NULL, and the errors
+/// of pfn_pmem_register and pfn_pmem_label_set (-EBUSY: the labeled start overlaps a
+/// registered range; for a new pool, all 32 places were taken). A call that fails leaves the
+/// label bytes as it found them (a new pool blank again). `*phys` is written only on success.
+/// Label a pool from one process at a time.
+///
+/// # Safety
+/// `phys` is NULL or points to a writable uint64_t.
+#[no_mangle]
+pub unsafe extern "C" fn pfn_pmem_register_labeled(
+    dev: *mut super::device::pfn_device,
+    m: *const pfn_pmem,
+    phys: *mut u64,
+) -> c_int {
+    ffi_call!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_pmem_register_labeled";
+        if phys.is_null() {
+            return invalid(CALL, format_args!("phys is NULL"));
+        }
+        let map = match MAPS.get(m as usize) {
+            Ok(map) => map,
+            Err(e) => return fail(CALL, handle_error(m, e)),
+        };
+        let d = match super::device::device(dev) {
+            Ok(d) => d,
+            Err(e) => return fail(CALL, e),
+        };
+        match crate::label::register(&d, &map) {
+            Ok(p) => {
+                // SAFETY: non-NULL, and the caller promises it is writable.
+                unsafe { phys.write(p) };
+                0
+            }
+            Err(e) => fail(CALL, e),
+        }
+    })
+}

@@ -289,6 +289,15 @@ impl Holds {
         true
     }
 
+    /// The start addresses of the newest `n` holds (fewer when fewer are held), newest first;
+    /// for reports.
+    pub fn newest(&self, n: usize) -> impl Iterator<Item = usize> + '_ {
+        let k = self.len();
+        (k.saturating_sub(n)..k)
+            .rev()
+            .map(move |i| self.at(i).start.load(Relaxed) & !EXTENT)
+    }
+
     /// Forgets every hold (thread exit, fork child). Returns how many there were.
     pub fn clear(&self) -> usize {
         let k = self.len.swap(0, Relaxed);

@@ -358,10 +358,11 @@ extern "C" fn thread_exit(record: *mut libc::c_void) {
     let sections = r.sections.load(Relaxed);
     if debug() && holds + sections as usize > 0 {
         report(format_args!(
-            "thread {} exited holding {} kmap(s) and {} read section(s)",
+            "thread {} exited holding {} kmap(s) and {} read section(s){}",
             r.tid.load(Relaxed),
             holds,
-            sections
+            sections,
+            HeldPages(r)
         ));
     }
     r.reset();
@@ -376,13 +377,49 @@ extern "C" fn thread_exit(record: *mut libc::c_void) {
     pool_push(&THREAD_POOL, r);
 }
 
-/// Writes one line to stderr for the debug mode (PFN_DEBUG).
+/// Formats as ": kmaps of 0x..., 0x... (newest first)" for the newest four kmaps a reader
+/// holds, or as nothing when it holds none.
+pub struct HeldPages<'a>(pub &'a Reader);
+
+impl std::fmt::Display for HeldPages<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let holds = &self.0.holds;
+        for (i, a) in holds.newest(4).enumerate() {
+            write!(f, "{}{a:#x}", if i == 0 { "; kmaps of " } else { ", " })?;
+        }
+        if holds.len() > 4 {
+            write!(f, ", ...")?;
+        }
+        if !holds.is_empty() {
+            write!(f, " (newest first)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes one line to stderr for the debug mode (PFN_DEBUG). Allocates nothing (a stack
+/// buffer; longer lines are cut), so misuse in a signal handler can be reported too.
 pub fn report(args: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let mut line = Vec::new();
-    let _ = writeln!(line, "libpfn: {args}");
+    struct Buf {
+        bytes: [u8; 512],
+        len: usize,
+    }
+    impl std::fmt::Write for Buf {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let n = s.len().min(self.bytes.len() - 1 - self.len);
+            self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+            self.len += n;
+            Ok(())
+        }
+    }
+    let mut line = Buf {
+        bytes: [0; 512],
+        len: 0,
+    };
+    let _ = std::fmt::Write::write_fmt(&mut line, format_args!("libpfn: {args}"));
+    line.bytes[line.len] = b'\n';
     // SAFETY: writing our own buffer to fd 2.
-    unsafe { libc::write(2, line.as_ptr() as *const _, line.len()) };
+    unsafe { libc::write(2, line.bytes.as_ptr() as *const _, line.len + 1) };
 }
 
 impl Reader {

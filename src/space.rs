@@ -494,15 +494,26 @@ fn state() -> MutexGuard<'static, State> {
 /// Refuses calls that would wait for readers on a thread that is itself reading.
 pub(crate) fn check_not_reading() -> Result<()> {
     match rcu::current() {
-        Some(r) if r.is_reading() => Err(errmsg::with(
-            Error::Deadlock,
-            format_args!(
-                "this thread holds {} kmap(s) and {} read section(s): waiting for readers \
+        Some(r) if r.is_reading() => {
+            if rcu::debug() {
+                rcu::report(format_args!(
+                    "a call that waits for readers refused (EDEADLK): this thread holds {} \
+                     kmap(s) and {} read section(s){}",
+                    r.holds.len(),
+                    r.sections.load(Ordering::Relaxed),
+                    rcu::HeldPages(r)
+                ));
+            }
+            Err(errmsg::with(
+                Error::Deadlock,
+                format_args!(
+                    "this thread holds {} kmap(s) and {} read section(s): waiting for readers \
                  would wait for itself",
-                r.holds.len(),
-                r.sections.load(Ordering::Relaxed)
-            ),
-        )),
+                    r.holds.len(),
+                    r.sections.load(Ordering::Relaxed)
+                ),
+            ))
+        }
         _ => Ok(()),
     }
 }

@@ -125,6 +125,38 @@ static uint64_t loop_section(const struct workload *w, uint64_t iters)
     return sum;
 }
 
+/* One section per operation, as a read transaction of one lookup: the cost of opening and
+ * closing a thread-bound section (header-inline) ... */
+static uint64_t loop_section_per_op(const struct workload *w, uint64_t iters)
+{
+    uint64_t x = SEED, sum = 0;
+    for (uint64_t i = 0; i < iters; i++) {
+        pfn_section s = pfn_read_lock_inline();
+        uint64_t pg = next_page(&x, w->bits);
+        const uint64_t *a = pfn_section_translate_inline(&s, (pfn_t){w->first_pfn + pg});
+        sum += *a;
+        pfn_read_unlock_inline();
+    }
+    return sum;
+}
+
+/* ... and of an object-bound one (pfn_section_open / pfn_section_close, exported calls),
+ * which any thread may close. */
+static uint64_t loop_object_section(const struct workload *w, uint64_t iters)
+{
+    uint64_t x = SEED, sum = 0;
+    for (uint64_t i = 0; i < iters; i++) {
+        pfn_section s;
+        if (pfn_section_open(&s) != 0)
+            abort();
+        uint64_t pg = next_page(&x, w->bits);
+        const uint64_t *a = pfn_section_translate_inline(&s, (pfn_t){w->first_pfn + pg});
+        sum += *a;
+        pfn_section_close(&s);
+    }
+    return sum;
+}
+
 static uint64_t loop_seed(const struct workload *w, uint64_t iters)
 {
     uint64_t x = SEED, sum = 0;
@@ -199,6 +231,8 @@ static struct contender contenders[] = {
     {"floor", loop_floor, 1},
     {"libpfn", loop_pfn, 1},
     {"libpfn_section", loop_section, 1},
+    {"section_per_op", loop_section_per_op, 1},
+    {"object_section", loop_object_section, 1},
     {"seed", loop_seed, 0},
 #ifdef HAVE_PMEMOBJ
     {"pmemobj_hit", loop_pmemobj_hit, 0},
@@ -548,7 +582,7 @@ int main(int argc, char **argv)
     for (int c = 0; c < NCONT; c++)
         if (contenders[c].available)
             printf(" %14s", contenders[c].name);
-    printf(" | %9s %9s %9s\n", "pfn/floor", "seed/pfn", "sect/raw");
+    printf(" | %9s %9s %9s %9s\n", "pfn/floor", "seed/pfn", "sect/raw", "obj/thr");
 
     double pfn_at_1 = 0, pfn_last = 0, worst_vs_floor = 0;
     for (size_t li = 0; li < sizeof logs / sizeof logs[0]; li++) {
@@ -571,7 +605,9 @@ int main(int argc, char **argv)
         for (int c = 0; c < NCONT; c++)
             if (contenders[c].available)
                 printf(" %14.2f", ns[c]);
-        printf(" | %9.2f %9.1f %9.2f\n", pfn / flo, sd ? sd / pfn : 0, sect / raw);
+        double thr = ns[find_contender("section_per_op") - contenders];
+        double obj = ns[find_contender("object_section") - contenders];
+        printf(" | %9.2f %9.1f %9.2f %9.2f\n", pfn / flo, sd ? sd / pfn : 0, sect / raw, obj / thr);
         for (int c = 0; c < NCONT; c++)
             if (contenders[c].available)
                 fprintf(tcsv, "%s,%llu,%.3f,%.3f,%.3f\n", contenders[c].name, 1ull << log2, ns[c],

@@ -553,19 +553,32 @@ pub struct ObjectSection {
 /// thread may close it, exactly once. Costs no shared write when the thread has a cached
 /// record. Errors: out of memory for the first record.
 pub fn open_object_section() -> Result<ObjectSection, SetupError> {
-    let me = current_or_register()?;
+    if let Some(o) = open_object_section_cached() {
+        return Ok(o);
+    }
+    // Set up the opening thread, so that its closes can cache records for it.
+    current_or_register()?;
+    let r = pool_pop(&OBJECT_POOL)
+        .or_else(|| new_record(KIND_OBJECT))
+        .ok_or(SetupError::OutOfMemory)?;
+    Ok(start_object_section(r))
+}
+
+/// [`open_object_section`] from a record this thread keeps cached: no lock, no allocation,
+/// no shared write. None: the thread is not set up or keeps none.
+#[inline]
+pub fn open_object_section_cached() -> Option<ObjectSection> {
+    let me = current()?;
     let cached = me.cache_head.load(Relaxed);
     // SAFETY: cache entries are published records.
-    let r = match unsafe { cached.as_ref() } {
-        Some(r) => {
-            me.cache_head.store(r.pool_next.load(Relaxed), Relaxed);
-            me.cache_len.store(me.cache_len.load(Relaxed) - 1, Relaxed);
-            r
-        }
-        None => pool_pop(&OBJECT_POOL)
-            .or_else(|| new_record(KIND_OBJECT))
-            .ok_or(SetupError::OutOfMemory)?,
-    };
+    let r = unsafe { cached.as_ref() }?;
+    me.cache_head.store(r.pool_next.load(Relaxed), Relaxed);
+    me.cache_len.store(me.cache_len.load(Relaxed) - 1, Relaxed);
+    Some(start_object_section(r))
+}
+
+#[inline]
+fn start_object_section(r: &'static Reader) -> ObjectSection {
     let c = r.ctl.load(Relaxed);
     let token = (c & !NEST_MASK) + SEQ_ONE + 1;
     r.ctl.store(token, Relaxed);
@@ -573,34 +586,47 @@ pub fn open_object_section() -> Result<ObjectSection, SetupError> {
     // matches the token of a later open.)
     // The opener runs now, so membarrier covers this store as it does a thread's.
     r.barrier();
-    Ok(ObjectSection { record: r, token })
+    ObjectSection { record: r, token }
 }
 
-/// Closes an object-bound section from any thread. False: it is not open (closed already, or
-/// never opened with this token); nothing changes.
-pub fn close_object_section(s: ObjectSection) -> bool {
+/// What closing an object-bound section did.
+pub enum Closed {
+    /// Closed; its record is kept in this thread's cache for its next open (no lock taken).
+    Cached,
+    /// Closed; hand the record to [`release_object_record`] (which takes the pool lock).
+    Release(&'static Reader),
+    /// Not open (closed already, or never opened with this token): nothing changed.
+    NotOpen,
+}
+
+/// Closes an object-bound section from any thread.
+pub fn close_object_section(s: ObjectSection) -> Closed {
     let r = s.record;
     if r.kind != KIND_OBJECT
         || r.ctl
             .compare_exchange(s.token, s.token - 1 + SEQ_ONE, SeqCst, Relaxed)
             .is_err()
     {
-        return false;
+        return Closed::NotOpen;
     }
     if r.signal.load(SeqCst) & SIGNAL_WAITING != 0 {
         wake(r);
     }
-    // Keep it for this thread's next open, or return it to the pool.
     match current() {
         Some(me) if me.cache_len.load(Relaxed) < OBJECT_CACHE => {
             r.pool_next.store(me.cache_head.load(Relaxed), Relaxed);
             me.cache_head
                 .store(r as *const Reader as *mut Reader, Relaxed);
             me.cache_len.store(me.cache_len.load(Relaxed) + 1, Relaxed);
+            Closed::Cached
         }
-        _ => pool_push(&OBJECT_POOL, r),
+        _ => Closed::Release(r),
     }
-    true
+}
+
+/// Returns the record of a closed object-bound section to the shared pool.
+pub fn release_object_record(r: &'static Reader) {
+    pool_push(&OBJECT_POOL, r);
 }
 
 // ---- the writer side ----
@@ -939,11 +965,11 @@ mod tests {
     #[test]
     fn object_sections_close_once_from_any_thread() {
         let s = open_object_section().unwrap();
-        let t = std::thread::spawn(move || close_object_section(s))
+        let t = std::thread::spawn(move || !matches!(close_object_section(s), Closed::NotOpen))
             .join()
             .unwrap();
         assert!(t);
-        assert!(!close_object_section(s));
+        assert!(matches!(close_object_section(s), Closed::NotOpen));
         synchronize();
     }
 

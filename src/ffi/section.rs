@@ -6,7 +6,7 @@ use std::ptr;
 
 use super::encoding::pfn_t;
 use super::phys::pfn_phys_t;
-use super::{fail, ffi_boundary, ffi_call, invalid, misuse, no_cancel, null_errno};
+use super::{fail, ffi_boundary, invalid, misuse, no_cancel, null_errno};
 use crate::encoding::Pfn;
 use crate::rcu::{self, ObjectSection, Reader, KIND_OBJECT};
 use crate::space::{self, Block};
@@ -140,13 +140,19 @@ pub extern "C" fn pfn_read_unlock() {
 /// `s` is NULL or points to a writable pfn_section.
 #[no_mangle]
 pub unsafe extern "C" fn pfn_section_open(s: *mut pfn_section) -> c_int {
-    ffi_call!(-libc::ENOTRECOVERABLE, {
+    // Not ffi_call!: the common case (a record this thread keeps cached) takes no lock and
+    // reaches no cancellation point; the rest holds cancellation off itself.
+    ffi_boundary!(-libc::ENOTRECOVERABLE, {
         const CALL: &str = "pfn_section_open";
         let Some(s) = s.as_mut() else {
             return invalid(CALL, format_args!("s is NULL"));
         };
         *s = pfn_section::NONE;
-        match rcu::open_object_section() {
+        let opened = match rcu::open_object_section_cached() {
+            Some(o) => Ok(o),
+            None => no_cancel(rcu::open_object_section),
+        };
+        match opened {
             Ok(o) => {
                 *s = pfn_section::opened(
                     space::root_word(),
@@ -190,12 +196,17 @@ pub unsafe extern "C" fn pfn_section_close(s: *mut pfn_section) -> c_int {
             return invalid(CALL, format_args!("s is NULL"));
         };
         let closed = match sec.record() {
-            Some(r) if r.kind == KIND_OBJECT => no_cancel(|| {
-                rcu::close_object_section(ObjectSection {
-                    record: r,
-                    token: sec.token,
-                })
-            }),
+            Some(r) if r.kind == KIND_OBJECT => match rcu::close_object_section(ObjectSection {
+                record: r,
+                token: sec.token,
+            }) {
+                rcu::Closed::Cached => true,
+                rcu::Closed::Release(record) => {
+                    no_cancel(|| rcu::release_object_record(record));
+                    true
+                }
+                rcu::Closed::NotOpen => false,
+            },
             Some(r) => {
                 rcu::current().is_some_and(|me| ptr::eq(me, r)) && r.close_section(Some(sec.token))
             }

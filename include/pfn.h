@@ -46,8 +46,10 @@
  *
  * Debugging: with the environment variable PFN_DEBUG=1, misuse (kunmap of an address the thread
  * holds no kmap of, pfn_read_unlock with no section open, closing a section that is not open)
- * prints a message and aborts, a thread that exits holding kmaps or sections is reported, and
- * a grace period that waits more than 2 s names the threads it waits for.
+ * prints a message and aborts; a thread that exits holding kmaps or sections, and a call
+ * refused with EDEADLK because its thread holds some, are reported with the addresses of the
+ * newest kmaps held; a grace period that waits more than 2 s names the threads it waits for.
+ * Reports go to stderr, one line each, starting "libpfn: ".
  */
 #ifndef PFN_H
 #define PFN_H

@@ -143,6 +143,8 @@ CXX_TESTS := api_encoding int_section
 # and once more with every membarrier call failing after set-up (PFN_TEST_MEMBARRIER_FAIL:
 # grace periods must then use the fallback barriers, never a local fence alone).
 FENCE_TESTS := int_threads stress_churn
+# The churn stress runs once more with 64 kmap readers on this 2-CPU machine.
+CROWD_TESTS := stress_churn
 # The durability and truncation tests run once more with every mapping in flush mode.
 FLUSH_TESTS := int_durability int_truncate
 # Tests that bring their own malloc (allocation-failure injection) cannot run under ASan or
@@ -154,7 +156,7 @@ RUST_TESTS     := cargo-test header-check rust-version
 C_RUNS         := $(addprefix c/shared/,$(C_TESTS)) $(addprefix c/static/,$(C_TESTS)) \
                   $(addprefix c/no-membarrier/,$(FENCE_TESTS)) \
                   $(addprefix c/membarrier-fails/,$(FENCE_TESTS)) $(addprefix c/dl/,$(DL_TESTS)) \
-                  $(addprefix c/flush/,$(FLUSH_TESTS))
+                  $(addprefix c/flush/,$(FLUSH_TESTS)) $(addprefix c/crowd/,$(CROWD_TESTS))
 CXX_RUNS       := $(addprefix c/cxx/,$(CXX_TESTS))
 ASAN_RUNS      := $(addprefix c/asan/,$(filter-out $(OWN_MALLOC_TESTS),$(C_TESTS)))
 VALGRIND_RUNS  := $(addprefix c/valgrind/,$(filter-out $(OWN_MALLOC_TESTS),$(C_TESTS)) $(DL_TESTS))
@@ -193,6 +195,8 @@ run/c/no-membarrier/%: $(OUT)/shared/%
 	$(RUN) $(@:run/%=%) env PFN_NO_MEMBARRIER=1 ./$<
 run/c/membarrier-fails/%: $(OUT)/shared/%
 	$(RUN) $(@:run/%=%) env PFN_TEST_MEMBARRIER_FAIL=1000000000 ./$<
+run/c/crowd/%: $(OUT)/shared/%
+	$(RUN) $(@:run/%=%) env PFN_TEST_READERS=64 ./$<
 run/c/flush/%: $(OUT)/shared/%
 	$(RUN) $(@:run/%=%) env PFN_FORCE_GRANULARITY=cache_line ./$<
 run/c/dl/%: $(OUT)/dl/%

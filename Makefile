@@ -138,13 +138,13 @@ SUMMARY  = @bash scripts/test-summary.sh
 VALGRIND := valgrind --trace-children=yes --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect -q
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 # The header compiles as C++ and these tests pass when built so.
-CXX_TESTS := api_encoding int_section
+CXX_TESTS := api_encoding int_section api_sg
 # The thread and churn tests run once more with readers fencing themselves (no membarrier),
 # and once more with every membarrier call failing after set-up (PFN_TEST_MEMBARRIER_FAIL:
 # grace periods must then use the fallback barriers, never a local fence alone).
 FENCE_TESTS := int_threads stress_churn
-# The durability and truncation tests run once more with every mapping in flush mode.
-FLUSH_TESTS := int_durability int_truncate
+# The durability, truncation and scatterlist tests run once more with every mapping in flush mode.
+FLUSH_TESTS := int_durability int_truncate int_sg
 # Tests that bring their own malloc (allocation-failure injection) cannot run under ASan or
 # valgrind, which bring theirs.
 OWN_MALLOC_TESTS := int_oom int_free_race

@@ -1075,12 +1075,12 @@ ptrdiff_t pfn_sg_zero_buffer(const struct pfn_sg *sgl,
  *
  * Returns 0; -EINVAL when `miter` is NULL, an unknown flag or PFN_SG_PERSIST without
  * PFN_SG_MITER_TO_SG, or `sgl` NULL, not 8-aligned or a link with `nents` > 0 (`*miter` is
- * then not started). A miter that is running must be stopped first (its chunk would stay
- * mapped): -EBUSY.
+ * then not started). `*miter` is not read: starting one that still has a chunk mapped
+ * leaves that chunk's kmap held until the thread ends (stop it first).
  *
  * # Safety
- * `miter` is NULL or points to a writable pfn_sg_miter (zeroed, stopped, or never used); the
- * list stays readable until the iterator is stopped.
+ * `miter` is NULL or points to a writable pfn_sg_miter; the list stays readable until the
+ * iterator is stopped.
  */
 int pfn_sg_miter_start(struct pfn_sg_miter *miter,
                        const struct pfn_sg *sgl,

@@ -1022,12 +1022,12 @@ fn miter_state_known(state: u32) -> bool {
 ///
 /// Returns 0; -EINVAL when `miter` is NULL, an unknown flag or PFN_SG_PERSIST without
 /// PFN_SG_MITER_TO_SG, or `sgl` NULL, not 8-aligned or a link with `nents` > 0 (`*miter` is
-/// then not started). A miter that is running must be stopped first (its chunk would stay
-/// mapped): -EBUSY.
+/// then not started). `*miter` is not read: starting one that still has a chunk mapped
+/// leaves that chunk's kmap held until the thread ends (stop it first).
 ///
 /// # Safety
-/// `miter` is NULL or points to a writable pfn_sg_miter (zeroed, stopped, or never used); the
-/// list stays readable until the iterator is stopped.
+/// `miter` is NULL or points to a writable pfn_sg_miter; the list stays readable until the
+/// iterator is stopped.
 #[no_mangle]
 pub unsafe extern "C" fn pfn_sg_miter_start(
     miter: *mut pfn_sg_miter,
@@ -1043,9 +1043,6 @@ pub unsafe extern "C" fn pfn_sg_miter_start(
             || (flags & PFN_SG_PERSIST != 0 && flags & PFN_SG_MITER_TO_SG == 0)
         {
             return -libc::EINVAL;
-        }
-        if m.priv_state == MITER_MAPPED {
-            return -libc::EBUSY;
         }
         let w = match Walk::new(sgl, u64::from(nents)) {
             Ok(w) => w,

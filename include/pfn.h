@@ -986,9 +986,11 @@ int pfn_sg_alloc_table_from_buf(struct pfn_sg_table *t, const void *buf, size_t 
  * skipped ones too), or past 16 million nested kmaps and sections on this thread; -ENXIO: a
  * frame holding some of the bytes lies in no registered range; -ENOMEM / -EAGAIN as for a
  * thread's first kmap; with PFN_SG_PERSIST, the errno of msync(2) (every byte was copied,
- * but some may not be durable). One race is not checked ahead: if another thread
- * unregisters a range the list points into while the copy runs, the copy may stop there with
- * -ENXIO, the bytes before it written.
+ * but some may not be durable). The addresses the check finds for the first 256 pieces
+ * (contiguous runs of bytes) are the ones written, so such a copy completes even if another
+ * thread unregisters one of its ranges meanwhile; a longer copy walks the list again, and if
+ * a range it points into was unregistered since the check, it stops there with -ENXIO, the
+ * bytes before it written.
  *
  * Thread rules: any thread, also inside its own kmaps and sections; while it runs,
  * unregistering a range waits for it. `buf` may lie in the list's own memory (each piece is

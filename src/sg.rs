@@ -62,24 +62,103 @@ impl Entry {
     }
 }
 
-/// Translation inside an open read section: the table root it saw and the run it last found.
-pub struct Translator<'a> {
+/// Runs of ranges a translator remembers: a list spread over up to this many runs is walked in
+/// the table once per run.
+const RUNS: usize = 16;
+/// Slots of the translator's index from 2 MiB windows of pfns to the runs that hold them.
+const INDEX: usize = 64;
+
+/// Translation inside an open read section: the table root it saw, and the runs of ranges it
+/// has found. A frame of the run used last costs one comparison; one of another run found
+/// before, a hashed index lookup (or a scan of the runs when two windows share a slot); only
+/// a frame of a run not found yet walks the table.
+pub struct Translator {
     root: usize,
-    cache: &'a mut Block,
+    runs: [Block; RUNS],
+    /// Run index + 1 by window hash (0: none); checked on use, so stale slots are harmless.
+    index: [u8; INDEX],
+    last: usize,
+    next: usize,
 }
 
-impl<'a> Translator<'a> {
+impl Translator {
+    /// `seed`: a run found earlier in the same section (or `Block::default()`).
+    ///
     /// # Safety
-    /// `root` was read inside a read section that stays open while this is used, and `cache`
-    /// was filled only inside it.
-    pub unsafe fn new(root: usize, cache: &'a mut Block) -> Translator<'a> {
-        Translator { root, cache }
+    /// `root` was read inside a read section that stays open while this is used, and `seed`
+    /// was found inside it.
+    pub unsafe fn new(root: usize, seed: Block) -> Translator {
+        let mut runs = [Block::default(); RUNS];
+        runs[0] = seed;
+        Translator {
+            root,
+            runs,
+            index: [0; INDEX],
+            last: 0,
+            next: 1,
+        }
     }
 
-    fn map(&mut self, pfn: Pfn) -> Result<Mapped> {
-        // SAFETY: the contract of `new`.
-        unsafe { space::translate_len_in_section(self.root, self.cache, pfn) }
+    /// The run used last (to hand back to a section's own cache).
+    pub fn last_run(&self) -> Block {
+        self.runs[self.last]
     }
+
+    #[inline(always)]
+    fn hit(b: &Block, page: u64) -> Option<Mapped> {
+        let off = page.wrapping_sub(b.first);
+        (off < b.pages).then(|| Mapped {
+            addr: b.addr.wrapping_add((off as usize) << PAGE_SHIFT),
+            len: run_bytes(b.pages - off),
+        })
+    }
+
+    #[inline(always)]
+    fn slot(page: u64) -> usize {
+        ((page >> 9).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize
+    }
+
+    /// The address of frame `page` and the bytes contiguous from it. Errors: `NotMapped`.
+    #[inline(always)]
+    fn map(&mut self, page: u64) -> Result<Mapped> {
+        if let Some(m) = Self::hit(&self.runs[self.last], page) {
+            return Ok(m);
+        }
+        let h = Self::slot(page);
+        let i = usize::from(self.index[h]).wrapping_sub(1);
+        if let Some(m) = self.runs.get(i).and_then(|b| Self::hit(b, page)) {
+            self.last = i;
+            return Ok(m);
+        }
+        self.other(page, h)
+    }
+
+    #[inline(never)]
+    fn other(&mut self, page: u64, h: usize) -> Result<Mapped> {
+        let found = (0..RUNS).find(|&i| Self::hit(&self.runs[i], page).is_some());
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let mut run = Block::default();
+                // SAFETY: the contract of `new`; the fresh cache receives the run of the page.
+                unsafe { space::translate_in_section(self.root, &mut run, Pfn(page)) }?;
+                let i = self.next;
+                self.runs[i] = run;
+                self.next = (i + 1) % RUNS;
+                i
+            }
+        };
+        self.index[h] = i as u8 + 1;
+        self.last = i;
+        Self::hit(&self.runs[i], page).ok_or(Error::NotMapped)
+    }
+}
+
+/// Bytes in `pages` pages, capped at 2^52 (more than any piece needs: an entry is at most
+/// 4 GiB), without a branch.
+#[inline(always)]
+fn run_bytes(pages: u64) -> u64 {
+    pages.min(1 << 40) << PAGE_SHIFT
 }
 
 /// A read section of the calling thread that this module opens for one call (no hold is
@@ -87,7 +166,6 @@ impl<'a> Translator<'a> {
 struct Section {
     reader: &'static Reader,
     root: usize,
-    cache: Block,
 }
 
 impl Section {
@@ -103,13 +181,13 @@ impl Section {
         Ok(Section {
             reader,
             root: space::root_word(),
-            cache: Block::default(),
         })
     }
 
-    fn translator(&mut self) -> Translator<'_> {
-        // SAFETY: the root was read inside this section, which outlives the translator.
-        unsafe { Translator::new(self.root, &mut self.cache) }
+    fn translator(&self) -> Translator {
+        // SAFETY: the root was read inside this section, which the caller keeps open while
+        // it translates.
+        unsafe { Translator::new(self.root, Block::default()) }
     }
 }
 
@@ -130,7 +208,7 @@ fn for_each_piece<I>(
     list: I,
     skip: u64,
     total: u64,
-    t: &mut Translator<'_>,
+    t: &mut Translator,
     mut f: impl FnMut(usize, usize) -> Result<bool>,
 ) -> Result<u64>
 where
@@ -138,10 +216,11 @@ where
 {
     let (mut list, mut skip, mut done) = (list, skip, 0u64);
     while done < total {
-        let Some(entry) = list.next() else {
-            break;
+        let entry = match list.next() {
+            None => break,
+            Some(Ok(e)) => e,
+            Some(Err(e)) => return Err(e),
         };
-        let entry = entry?;
         let start = entry.start()?;
         let mut left = u64::from(entry.len);
         if skip >= left {
@@ -152,7 +231,7 @@ where
         left = (left - skip).min(total - done);
         skip = 0;
         while left > 0 {
-            let m = t.map(Pfn(at >> PAGE_SHIFT))?;
+            let m = t.map(at >> PAGE_SHIFT)?;
             let in_page = at & (PAGE_SIZE - 1);
             // m.len is at least one page, so it covers `in_page`.
             let n = left.min(m.len - in_page);
@@ -179,6 +258,27 @@ pub enum Transfer {
     /// Zeroes the list's bytes.
     Zero,
 }
+
+/// Asks for the first line at `addr` (for writing when `write`), ahead of a copy: it also
+/// loads the page's translation into the TLB. A prefetch never faults.
+#[inline(always)]
+fn prefetch(addr: usize, write: bool) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing architecturally and cannot fault.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0, _MM_HINT_T0};
+        if write {
+            _mm_prefetch::<_MM_HINT_ET0>(addr as *const i8)
+        } else {
+            _mm_prefetch::<_MM_HINT_T0>(addr as *const i8)
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (addr, write);
+}
+
+/// Pieces of a write kept from its check to be written without walking the list again.
+const REPLAY: usize = 256;
 
 /// Makes written pieces durable by each mapping's method: pieces in a PAGE mapping of this
 /// library are stored plainly and msynced (adjacent pieces in one call), the rest are written
@@ -250,11 +350,14 @@ impl Durable {
 /// them), inside one read section of the calling thread. Returns the bytes copied: `len`, or
 /// fewer when the list ends first.
 ///
-/// Writes into the list (`ToList`, `Zero`) first check every entry they will touch, so a bad
-/// list changes nothing; only a range unregistered by another thread while the call runs can
-/// stop one part-way (`NotMapped`, the entries before it written). With `durable`, the bytes
-/// written are durable when it returns; an msync error is returned after every byte was
-/// copied. `FromList` checks as it goes: on an error the buffer holds part of the bytes.
+/// Writes into the list (`ToList`, `Zero`) first translate every piece they will touch, so a
+/// bad list changes nothing. Up to REPLAY pieces, the addresses found then are the ones
+/// written (valid until the section ends): such a write completes even when another thread
+/// unregisters one of its ranges meanwhile. A longer one walks the list again, and can then
+/// stop at a range unregistered since the check (`NotMapped`, the pieces before it written).
+/// With `durable`, the bytes written are durable when it returns; an msync error is returned
+/// after every byte was copied. `FromList` checks as it goes: on an error the buffer holds
+/// part of the bytes.
 ///
 /// # Safety
 /// The buffer of `ToList` / `FromList` is valid for `len` bytes; it may lie in the list's own
@@ -263,27 +366,75 @@ pub unsafe fn copy<I>(list: I, op: Transfer, len: usize, skip: u64, durable: boo
 where
     I: Iterator<Item = Result<Entry>> + Clone,
 {
-    let mut section = Section::open()?;
+    let section = Section::open()?;
     let mut t = section.translator();
-    let total = match op {
-        Transfer::FromList(_) => len as u64,
-        Transfer::ToList(_) | Transfer::Zero => {
-            for_each_piece(list.clone(), skip, len as u64, &mut t, |_, _| Ok(true))?
-        }
-    };
     let mut done = 0usize;
     let mut sink = durable.then(Durable::new);
-    for_each_piece(list, skip, total, &mut t, |addr, n| {
-        match (op, sink.as_mut()) {
-            (Transfer::FromList(buf), _) => ptr::copy(addr as *const u8, buf.add(done), n),
-            (Transfer::ToList(buf), None) => ptr::copy(buf.add(done), addr as *mut u8, n),
-            (Transfer::Zero, None) => ptr::write_bytes(addr as *mut u8, 0, n),
-            (Transfer::ToList(buf), Some(s)) => s.write(addr, Some(buf.add(done)), n),
-            (Transfer::Zero, Some(s)) => s.write(addr, None, n),
+    // `put` borrows `sink` until the pieces are written.
+    {
+        let mut put = |addr: usize, n: usize| {
+            match (op, sink.as_mut()) {
+                (Transfer::FromList(buf), _) => ptr::copy(addr as *const u8, buf.add(done), n),
+                (Transfer::ToList(buf), None) => ptr::copy(buf.add(done), addr as *mut u8, n),
+                (Transfer::Zero, None) => ptr::write_bytes(addr as *mut u8, 0, n),
+                (Transfer::ToList(buf), Some(s)) => s.write(addr, Some(buf.add(done)), n),
+                (Transfer::Zero, Some(s)) => s.write(addr, None, n),
+            }
+            done += n;
+        };
+        match op {
+            Transfer::FromList(_) => {
+                // One piece behind the walk: the next piece's first line (and its page's
+                // translation in the TLB) is fetched while the current one is copied.
+                let mut pending: Option<(usize, usize)> = None;
+                for_each_piece(list, skip, len as u64, &mut t, |addr, n| {
+                    prefetch(addr, false);
+                    if let Some((a, m)) = pending.replace((addr, n)) {
+                        put(a, m);
+                    }
+                    Ok(true)
+                })?;
+                if let Some((a, m)) = pending {
+                    put(a, m);
+                }
+            }
+            Transfer::ToList(_) | Transfer::Zero => {
+                // Every piece is translated before anything is written. The first REPLAY are
+                // kept (their addresses stay valid in this section), so a list that short is
+                // walked once; a longer one is walked again after the check.
+                let mut kept = [std::mem::MaybeUninit::<(usize, usize)>::uninit(); REPLAY];
+                let mut count = 0usize;
+                let total = for_each_piece(list.clone(), skip, len as u64, &mut t, |addr, n| {
+                    if let Some(slot) = kept.get_mut(count) {
+                        slot.write((addr, n));
+                    }
+                    count += 1;
+                    Ok(true)
+                })?;
+                if count <= REPLAY {
+                    for i in 0..count {
+                        let (addr, n) = kept[i].assume_init();
+                        if let Some(next) = kept[..count].get(i + 1) {
+                            prefetch(next.assume_init().0, true);
+                        }
+                        put(addr, n);
+                    }
+                } else {
+                    let mut pending: Option<(usize, usize)> = None;
+                    for_each_piece(list, skip, total, &mut t, |addr, n| {
+                        prefetch(addr, true);
+                        if let Some((a, m)) = pending.replace((addr, n)) {
+                            put(a, m);
+                        }
+                        Ok(true)
+                    })?;
+                    if let Some((a, m)) = pending {
+                        put(a, m);
+                    }
+                }
+            }
         }
-        done += n;
-        Ok(true)
-    })?;
+    }
     if let Some(s) = sink {
         s.finish()?;
     }
@@ -295,7 +446,7 @@ where
 /// pieces that continue each other in virtual memory merged into one. Returns (iovecs, bytes
 /// they cover): fewer bytes than asked when the list ends or `max` iovecs are full.
 pub fn iovecs<I>(
-    t: &mut Translator<'_>,
+    t: &mut Translator,
     list: I,
     skip: u64,
     len: u64,
@@ -477,7 +628,7 @@ mod tests {
                 PAGE_SIZE as u32,
             ),
         ];
-        let mut s = Section::open().unwrap();
+        let s = Section::open().unwrap();
         let mut t = s.translator();
         let mut pieces = Vec::new();
         let n = for_each_piece(list(&entries), 0, u64::MAX, &mut t, |a, n| {

@@ -94,6 +94,7 @@ pub struct iovec {
 
 // ---- the walk ----
 
+#[inline(always)]
 fn misplaced(sg: *const pfn_sg) -> bool {
     sg.is_null() || sg as usize & 7 != 0
 }
@@ -119,6 +120,7 @@ fn is_end(v: u64) -> bool {
 /// # Safety
 /// `sg`, and the entry after it unless `sg` is marked last, are readable; so is the entry a
 /// link there leads to, when it is 8-aligned and not NULL.
+#[inline(always)]
 unsafe fn step(sg: *const pfn_sg) -> Result<(Option<*const pfn_sg>, bool)> {
     let v = val(sg);
     if is_link(v) {
@@ -203,6 +205,7 @@ impl Walk {
         })
     }
 
+    #[inline(always)]
     fn advance(&mut self) -> Result<Option<*const pfn_sg>> {
         if self.done {
             return Ok(None);
@@ -237,13 +240,29 @@ impl Walk {
         };
         self.left -= 1;
         self.cur = next;
+        prefetch(next.wrapping_add(8));
         Ok(Some(next))
     }
+}
+
+/// Asks for the cache line of the entries two lines ahead: a copy streams far more memory
+/// than the list, which is cold by the next call, and each entry's address depends on the
+/// entry, so without this every fourth entry waits for memory. A prefetch never faults.
+#[inline(always)]
+fn prefetch(p: *const pfn_sg) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 reads nothing architecturally and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 impl Iterator for Walk {
     type Item = Result<Entry>;
 
+    #[inline(always)]
     fn next(&mut self) -> Option<Result<Entry>> {
         match self.advance() {
             // SAFETY: an entry of the list (the contract of `new`).
@@ -256,6 +275,7 @@ impl Iterator for Walk {
 
 /// # Safety
 /// `sg` is a readable entry.
+#[inline(always)]
 unsafe fn entry(sg: *const pfn_sg) -> Entry {
     let s = *sg;
     Entry::new(s.pfn.val, s.offset, s.length)
@@ -821,9 +841,11 @@ unsafe fn transfer(
 /// skipped ones too), or past 16 million nested kmaps and sections on this thread; -ENXIO: a
 /// frame holding some of the bytes lies in no registered range; -ENOMEM / -EAGAIN as for a
 /// thread's first kmap; with PFN_SG_PERSIST, the errno of msync(2) (every byte was copied,
-/// but some may not be durable). One race is not checked ahead: if another thread
-/// unregisters a range the list points into while the copy runs, the copy may stop there with
-/// -ENXIO, the bytes before it written.
+/// but some may not be durable). The addresses the check finds for the first 256 pieces
+/// (contiguous runs of bytes) are the ones written, so such a copy completes even if another
+/// thread unregisters one of its ranges meanwhile; a longer copy walks the list again, and if
+/// a range it points into was unregistered since the check, it stops there with -ENXIO, the
+/// bytes before it written.
 ///
 /// Thread rules: any thread, also inside its own kmaps and sections; while it runs,
 /// unregistering a range waits for it. `buf` may lie in the list's own memory (each piece is
@@ -1268,21 +1290,22 @@ pub unsafe extern "C" fn pfn_sg_to_iovec(
             Ok(w) => w,
             Err(e) => return -e.errno(),
         };
-        let mut cache = Block {
+        let seed = Block {
             first: s.cache_pfn,
             pages: s.cache_pages,
             addr: s.cache_addr,
         };
-        let mut t = sg::Translator::new(s.root, &mut cache);
+        let mut t = sg::Translator::new(s.root, seed);
         let result = sg::iovecs(&mut t, walk, skip, len, iovcnt as usize, |i, base, n| {
             *iov.add(i) = iovec {
                 iov_base: base as *mut c_void,
                 iov_len: n,
             };
         });
-        s.cache_pfn = cache.first;
-        s.cache_pages = cache.pages;
-        s.cache_addr = cache.addr;
+        let last = t.last_run();
+        s.cache_pfn = last.first;
+        s.cache_pages = last.pages;
+        s.cache_addr = last.addr;
         match result {
             Ok((count, covered)) => {
                 if let Some(b) = bytes.as_mut() {

@@ -58,7 +58,7 @@ endif
 .PHONY: all help deps deps-demo lib demo test clean install install-strip uninstall \
         lint cargo-test header-check rust-version c-test check-cxx check-sanitizers \
         check-asan check-valgrind check-examples check-demo-deps check-python check-install \
-        bench bench-check bench-persist
+        bench bench-check bench-persist bench-sg
 
 all: lib
 
@@ -74,6 +74,7 @@ help:
 	@echo '  make install-strip the same, with the libraries stripped (about 5 MB -> 0.4 MB)'
 	@echo '  make uninstall     remove what install installed (same variables)'
 	@echo '  make bench         the benchmarks (QUICK=1: under a minute); results in bench/results/'
+	@echo '                     (parts alone: make bench-persist, make bench-sg)'
 	@echo '  make clean         remove target/ and build/ (with build/venv)'
 	@echo 'Parts of make test: lint cargo-test header-check rust-version c-test check-cxx'
 	@echo '  check-asan check-valgrind check-sanitizers check-examples check-demo-deps'
@@ -162,7 +163,7 @@ EXAMPLE_TESTS  := examples/demo examples/plog
 DEMO_DEPS_TESTS := demo-deps
 PYTHON_TESTS   := python/tree python/installed
 INSTALL_TESTS  := install
-BENCH_TESTS    := bench-verify bench-verify-persist
+BENCH_TESTS    := bench-verify bench-verify-persist bench-verify-sg
 TESTS := $(LINT_TESTS) $(RUST_TESTS) $(C_RUNS) $(CXX_RUNS) $(ASAN_RUNS) $(VALGRIND_RUNS) \
          $(EXAMPLE_TESTS) $(DEMO_DEPS_TESTS) $(PYTHON_TESTS) $(INSTALL_TESTS) $(BENCH_TESTS)
 runs = $(addprefix run/,$(1))
@@ -245,6 +246,8 @@ run/bench-verify: $(OUT)/bench/bench
 	$(RUN) $(@:run/%=%) ./$(OUT)/bench/bench --verify
 run/bench-verify-persist: $(OUT)/bench/persist
 	$(RUN) $(@:run/%=%) ./$(OUT)/bench/persist --verify
+run/bench-verify-sg: $(OUT)/bench/sg
+	$(RUN) $(@:run/%=%) ./$(OUT)/bench/sg --verify
 
 # Parts of `make test`, each ending with its own count.
 lint: $(call runs,$(LINT_TESTS))
@@ -340,8 +343,14 @@ $(BENCH_OUT)/persist: bench/persist.c include/pfn.h $(SHARED)
 	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude $(PERSIST_PEER) -o $@ bench/persist.c \
 		-L$(LIBDIR) -lpfn $(PERSIST_LIBS) $(BENCH_RPATH)
 
+# Scatterlist copies against memcpy of the same bytes, and iovec building.
+$(BENCH_OUT)/sg: bench/sg.c include/pfn.h $(SHARED)
+	@mkdir -p $(@D)
+	$(say) CC $@
+	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -o $@ bench/sg.c -L$(LIBDIR) -lpfn $(BENCH_RPATH)
+
 # QUICK=1: a run of under a minute. The results go to bench/results/.
-bench: lib $(BENCH_OUT)/bench bench-persist
+bench: lib $(BENCH_OUT)/bench bench-persist bench-sg
 	@mkdir -p bench/results
 	./$(BENCH_OUT)/bench $(if $(QUICK),--quick) --out bench/results
 	@bash bench/callgrind.sh $(BENCH_OUT)/bench bench/results $(if $(QUICK),quick)
@@ -352,6 +361,11 @@ bench-persist: lib $(BENCH_OUT)/persist
 	@mkdir -p bench/results
 	./$(BENCH_OUT)/persist $(if $(QUICK),--quick) --out bench/results
 	@bash bench/callgrind_persist.sh $(BENCH_OUT)/persist bench/results
+
+# The scatterlist part alone (about 15 s; QUICK=1: about 5 s). Results: bench/results/sg.csv.
+bench-sg: lib $(BENCH_OUT)/sg
+	@mkdir -p bench/results
+	./$(BENCH_OUT)/sg $(if $(QUICK),--quick) --out bench/results
 
 clean:
 	$(CARGO) clean

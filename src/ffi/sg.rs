@@ -548,6 +548,13 @@ struct ArrayHead {
 
 const TABLE_MAGIC: u32 = 0x7367_7462;
 
+/// The mark of a live array head: the magic mixed with the head's own address, so that the
+/// 16 bytes before an entry in the middle of an array (the previous entry) never pass for one
+/// by accident.
+fn mark(head: *const ArrayHead) -> u32 {
+    TABLE_MAGIC ^ ((head as usize >> 4) as u32)
+}
+
 fn array_layout(entries: usize) -> Layout {
     Layout::from_size_align(
         std::mem::size_of::<ArrayHead>() + entries * std::mem::size_of::<pfn_sg>(),
@@ -586,7 +593,7 @@ fn alloc_arrays(nents: u32) -> Result<*mut pfn_sg> {
         // SAFETY: fresh memory of this layout: the head, then n zeroed entries.
         unsafe {
             (*head).entries = n as u32;
-            (*head).magic = TABLE_MAGIC;
+            (*head).magic = mark(head);
             let entries = head.add(1) as *mut pfn_sg;
             if prev.is_null() {
                 first = head;
@@ -683,7 +690,8 @@ pub unsafe extern "C" fn pfn_sg_free_table(t: *mut pfn_sg_table) {
         let head = (t.sgl as *mut ArrayHead).wrapping_sub(1);
         if misplaced(t.sgl)
             || (t.sgl as usize) % std::mem::align_of::<ArrayHead>() != 0
-            || (*head).magic != TABLE_MAGIC
+            || (*head).magic != mark(head)
+            || !(1..=PFN_SG_CHUNK_ENTRIES).contains(&(*head).entries)
         {
             misuse(
                 "pfn_sg_free_table of a list pfn_sg_alloc_table did not make (or freed already)",

@@ -548,11 +548,11 @@ struct ArrayHead {
 
 const TABLE_MAGIC: u32 = 0x7367_7462;
 
-/// The mark of a live array head: the magic mixed with the head's own address, so that the
-/// 16 bytes before an entry in the middle of an array (the previous entry) never pass for one
-/// by accident.
+/// The mark of a live array head: the magic mixed with a hash of the head's own address, so
+/// that the 16 bytes before an entry in the middle of an array (the previous entry) pass for
+/// one only by a 1 in 2^32 accident.
 fn mark(head: *const ArrayHead) -> u32 {
-    TABLE_MAGIC ^ ((head as usize >> 4) as u32)
+    TABLE_MAGIC ^ (((head as usize as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32)
 }
 
 fn array_layout(entries: usize) -> Layout {

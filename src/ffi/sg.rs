@@ -41,6 +41,19 @@ const SG_FLAGS: u64 = PFN_SG_CHAIN | PFN_SG_LAST;
 /// of another array); its offset and length are 0. A list is one or more arrays of entries,
 /// starting with a data entry and ending with the entry marked PFN_SG_LAST; the memory is the
 /// caller's. 16 bytes, 8-aligned.
+///
+/// Extents across ranges: the calls below move an entry's bytes in pieces, each one
+/// translation long. A piece ends at the entry's end or at the end of the run of ranges that
+/// holds its first byte, as kmap_atomic_pfn_t_len reports it: two ranges continue each other
+/// when the second's first frame follows the first's last and its base address is the first's
+/// base plus its size (back to back physically and in memory), both registered and none being
+/// unregistered; a run is a chain of such ranges. So an entry crossing into a range that
+/// continues its first is one piece (one chunk of the mapping iterator, one iovec); crossing
+/// into a range adjacent only physically, it is two. Whatever a call hands out (a chunk, an
+/// iovec in a section) stays valid in every range of its run until released: unregistering
+/// any of them waits for every kmap and read section on every thread (grace periods are
+/// global), so unregistering the run's second range blocks until the holder lets go (and is
+/// -EDEADLK on the holder's own thread); only then may its memory be unmapped.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct pfn_sg {

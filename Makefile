@@ -148,7 +148,7 @@ FENCE_TESTS := int_threads stress_churn
 FLUSH_TESTS := int_durability int_truncate int_sg
 # Tests that bring their own malloc (allocation-failure injection) cannot run under ASan or
 # valgrind, which bring theirs.
-OWN_MALLOC_TESTS := int_oom int_free_race
+OWN_MALLOC_TESTS := int_oom int_free_race int_sg_oom
 
 LINT_TESTS     := lint/rustfmt lint/clippy
 RUST_TESTS     := cargo-test header-check rust-version

@@ -311,8 +311,11 @@ int main(int argc, char **argv)
             char p[512];
             snprintf(p, sizeof p, "%s/sg.csv", out_dir);
             csv = fopen(p, "w");
-            if (csv)
-                fprintf(csv, "workload,direction,sg_ns,baseline_ns,ratio\n");
+            if (!csv) {
+                perror(p);
+                return 1;
+            }
+            fprintf(csv, "workload,direction,sg_ns,baseline_ns,ratio\n");
         }
         printf("1 MiB through a scatterlist against memcpy of the same bytes at the same addresses;\n"
                "median of %d interleaved rounds of %d copies, us per MiB; ratio = memcpy time / list time\n\n",

@@ -23,12 +23,13 @@
  * Signals: once a thread is set up (pfn_thread_init, or any earlier kmap or section on it),
  * these are async-signal-safe on it: kmap_atomic_pfn_t, kmap_atomic_pfn_t_len,
  * kmap_atomic_pfn_phys, kunmap_atomic_pfn_t, pfn_read_lock, pfn_read_unlock, pfn_section_close
- * of a thread-bound section, pfn_section_translate*, their *_inline versions and the pfn_t /
- * pfn_phys_t helpers. A signal handler may use them on a thread that is itself inside any of
- * them, provided the handler releases what it takes before it returns (no longjmp out of a
- * handler that holds a kmap or section) and releases only what it took. Nothing else is
- * async-signal-safe. Before set-up, a handler's kmap may fail with EAGAIN instead of
- * deadlocking.
+ * of a thread-bound section, pfn_section_translate*, their *_inline versions, the pfn_t /
+ * pfn_phys_t helpers, pfn_sg_to_iovec and the scatterlist walking helpers (pfn_sg_next and
+ * the others of the header's scatterlist block). A signal handler may use them on a thread
+ * that is itself inside any of them, provided the handler releases what it takes before it
+ * returns (no longjmp out of a handler that holds a kmap or section) and releases only what
+ * it took. Nothing else is async-signal-safe. Before set-up, a handler's kmap may fail with
+ * EAGAIN instead of deadlocking.
  *
  * Cancellation: no libpfn function is a cancellation point: calls that may block, wait or do
  * I/O hold cancellation off while they run, so a pending cancel acts at the caller's next

@@ -362,7 +362,7 @@ bench-persist: lib $(BENCH_OUT)/persist
 	./$(BENCH_OUT)/persist $(if $(QUICK),--quick) --out bench/results
 	@bash bench/callgrind_persist.sh $(BENCH_OUT)/persist bench/results
 
-# The scatterlist part alone (about 15 s; QUICK=1: about 5 s). Results: bench/results/sg.csv.
+# The scatterlist part alone (about 2 s; QUICK=1: under 1 s). Results: bench/results/sg.csv.
 bench-sg: lib $(BENCH_OUT)/sg
 	@mkdir -p bench/results
 	./$(BENCH_OUT)/sg $(if $(QUICK),--quick) --out bench/results

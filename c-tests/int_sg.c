@@ -421,6 +421,57 @@ static void long_lists(int fd)
     }
 }
 
+/* ---- hostile use: an iterator driven from the wrong thread, a buffer inside the list -------- */
+
+struct miter_arg {
+    pfn_sg_miter *m;
+    int next_rc, stop_rc;
+};
+
+static void *foreign_next(void *arg)
+{
+    struct miter_arg *a = (struct miter_arg *)arg;
+    a->next_rc = pfn_sg_miter_next(a->m);
+    a->stop_rc = pfn_sg_miter_stop(a->m);
+    return NULL;
+}
+
+static void hostile(void)
+{
+    /* Another thread cannot end this thread's chunk (it is this thread's kmap): -EINVAL, and
+     * the chunk stays mapped and usable here until this thread moves on. */
+    struct pfn_sg sg[2];
+    pfn_sg_init_table(sg, 2);
+    REQUIRE(pfn_sg_set_pfn(&sg[0], phys_to_pfn_t(PB, 0), 100, 0) == 0);
+    REQUIRE(pfn_sg_set_pfn(&sg[1], phys_to_pfn_t(PC, 0), 100, 0) == 0);
+    pfn_sg_miter m;
+    REQUIRE(pfn_sg_miter_start(&m, sg, 2, PFN_SG_MITER_FROM_SG) == 0);
+    CHECK_EQ(pfn_sg_miter_next(&m), 1);
+    struct miter_arg a = {&m, 0, 0};
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, foreign_next, &a) == 0);
+    pthread_join(t, NULL);
+    CHECK_EQ(a.next_rc, -EINVAL);
+    CHECK_EQ(a.stop_rc, -EINVAL);
+    CHECK(m.addr == base + (16 + 4 * b_perm[0]) * PAGE && m.length == 100);
+    CHECK_EQ(pfn_sg_miter_next(&m), 1);
+    CHECK(m.addr == base + 32 * PAGE);
+    CHECK_EQ(pfn_sg_miter_stop(&m), 0);
+
+    /* A buffer inside the list's own bytes: each piece is copied as memmove would. */
+    pfn_sg_init_table(sg, 1);
+    REQUIRE(pfn_sg_set_pfn(&sg[0], phys_to_pfn_t(PA, 0), 3000, 1000) == 0);
+    unsigned char want[3000];
+    memcpy(want, model + 1000, sizeof want);
+    CHECK_EQ(pfn_sg_copy_to_buffer(sg, 1, base + 1500, sizeof want), sizeof want);
+    memcpy(model + 1500, want, sizeof want);
+    CHECK(image_matches());
+    memcpy(want, model + 700, sizeof want);
+    CHECK_EQ(pfn_sg_copy_from_buffer(sg, 1, base + 700, sizeof want), sizeof want);
+    memcpy(model + 1000, want, sizeof want);
+    CHECK(image_matches());
+}
+
 /* ---- extents across ranges: one chunk, and an unregister that waits for it ---------------- */
 
 struct unreg {
@@ -541,6 +592,7 @@ int main(void)
     CHECK(bad_seen > 0); /* the failing cases were met */
 
     long_lists(fd);
+    hostile();
     across_ranges();
     CHECK(image_matches());
     close(fd);

@@ -58,7 +58,7 @@ endif
 .PHONY: all help deps deps-demo lib demo test clean install install-strip uninstall \
         lint cargo-test header-check rust-version c-test check-cxx check-sanitizers \
         check-asan check-valgrind check-examples check-demo-deps check-python check-install \
-        bench bench-check bench-persist bench-chase bench-grace
+        bench bench-check bench-persist bench-chase bench-grace bench-sg
 
 all: lib
 
@@ -74,6 +74,7 @@ help:
 	@echo '  make install-strip the same, with the libraries stripped (about 5 MB -> 0.4 MB)'
 	@echo '  make uninstall     remove what install installed (same variables)'
 	@echo '  make bench         the benchmarks (QUICK=1: under a minute); results in bench/results/'
+	@echo '                     (parts alone: make bench-persist, make bench-sg)'
 	@echo '  make clean         remove target/ and build/ (with build/venv)'
 	@echo 'Parts of make test: lint cargo-test header-check rust-version c-test check-cxx'
 	@echo '  check-asan check-valgrind check-sanitizers check-examples check-demo-deps'
@@ -138,18 +139,18 @@ SUMMARY  = @bash scripts/test-summary.sh
 VALGRIND := valgrind --trace-children=yes --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect -q
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 # The header compiles as C++ and these tests pass when built so.
-CXX_TESTS := api_encoding int_section
+CXX_TESTS := api_encoding int_section api_sg
 # The thread and churn tests run once more with readers fencing themselves (no membarrier),
 # and once more with every membarrier call failing after set-up (PFN_TEST_MEMBARRIER_FAIL:
 # grace periods must then use the fallback barriers, never a local fence alone).
 FENCE_TESTS := int_threads stress_churn
 # The churn stress runs once more with 64 kmap readers on this 2-CPU machine.
 CROWD_TESTS := stress_churn
-# The durability and truncation tests run once more with every mapping in flush mode.
-FLUSH_TESTS := int_durability int_truncate
+# The durability, truncation and scatterlist tests run once more with every mapping in flush mode.
+FLUSH_TESTS := int_durability int_truncate int_sg
 # Tests that bring their own malloc (allocation-failure injection) cannot run under ASan or
 # valgrind, which bring theirs.
-OWN_MALLOC_TESTS := int_oom int_free_race
+OWN_MALLOC_TESTS := int_oom int_free_race int_sg_oom
 
 LINT_TESTS     := lint/rustfmt lint/clippy
 RUST_TESTS     := cargo-test header-check rust-version
@@ -164,7 +165,7 @@ EXAMPLE_TESTS  := examples/demo examples/plog
 DEMO_DEPS_TESTS := demo-deps
 PYTHON_TESTS   := python/tree python/installed
 INSTALL_TESTS  := install
-BENCH_TESTS    := bench-verify bench-verify-persist bench-verify-chase
+BENCH_TESTS    := bench-verify bench-verify-persist bench-verify-chase bench-verify-sg
 TESTS := $(LINT_TESTS) $(RUST_TESTS) $(C_RUNS) $(CXX_RUNS) $(ASAN_RUNS) $(VALGRIND_RUNS) \
          $(EXAMPLE_TESTS) $(DEMO_DEPS_TESTS) $(PYTHON_TESTS) $(INSTALL_TESTS) $(BENCH_TESTS)
 runs = $(addprefix run/,$(1))
@@ -251,6 +252,8 @@ run/bench-verify-persist: $(OUT)/bench/persist
 	$(RUN) $(@:run/%=%) ./$(OUT)/bench/persist --verify
 run/bench-verify-chase: $(OUT)/bench/chase
 	$(RUN) $(@:run/%=%) ./$(OUT)/bench/chase --verify
+run/bench-verify-sg: $(OUT)/bench/sg
+	$(RUN) $(@:run/%=%) ./$(OUT)/bench/sg --verify
 
 # Parts of `make test`, each ending with its own count.
 lint: $(call runs,$(LINT_TESTS))
@@ -361,8 +364,14 @@ $(BENCH_OUT)/grace: bench/grace.c include/pfn.h $(SHARED)
 	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude $(BENCH_PEERS) -o $@ bench/grace.c \
 		-L$(LIBDIR) -lpfn $(BENCH_LIBS) -lpthread $(BENCH_RPATH)
 
+# Scatterlist copies against memcpy of the same bytes, and iovec building.
+$(BENCH_OUT)/sg: bench/sg.c include/pfn.h $(SHARED)
+	@mkdir -p $(@D)
+	$(say) CC $@
+	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -o $@ bench/sg.c -L$(LIBDIR) -lpfn $(BENCH_RPATH)
+
 # QUICK=1: a run of under a minute. The results go to bench/results/.
-bench: lib $(BENCH_OUT)/bench bench-persist bench-chase bench-grace
+bench: lib $(BENCH_OUT)/bench bench-persist bench-chase bench-grace bench-sg
 	@mkdir -p bench/results
 	./$(BENCH_OUT)/bench $(if $(QUICK),--quick) --out bench/results
 	@bash bench/callgrind.sh $(BENCH_OUT)/bench bench/results $(if $(QUICK),quick)
@@ -384,6 +393,11 @@ bench-persist: lib $(BENCH_OUT)/persist
 	@mkdir -p bench/results
 	./$(BENCH_OUT)/persist $(if $(QUICK),--quick) --out bench/results
 	@bash bench/callgrind_persist.sh $(BENCH_OUT)/persist bench/results
+
+# The scatterlist part alone (about 2 s; QUICK=1: under 1 s). Results: bench/results/sg.csv.
+bench-sg: lib $(BENCH_OUT)/sg
+	@mkdir -p bench/results
+	./$(BENCH_OUT)/sg $(if $(QUICK),--quick) --out bench/results
 
 clean:
 	$(CARGO) clean

@@ -6,7 +6,9 @@
  * translation with lengths), a pair of threads passing object-bound sections from one to the
  * other (opened on one, checked and closed on the other), and a thread that keeps sending
  * signals to the readers, whose handler kmaps and opens sections while the interrupted
- * reader is anywhere in its own kmap, kunmap or section. A reader still using a range after
+ * reader is anywhere in its own kmap, kunmap or section; and a thread copying through
+ * scatterlists (entries on two ranges, one crossing from one into the other; copies out,
+ * durable writes read back, the mapping iterator). A reader still using a range after
  * its grace period would fault (or see another range's pattern): the test proves the grace
  * period, not just the bookkeeping.
  *
@@ -61,6 +63,8 @@ enum {
     W_SECTIONS,
     W_OBJECTS,
     W_HANDLER,
+    W_SG_COPIES,
+    W_SG_WRITES,
     W_KINDS /* reader i counts in work[W_KINDS + i] */
 };
 static int readers_n = 3;
@@ -73,6 +77,8 @@ static struct check_work work[W_KINDS + MAX_READERS] = {
     [W_SECTIONS] = {"section reader: pages checked in thread-bound sections", 0, 0},
     [W_OBJECTS] = {"object-bound sections opened on one thread, checked and closed on another", 0, 0},
     [W_HANDLER] = {"signal handlers: pages checked while their thread was reading", 0, 0},
+    [W_SG_COPIES] = {"scatterlist worker: lists over two ranges copied out and checked", 0, 0},
+    [W_SG_WRITES] = {"scatterlist worker: lists written and read back in one section", 0, 0},
 };
 
 /* Under valgrind (PFN_TEST_QUICK) one thread runs at a time: the busy threads yield now and
@@ -107,18 +113,23 @@ static void set_minimums(void)
     work[W_SECTIONS].want = kmaps;
     work[W_OBJECTS].want = quick ? 100 : readers_n > 3 ? 5000 : 50000;
     work[W_HANDLER].want = quick ? 10 : readers_n > 3 ? 1000 : 20000;
+    work[W_SG_COPIES].want = quick ? 100 : readers_n > 3 ? 2000 : 20000;
+    work[W_SG_WRITES].want = quick ? 30 : readers_n > 3 ? 500 : 5000;
 }
 
 static uint64_t phys_of(int s, int page) { return PHYS + ((uint64_t)s * SLOT_PAGES + page) * PAGE; }
 
-/* Each page starts with its physical address ^ MAGIC: a translation to the wrong memory, or
- * to memory reused for another range, cannot pass the check. */
+/* Each page starts with its physical address ^ MAGIC (and ends with its complement, for
+ * copies of whole pages): a translation to the wrong memory, or to memory reused for another
+ * range, cannot pass the check. */
 static char *make_range(int s)
 {
     char *mem = mmap(NULL, SLOT_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     REQUIRE(mem != MAP_FAILED);
-    for (int p = 0; p < SLOT_PAGES; p++)
+    for (int p = 0; p < SLOT_PAGES; p++) {
         *(uint64_t *)(mem + p * PAGE) = phys_of(s, p) ^ MAGIC;
+        *(uint64_t *)(mem + p * PAGE + PAGE - 8) = ~(phys_of(s, p) ^ MAGIC);
+    }
     return mem;
 }
 
@@ -312,6 +323,111 @@ static void *section_closer(void *arg)
     return NULL;
 }
 
+/* Scatterlists over slots s and s + 1: four whole pages (patterns at both ends) and an entry
+ * crossing from slot s's last page into slot s + 1's first (the end of one page, the start of
+ * the next: the two ranges are physically adjacent, in memory most likely not). Copied
+ * out and checked; every 8th list also walked with the mapping iterator. Then four small
+ * entries (bytes 64.. of the same pages, nobody else's) are written, durably every other
+ * time, and read back inside an outer section: when both succeed they must agree, since no
+ * unregister can finish (and no new range take the place) while the section is open. The
+ * copies are long enough that the thread is often preempted inside one: a copy that went on
+ * after its range's grace period would fault, since the writer munmaps at once. */
+#define SG_OUT (4 * PAGE + 16)
+
+static void sg_page_list(struct pfn_sg *sg, const uint64_t *phys, int s)
+{
+    pfn_sg_init_table(sg, 5);
+    for (int i = 0; i < 4; i++)
+        if (pfn_sg_set_pfn(&sg[i], phys_to_pfn_t(phys[i], PFN_DEV), (uint32_t)PAGE, 0) != 0)
+            BAD();
+    if (pfn_sg_set_pfn(&sg[4], phys_to_pfn_t(phys_of(s, SLOT_PAGES - 1), PFN_DEV), 16, PAGE - 8) != 0)
+        BAD();
+}
+
+static int sg_bytes_ok(const unsigned char *b, const uint64_t *phys, int s)
+{
+    uint64_t w, z;
+    for (int i = 0; i < 4; i++) {
+        memcpy(&w, b + i * PAGE, 8);
+        memcpy(&z, b + i * PAGE + PAGE - 8, 8);
+        if (w != (phys[i] ^ MAGIC) || z != ~(phys[i] ^ MAGIC))
+            return 0;
+    }
+    memcpy(&w, b + 4 * PAGE, 8);
+    if (w != ~(phys_of(s, SLOT_PAGES - 1) ^ MAGIC))
+        return 0;
+    memcpy(&w, b + 4 * PAGE + 8, 8);
+    return w == (phys_of(s + 1, 0) ^ MAGIC);
+}
+
+static void *sg_worker(void *arg)
+{
+    (void)arg;
+    uint64_t x = 0x5C5C5C, copies = 0, writes = 0, round = 0;
+    struct pfn_sg sg[5], w[4];
+    static unsigned char out[SG_OUT];
+    unsigned char in[32], back[32];
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        int s = (int)(rnd(&x) % (SLOTS - 1));
+        uint64_t phys[4];
+        for (int i = 0; i < 4; i++)
+            phys[i] = phys_of(s + (i & 1), (int)(rnd(&x) % SLOT_PAGES));
+        sg_page_list(sg, phys, s);
+        ptrdiff_t n = pfn_sg_copy_to_buffer(sg, 5, out, SG_OUT);
+        if (n == (ptrdiff_t)SG_OUT) {
+            if (!sg_bytes_ok(out, phys, s))
+                BAD();
+            copies++;
+        } else if (n != -ENXIO) {
+            BAD();
+        }
+        if ((++round & 7) == 0) {
+            pfn_sg_miter m;
+            if (pfn_sg_miter_start(&m, sg, 5, PFN_SG_MITER_FROM_SG) != 0)
+                BAD();
+            size_t got = 0;
+            int rc;
+            while ((rc = pfn_sg_miter_next(&m)) == 1 && got + m.length <= SG_OUT) {
+                memcpy(out + got, m.addr, m.length);
+                got += m.length;
+            }
+            if (pfn_sg_miter_stop(&m) != 0 || (rc != 0 && rc != -ENXIO) || (rc == 0 && !sg_bytes_ok(out, phys, s)))
+                BAD();
+        }
+        pfn_sg_init_table(w, 4);
+        for (int i = 0; i < 4; i++)
+            if (pfn_sg_set_pfn(&w[i], phys_to_pfn_t(phys[i], 0), 8, 64 + 8 * (uint32_t)i) != 0)
+                BAD();
+        for (int i = 0; i < 32; i++)
+            in[i] = (unsigned char)rnd(&x);
+        pfn_section sec = pfn_read_lock();
+        ptrdiff_t n1 = pfn_sg_pcopy_from_buffer(w, 4, in, sizeof in, 0, (round & 1) ? PFN_SG_PERSIST : 0);
+        ptrdiff_t n2 = pfn_sg_copy_to_buffer(w, 4, back, sizeof back);
+        pfn_read_unlock();
+        (void)sec;
+        if (n1 == (ptrdiff_t)sizeof in && n2 == (ptrdiff_t)sizeof back) {
+            if (memcmp(in, back, sizeof in) != 0)
+                BAD();
+            writes++;
+        } else if ((n1 != (ptrdiff_t)sizeof in && n1 != -ENXIO) || (n2 != (ptrdiff_t)sizeof back && n2 != -ENXIO)) {
+            BAD();
+        }
+        /* A thread that is inside a section most of the time, preempted there, stretches the
+         * writer's grace periods by a scheduling round: this one pauses now and then (outside
+         * any section), as the signaller does. Pacing only: nothing waits on it. */
+        if ((round & 3) == 0)
+            usleep(quick ? 500 : 20);
+        if (copies + writes >= BATCH) {
+            check_work_add(&work[W_SG_COPIES], copies);
+            check_work_add(&work[W_SG_WRITES], writes);
+            copies = writes = 0;
+        }
+    }
+    check_work_add(&work[W_SG_COPIES], copies);
+    check_work_add(&work[W_SG_WRITES], writes);
+    return NULL;
+}
+
 /* The signal handler: a kmap and a section of random pages, checked, on a thread that was
  * interrupted anywhere in its own reading. */
 static _Thread_local uint64_t handler_rng = 0x51C;
@@ -378,13 +494,14 @@ int main(void)
         pfn_resource r = {phys_of(s, 0), phys_of(s, SLOT_PAGES) - 1, NULL};
         REQUIRE(devm_register_kmap_pfn_range(dev, &r, slots[s].mem) == 0);
     }
-    pthread_t *t = readers, others[4];
+    pthread_t *t = readers, others[5];
     for (int i = 0; i < readers_n; i++)
         REQUIRE(pthread_create(&t[i], NULL, reader, (void *)(uintptr_t)i) == 0);
     REQUIRE(pthread_create(&others[0], NULL, section_reader, NULL) == 0);
     REQUIRE(pthread_create(&others[1], NULL, section_opener, NULL) == 0);
     REQUIRE(pthread_create(&others[2], NULL, section_closer, NULL) == 0);
     REQUIRE(pthread_create(&others[3], NULL, signaller, NULL) == 0);
+    REQUIRE(pthread_create(&others[4], NULL, sg_worker, NULL) == 0);
 
     /* The writer churns until every kind of work reached its minimum. */
     struct check_run run;
@@ -418,6 +535,7 @@ int main(void)
         pthread_join(t[i], NULL);
     for (int i = 0; i < 3; i++)
         pthread_join(others[i], NULL);
+    pthread_join(others[4], NULL);
     close_handoffs(); /* what the opener left after the closer stopped */
     CHECK_EQ(fails, 0);
     CHECK_EQ(atomic_load(&bad_pattern), 0);

@@ -23,12 +23,13 @@
  * Signals: once a thread is set up (pfn_thread_init, or any earlier kmap or section on it),
  * these are async-signal-safe on it: kmap_atomic_pfn_t, kmap_atomic_pfn_t_len,
  * kmap_atomic_pfn_phys, kunmap_atomic_pfn_t, pfn_read_lock, pfn_read_unlock, pfn_section_close
- * of a thread-bound section, pfn_section_translate*, their *_inline versions and the pfn_t /
- * pfn_phys_t helpers. A signal handler may use them on a thread that is itself inside any of
- * them, provided the handler releases what it takes before it returns (no longjmp out of a
- * handler that holds a kmap or section) and releases only what it took. Nothing else is
- * async-signal-safe. Before set-up, a handler's kmap may fail with EAGAIN instead of
- * deadlocking.
+ * of a thread-bound section, pfn_section_translate*, their *_inline versions, the pfn_t /
+ * pfn_phys_t helpers, pfn_sg_to_iovec and the scatterlist walking helpers (pfn_sg_next and
+ * the others of the header's scatterlist block). A signal handler may use them on a thread
+ * that is itself inside any of them, provided the handler releases what it takes before it
+ * returns (no longjmp out of a handler that holds a kmap or section) and releases only what
+ * it took. Nothing else is async-signal-safe. Before set-up, a handler's kmap may fail with
+ * EAGAIN instead of deadlocking.
  *
  * Cancellation: no libpfn function is a cancellation point: calls that may block, wait or do
  * I/O hold cancellation off while they run, so a pending cancel acts at the caller's next
@@ -57,6 +58,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <stdbool.h>
+#include <sys/uio.h>
 
 #define PFN_VERSION_MAJOR 0
 #define PFN_VERSION_MINOR 1
@@ -215,6 +217,31 @@
 #define PFN_LABEL_SIZE 64
 
 /**
+ * pfn_sg_pcopy_from_buffer / pfn_sg_zero_buffer flag, and pfn_sg_miter_start flag (with
+ * PFN_SG_MITER_TO_SG): the bytes written to the list are made durable, each by its mapping's
+ * method (msync for a PFN_GRANULARITY_PAGE mapping of this library, cache-line flushes or
+ * non-temporal stores and a drain elsewhere), before the call returns.
+ */
+#define PFN_SG_PERSIST (1u << 0)
+
+/**
+ * pfn_sg_miter_start flag: the caller writes to the chunks.
+ */
+#define PFN_SG_MITER_TO_SG (1u << 1)
+
+/**
+ * pfn_sg_miter_start flag: the caller reads the chunks.
+ */
+#define PFN_SG_MITER_FROM_SG (1u << 2)
+
+/**
+ * Entries in each array pfn_sg_alloc_table allocates: a table of more entries is several
+ * arrays, the last entry of each but the last linking to the next (so PFN_SG_CHUNK_ENTRIES - 1
+ * data entries an array).
+ */
+#define PFN_SG_CHUNK_ENTRIES 255
+
+/**
  * An owner of ranges (the seed's `struct device`). Opaque; from pfn_device_new.
  */
 typedef struct pfn_device pfn_device;
@@ -290,6 +317,72 @@ typedef struct pfn_section {
   uint64_t token;
   struct pfn_section *prev;
 } pfn_section;
+
+/**
+ * One entry of a scatterlist: the kernel's struct scatterlist with a pfn_t in place of a
+ * page. A data entry names `length` bytes starting `offset` bytes after the first byte of
+ * frame `pfn` (the offset may pass the frame: the bytes then start in a later one); its
+ * `pfn` keeps its own flags (PFN_DEV, ...), and PFN_SG_LAST marks the list's last entry. A
+ * link entry (PFN_SG_CHAIN set, made by pfn_sg_chain) names no bytes: `pfn.val` without
+ * PFN_SG_CHAIN and PFN_SG_LAST is the address of the entry the list goes on with (the first
+ * of another array); its offset and length are 0. A list is one or more arrays of entries,
+ * starting with a data entry and ending with the entry marked PFN_SG_LAST; the memory is the
+ * caller's. 16 bytes, 8-aligned.
+ *
+ * Extents across ranges: the calls below move an entry's bytes in pieces, each one
+ * translation long. A piece ends at the entry's end or at the end of the run of ranges that
+ * holds its first byte, as kmap_atomic_pfn_t_len reports it: two ranges continue each other
+ * when the second's first frame follows the first's last and its base address is the first's
+ * base plus its size (back to back physically and in memory), both registered and none being
+ * unregistered; a run is a chain of such ranges. So an entry crossing into a range that
+ * continues its first is one piece (one chunk of the mapping iterator, one iovec); crossing
+ * into a range adjacent only physically, it is two. Whatever a call hands out (a chunk, an
+ * iovec in a section) stays valid in every range of its run until released: unregistering
+ * any of them waits for every kmap and read section on every thread (grace periods are
+ * global), so unregistering the run's second range blocks until the holder lets go (and is
+ * -EDEADLK on the holder's own thread); only then may its memory be unmapped.
+ */
+typedef struct pfn_sg {
+  struct pfn_t pfn;
+  uint32_t offset;
+  uint32_t length;
+} pfn_sg;
+
+/**
+ * A scatterlist allocated by pfn_sg_alloc_table* (the kernel's struct sg_table): `sgl` is
+ * its first entry, `nents` its data entries (the caller may lower it, e.g. after marking an
+ * earlier end), `orig_nents` how many were allocated. Free it with pfn_sg_free_table.
+ */
+typedef struct pfn_sg_table {
+  struct pfn_sg *sgl;
+  unsigned int nents;
+  unsigned int orig_nents;
+} pfn_sg_table;
+
+/**
+ * The mapping iterator (the kernel's sg_miter): after pfn_sg_miter_next returns 1, `addr`
+ * and `length` are the next chunk of the list's bytes, mapped: the longest piece that is
+ * contiguous in virtual memory within one entry (across frames, and across ranges that
+ * continue each other). `consumed` starts equal to `length`; lower it to say that only that
+ * many bytes were used (the next chunk then starts right after them). The `priv_` fields are
+ * the iterator's own. Caller-allocated; any alignment of a struct of this type will do.
+ */
+typedef struct pfn_sg_miter {
+  void *addr;
+  size_t length;
+  size_t consumed;
+  const struct pfn_sg *priv_start;
+  const struct pfn_sg *priv_cur;
+  uint64_t priv_pos;
+  uint64_t priv_left;
+  const struct pfn_sg *priv_saved;
+  uint64_t priv_power;
+  uint64_t priv_lam;
+  uint32_t priv_flags;
+  uint32_t priv_state;
+  int32_t priv_error;
+  uint32_t priv_reserved;
+} pfn_sg_miter;
 
 /**
  * The seed's name for pfn_t.
@@ -901,6 +994,273 @@ void *pfn_section_translate_phys(struct pfn_section *s, struct pfn_phys_t h);
 struct pfn_section *pfn_section_current(void);
 
 /**
+ * Allocates a list of `nents` zeroed data entries, the last marked, in arrays of
+ * PFN_SG_CHUNK_ENTRIES entries linked by pfn_sg_chain (the kernel's sg_alloc_table), and
+ * writes it to `*t` (sgl, nents = orig_nents = `nents`). Fill the entries with
+ * pfn_sg_set_pfn while walking them with pfn_sg_next or pfn_for_each_sg.
+ *
+ * Returns 0; -EINVAL when `t` is NULL or `nents` is 0; -ENOMEM (nothing is kept). `*t` is
+ * written only on success. Free with pfn_sg_free_table.
+ *
+ * # Safety
+ * `t` is NULL or points to a writable pfn_sg_table.
+ */
+int pfn_sg_alloc_table(struct pfn_sg_table *t, unsigned int nents);
+
+/**
+ * Frees the arrays of a table from pfn_sg_alloc_table* (found through their own hidden
+ * bookkeeping, whatever was written to the entries) and zeroes `*t`. NULL, or a table whose
+ * `sgl` is NULL (e.g. one already freed), is a no-op. Anything else that pfn_sg_alloc_table*
+ * did not make is undefined, as for free(3) (a list not made here is usually left alone,
+ * and reported when PFN_DEBUG is set).
+ *
+ * # Safety
+ * `t` is NULL or points to a pfn_sg_table.
+ */
+void pfn_sg_free_table(struct pfn_sg_table *t);
+
+/**
+ * Allocates a table for `size` bytes that start `offset` bytes into the first of the
+ * `n_pages` frames `pfns` (the kernel's sg_alloc_table_from_pages): frames that follow each
+ * other physically, with the same flags, share one entry (of at most 4 GiB - 4 KiB); the
+ * list's own flags in `pfns` (PFN_SG_LAST) are ignored. Only the frames the bytes need are
+ * read. The frames need not be registered now (copies check).
+ *
+ * Returns 0; -EINVAL when `t` is NULL, `size` is 0, `offset` >= PFN_PAGE_SIZE, the bytes
+ * need more than `n_pages` frames, `pfns` is NULL, or a frame has PFN_SG_CHAIN; -EOVERFLOW
+ * when the bytes pass the end of the physical space; -ENOMEM. `*t` is written only on
+ * success; free with pfn_sg_free_table.
+ *
+ * # Safety
+ * `pfns` is NULL or points to `n_pages` readable pfn_t; `t` is NULL or writable.
+ */
+int pfn_sg_alloc_table_from_pfns(struct pfn_sg_table *t,
+                                 const struct pfn_t *pfns,
+                                 unsigned int n_pages,
+                                 unsigned int offset,
+                                 uint64_t size);
+
+/**
+ * Allocates a table for the `len` bytes at `buf`, every page of which must lie in a
+ * registered range: reverse translation (as pfn_virt_to_pfn_t, one O(1) lookup a page) gives
+ * each page's frame, with the flags its range was registered with; pages that follow each
+ * other physically share one entry (of at most 4 GiB - 4 KiB). The table describes the
+ * frames, not the addresses: it stays valid across unregistering and registering the same
+ * physical range elsewhere.
+ *
+ * Returns 0; -EINVAL when `t` or `buf` is NULL, `len` is 0 or the bytes wrap; -ENXIO when a
+ * page lies in no registered range; -ENOMEM; -EAGAIN as for a thread's first kmap. `*t` is
+ * written only on success; free with pfn_sg_free_table.
+ *
+ * # Safety
+ * `t` is NULL or writable. `buf` is not read (only its address is used).
+ */
+int pfn_sg_alloc_table_from_buf(struct pfn_sg_table *t, const void *buf, size_t len);
+
+/**
+ * Copies `buflen` bytes from `buf` into the bytes the list describes, from `skip` bytes into
+ * them on (the kernel's sg_pcopy_from_buffer), through a read section of the calling thread
+ * held for the call: each piece contiguous in virtual memory (an entry, or more of it across
+ * frames and ranges that continue each other) costs one translation, then a memmove.
+ * `flags`: 0, or PFN_SG_PERSIST to make the written bytes durable, each by its mapping's
+ * method, before returning.
+ *
+ * The list: `nents` is the most data entries it may have: the walk reads no entry past the
+ * nents-th, and its end mark must come within them when the bytes go on past them.
+ *
+ * Returns the bytes copied: `buflen`, or fewer when the list ends first (0 when `skip` is
+ * past its end or `nents` is 0). Errors (negative errno), all found before anything is
+ * written: -EINVAL: `sgl` NULL or not 8-aligned with `nents` > 0, a list that starts with a
+ * link, a link to another link, no end mark within the first `nents` entries while bytes are
+ * still wanted, `buf` NULL with `buflen` > 0, `buf + buflen` wrapping, `buflen` over
+ * PTRDIFF_MAX, an unknown flag; -EFAULT: a link to NULL or to an address that is not
+ * 8-aligned; -ELOOP: the list loops (a link leads back to entries already walked; found in
+ * a few times the number of links walked, whatever `nents` is); -EOVERFLOW: an entry whose
+ * offset + length passes the end of the physical space (checked for every entry walked,
+ * skipped ones too), or past 16 million nested kmaps and sections on this thread; -ENXIO: a
+ * frame holding some of the bytes lies in no registered range; -ENOMEM / -EAGAIN as for a
+ * thread's first kmap; with PFN_SG_PERSIST, the errno of msync(2) (every byte was copied,
+ * but some may not be durable). The addresses the check finds for the first 256 pieces
+ * (contiguous runs of bytes) are the ones written, so such a copy completes even if another
+ * thread unregisters one of its ranges meanwhile; a longer copy walks the list again, and if
+ * a range it points into was unregistered since the check, it stops there with -ENXIO, the
+ * bytes before it written.
+ *
+ * Thread rules: any thread, also inside its own kmaps and sections; while it runs,
+ * unregistering a range waits for it. `buf` may lie in the list's own memory (each piece is
+ * copied as memmove would).
+ *
+ * # Safety
+ * The list's entries (the first `nents` data entries, the links among them) are readable;
+ * `buf` is readable for `buflen` bytes.
+ */
+ptrdiff_t pfn_sg_pcopy_from_buffer(const struct pfn_sg *sgl,
+                                   unsigned int nents,
+                                   const void *buf,
+                                   size_t buflen,
+                                   uint64_t skip,
+                                   uint32_t flags);
+
+/**
+ * pfn_sg_pcopy_from_buffer with `skip` 0 and no flags (the kernel's sg_copy_from_buffer).
+ *
+ * # Safety
+ * As pfn_sg_pcopy_from_buffer.
+ */
+ptrdiff_t pfn_sg_copy_from_buffer(const struct pfn_sg *sgl,
+                                  unsigned int nents,
+                                  const void *buf,
+                                  size_t buflen);
+
+/**
+ * Copies `buflen` bytes of the list, from `skip` bytes into them on, to `buf` (the kernel's
+ * sg_pcopy_to_buffer), as pfn_sg_pcopy_from_buffer does the other way.
+ *
+ * Returns the bytes copied (fewer than `buflen` when the list ends first), or the errors of
+ * pfn_sg_pcopy_from_buffer but PFN_SG_PERSIST's (there are no flags). They are found as the
+ * copy goes: after an error, the bytes of `buf` are unspecified (the list is never written).
+ *
+ * # Safety
+ * As pfn_sg_pcopy_from_buffer; `buf` is writable for `buflen` bytes.
+ */
+ptrdiff_t pfn_sg_pcopy_to_buffer(const struct pfn_sg *sgl,
+                                 unsigned int nents,
+                                 void *buf,
+                                 size_t buflen,
+                                 uint64_t skip);
+
+/**
+ * pfn_sg_pcopy_to_buffer with `skip` 0 (the kernel's sg_copy_to_buffer).
+ *
+ * # Safety
+ * As pfn_sg_pcopy_to_buffer.
+ */
+ptrdiff_t pfn_sg_copy_to_buffer(const struct pfn_sg *sgl,
+                                unsigned int nents,
+                                void *buf,
+                                size_t buflen);
+
+/**
+ * Zeroes `buflen` bytes of the list from `skip` bytes into them on (the kernel's
+ * sg_zero_buffer), as pfn_sg_pcopy_from_buffer writes; `flags` 0 or PFN_SG_PERSIST.
+ *
+ * Returns the bytes zeroed, or the errors of pfn_sg_pcopy_from_buffer (found before anything
+ * is written; `buflen` over PTRDIFF_MAX is -EINVAL).
+ *
+ * # Safety
+ * As pfn_sg_pcopy_from_buffer (there is no buffer).
+ */
+ptrdiff_t pfn_sg_zero_buffer(const struct pfn_sg *sgl,
+                             unsigned int nents,
+                             size_t buflen,
+                             uint64_t skip,
+                             uint32_t flags);
+
+/**
+ * Starts iterating over the list's bytes (the kernel's sg_miter_start); nothing is mapped
+ * until pfn_sg_miter_next. `nents` bounds the walk as in pfn_sg_pcopy_from_buffer. `flags`:
+ * PFN_SG_MITER_FROM_SG (the caller reads) and/or PFN_SG_MITER_TO_SG (the caller writes),
+ * plus PFN_SG_PERSIST with PFN_SG_MITER_TO_SG to have the consumed bytes of each chunk made
+ * durable (by their mapping's method) when the iterator leaves it.
+ *
+ * Each chunk is one kmap of the calling thread (kmap_atomic_pfn_t_len), held from the
+ * pfn_sg_miter_next that maps it to the next call on the iterator: unregistering its range
+ * waits only for that chunk, and is -EDEADLK on this thread meanwhile. So start, next, skip
+ * and stop one iterator on one thread; stop it before the thread ends (or the chunk stays
+ * held until it does).
+ *
+ * Returns 0; -EINVAL when `miter` is NULL, an unknown flag or PFN_SG_PERSIST without
+ * PFN_SG_MITER_TO_SG, or `sgl` NULL, not 8-aligned or a link with `nents` > 0 (`*miter` is
+ * then not started). `*miter` is not read: starting one that still has a chunk mapped
+ * leaves that chunk's kmap held until the thread ends (stop it first).
+ *
+ * # Safety
+ * `miter` is NULL or points to a writable pfn_sg_miter; the list stays readable until the
+ * iterator is stopped.
+ */
+int pfn_sg_miter_start(struct pfn_sg_miter *miter,
+                       const struct pfn_sg *sgl,
+                       unsigned int nents,
+                       uint32_t flags);
+
+/**
+ * Ends the current chunk (when one is mapped: its first `consumed` bytes count as used; with
+ * PFN_SG_PERSIST they are made durable; the kmap is released) and maps the next one (the
+ * kernel's sg_miter_next): `addr`, `length` and `consumed` (= `length`) describe it.
+ *
+ * Returns 1 when a chunk is mapped; 0 at the end of the list (nothing mapped; again 0 after);
+ * or a negative errno, nothing mapped, and the same error again on later calls: the list
+ * errors of pfn_sg_pcopy_from_buffer (-EINVAL, -EFAULT, -ELOOP, -EOVERFLOW, -ENXIO for a
+ * frame in no registered range), -ENOMEM / -EAGAIN as for a thread's first kmap, the errno
+ * of msync(2) from making the last chunk durable (the next chunk is then not mapped); -EINVAL
+ * when `miter` is NULL or not started, or its chunk was mapped by another thread (it stays
+ * mapped).
+ *
+ * # Safety
+ * `miter` is NULL or points to a pfn_sg_miter.
+ */
+int pfn_sg_miter_next(struct pfn_sg_miter *miter);
+
+/**
+ * Ends the current chunk as pfn_sg_miter_next does, then moves `offset` bytes further (the
+ * kernel's sg_miter_skip): the next pfn_sg_miter_next maps from there. Skipping past the end
+ * is not an error (next then returns 0).
+ *
+ * Returns 0; -EINVAL (NULL, not started, or the chunk was mapped by another thread);
+ * -EOVERFLOW when the position passes 2^64 bytes; an msync error from making the chunk
+ * durable; the error an ended iterator keeps.
+ *
+ * # Safety
+ * `miter` is NULL or points to a pfn_sg_miter.
+ */
+int pfn_sg_miter_skip(struct pfn_sg_miter *miter, uint64_t offset);
+
+/**
+ * Ends the iteration (the kernel's sg_miter_stop): ends the current chunk as
+ * pfn_sg_miter_next does (durable with PFN_SG_PERSIST) and releases its kmap. Stopping again,
+ * or stopping a zeroed pfn_sg_miter that was never started, does nothing.
+ *
+ * Returns 0; -EINVAL when `miter` is NULL or not a pfn_sg_miter (garbage), or its chunk was
+ * mapped by another thread (it stays mapped: stop it there); the errno of msync(2) (the chunk
+ * is released anyway).
+ *
+ * # Safety
+ * `miter` is NULL or points to a pfn_sg_miter.
+ */
+int pfn_sg_miter_stop(struct pfn_sg_miter *miter);
+
+/**
+ * Fills `iov` with the addresses of the list's bytes, from `skip` bytes into them on and at
+ * most `len` bytes (UINT64_MAX: all), translated in the open read section `*s`, so that the
+ * list feeds readv/writev/preadv2/io_uring directly. Pieces that continue each other in
+ * virtual memory (within an entry across frames and ranges that continue each other, and
+ * across entries) are merged into one iovec. The addresses stay valid until `*s` closes
+ * (an object-bound section from pfn_section_open may outlive this thread: an I/O completion
+ * elsewhere can close it). Writes nothing to `*s`, so other threads may translate in an
+ * object-bound section at the same time.
+ *
+ * Returns how many iovecs were filled (0 .. `iovcnt`), and writes to `*bytes` (when not
+ * NULL) the bytes they cover: `len`, or fewer when the list ends or all `iovcnt` iovecs are
+ * used (call again with `skip` + `*bytes` for the rest). Errors (negative errno): the list
+ * errors of pfn_sg_pcopy_from_buffer (-EINVAL, -EFAULT, -ELOOP, -EOVERFLOW; -ENXIO for a
+ * frame no range visible in the section holds); -EINVAL also when `s` is NULL or not open,
+ * `iovcnt` < 0, or `iov` NULL with `iovcnt` > 0. On an error `*bytes` is not written and the
+ * iovecs are unspecified. Async-signal-safe (no lock, no allocation).
+ *
+ * # Safety
+ * `*s` is an open section; the list is readable; `iov` is writable for `iovcnt` iovecs;
+ * `bytes` is NULL or writable.
+ */
+int pfn_sg_to_iovec(struct pfn_section *s,
+                    const struct pfn_sg *sgl,
+                    unsigned int nents,
+                    uint64_t skip,
+                    uint64_t len,
+                    struct iovec *iov,
+                    int iovcnt,
+                    uint64_t *bytes);
+
+/**
  * The version of the library running, "MAJOR.MINOR.PATCH" (e.g. "0.1.0"): a static string,
  * never freed. It has the form of PFN_VERSION_STRING, the version of the header a program
  * was built with, so `strcmp(pfn_version(), PFN_VERSION_STRING) == 0` tells whether the two
@@ -1346,5 +1706,294 @@ static inline void pfn__scope_end(struct pfn_section *s)
  */
 #define PFN_SECTION_SCOPE(s) \
     __attribute__((cleanup(pfn__scope_end))) struct pfn_section s = pfn__scope_begin(&s)
+
+/* ---- scatterlists: the walking helpers ------------------------------------------------------
+ * Static inline, like the kernel's (a call per entry would cost more than the step); the
+ * library exports each under the same name too, with the same results (for callers that
+ * cannot use this header, e.g. other languages). A list is one or more arrays of struct
+ * pfn_sg (see there), in the caller's memory. "Misplaced" below: NULL or not 8-aligned.
+ * Copies, zeroing, tables, the mapping iterator and iovecs are the exported pfn_sg_* above. */
+#include <errno.h>
+
+/** True when `sg` is a link entry (PFN_SG_CHAIN); false when misplaced. */
+static inline bool pfn_sg_is_chain(const struct pfn_sg *sg)
+{
+    return sg != NULL && ((uintptr_t)sg & 7u) == 0 && (sg->pfn.val & PFN_SG_CHAIN) != 0;
+}
+/** True when `sg` is a data entry marked PFN_SG_LAST; false when misplaced. */
+static inline bool pfn_sg_is_last(const struct pfn_sg *sg)
+{
+    return sg != NULL && ((uintptr_t)sg & 7u) == 0 &&
+           (sg->pfn.val & (PFN_SG_CHAIN | PFN_SG_LAST)) == PFN_SG_LAST;
+}
+/** The entry link entry `sg` leads to; NULL for a data entry or a misplaced `sg`. */
+static inline struct pfn_sg *pfn_sg_chain_ptr(const struct pfn_sg *sg)
+{
+    if (!pfn_sg_is_chain(sg))
+        return NULL;
+    return (struct pfn_sg *)(uintptr_t)(sg->pfn.val & ~(PFN_SG_CHAIN | PFN_SG_LAST));
+}
+/** A data entry's frame with its own flags but not the list's (the kernel's sg_page); 0 for
+ *  a link entry or a misplaced `sg`. */
+static inline struct pfn_t pfn_sg_pfn(const struct pfn_sg *sg)
+{
+    struct pfn_t p;
+    p.val = 0;
+    if (sg != NULL && ((uintptr_t)sg & 7u) == 0 && (sg->pfn.val & PFN_SG_CHAIN) == 0)
+        p.val = sg->pfn.val & ~(PFN_SG_CHAIN | PFN_SG_LAST);
+    return p;
+}
+/** Physical address of a data entry's first byte (wrapping; the kernel's sg_phys); 0 for a
+ *  link entry or a misplaced `sg`. */
+static inline uint64_t pfn_sg_phys(const struct pfn_sg *sg)
+{
+    if (sg == NULL || ((uintptr_t)sg & 7u) != 0 || (sg->pfn.val & PFN_SG_CHAIN) != 0)
+        return 0;
+    return pfn_t_to_phys(pfn_sg_pfn(sg)) + sg->offset;
+}
+/**
+ * Points data entry `sg` at `len` bytes from `offset` bytes into frame `pfn` (the kernel's
+ * sg_set_page; arguments in its order). `pfn` keeps its flags but the list's; `sg` keeps its
+ * end mark. Returns 0; -EINVAL when `sg` is misplaced or a link entry, or `pfn` has
+ * PFN_SG_CHAIN; -EOVERFLOW when the bytes would pass the end of the 64-bit physical space
+ * (nothing is written on an error).
+ */
+static inline int pfn_sg_set_pfn(struct pfn_sg *sg, struct pfn_t pfn, uint32_t len, uint32_t offset)
+{
+    uint64_t start;
+    if (sg == NULL || ((uintptr_t)sg & 7u) != 0 || (sg->pfn.val & PFN_SG_CHAIN) != 0 ||
+        (pfn.val & PFN_SG_CHAIN) != 0)
+        return -EINVAL;
+    start = pfn_t_to_phys(pfn) + offset;
+    if (start < offset || (len != 0 && start + (len - 1u) < start))
+        return -EOVERFLOW;
+    sg->pfn.val = (pfn.val & ~(PFN_SG_CHAIN | PFN_SG_LAST)) | (sg->pfn.val & PFN_SG_LAST);
+    sg->offset = offset;
+    sg->length = len;
+    return 0;
+}
+/** Marks `sg` as the list's last entry (a link entry becomes a data entry); nothing for a
+ *  misplaced `sg`. */
+static inline void pfn_sg_mark_end(struct pfn_sg *sg)
+{
+    if (sg != NULL && ((uintptr_t)sg & 7u) == 0)
+        sg->pfn.val = (sg->pfn.val & ~PFN_SG_CHAIN) | PFN_SG_LAST;
+}
+/** Clears the end mark of `sg`; nothing for a misplaced `sg`. */
+static inline void pfn_sg_unmark_end(struct pfn_sg *sg)
+{
+    if (sg != NULL && ((uintptr_t)sg & 7u) == 0)
+        sg->pfn.val &= ~PFN_SG_LAST;
+}
+/** Zeroes the `nents` entries at `sgl` and marks the last (the kernel's sg_init_table);
+ *  nothing for a misplaced `sgl` or `nents` 0. */
+static inline void pfn_sg_init_table(struct pfn_sg *sgl, unsigned int nents)
+{
+    unsigned int i;
+    if (sgl == NULL || ((uintptr_t)sgl & 7u) != 0 || nents == 0)
+        return;
+    for (i = 0; i < nents; i++) {
+        sgl[i].pfn.val = 0;
+        sgl[i].offset = 0;
+        sgl[i].length = 0;
+    }
+    sgl[nents - 1].pfn.val = PFN_SG_LAST;
+}
+/**
+ * Makes the last of the `prv_nents` entries of array `prv` a link to `sgl` (the kernel's
+ * sg_chain): the list goes on there instead (that entry's data, and its end mark, are gone).
+ * Returns 0; -EINVAL when `prv` or `sgl` is misplaced, `prv_nents` < 2, `sgl` is the entry
+ * that would become the link, `sgl` is a link entry itself, or its address has bit 62 or 63
+ * set (never on Linux user space). Lists may loop; the walks below report it (-ELOOP).
+ */
+static inline int pfn_sg_chain(struct pfn_sg *prv, unsigned int prv_nents, struct pfn_sg *sgl)
+{
+    struct pfn_sg *link;
+    if (prv == NULL || ((uintptr_t)prv & 7u) != 0 || prv_nents < 2 || sgl == NULL ||
+        ((uintptr_t)sgl & 7u) != 0 || ((uint64_t)(uintptr_t)sgl & (PFN_SG_CHAIN | PFN_SG_LAST)) != 0)
+        return -EINVAL;
+    link = &prv[prv_nents - 1];
+    if (sgl == link || (sgl->pfn.val & PFN_SG_CHAIN) != 0)
+        return -EINVAL;
+    link->pfn.val = (uint64_t)(uintptr_t)sgl | PFN_SG_CHAIN;
+    link->offset = 0;
+    link->length = 0;
+    return 0;
+}
+
+/* Internal: the data entry after data entry `sg` in *next (NULL after the last), *hop set
+ * when a link was followed; or -errno. */
+static inline int pfn__sg_step(const struct pfn_sg *sg, const struct pfn_sg **next, int *hop)
+{
+    const struct pfn_sg *n, *t;
+    *hop = 0;
+    if ((sg->pfn.val & PFN_SG_CHAIN) != 0)
+        return -EINVAL;
+    if ((sg->pfn.val & PFN_SG_LAST) != 0) {
+        *next = NULL;
+        return 0;
+    }
+    n = sg + 1;
+    if ((n->pfn.val & PFN_SG_CHAIN) == 0) {
+        *next = n;
+        return 0;
+    }
+    t = (const struct pfn_sg *)(uintptr_t)(n->pfn.val & ~(PFN_SG_CHAIN | PFN_SG_LAST));
+    if (t == NULL || ((uintptr_t)t & 7u) != 0)
+        return -EFAULT;
+    if ((t->pfn.val & PFN_SG_CHAIN) != 0)
+        return t == n ? -ELOOP : -EINVAL;
+    *hop = 1;
+    *next = t;
+    return 0;
+}
+
+/* Internal: Brent's cycle detection over the links a walk follows. */
+struct pfn__sg_brent {
+    const struct pfn_sg *saved;
+    uint64_t power;
+    uint64_t lam;
+};
+static inline int pfn__sg_hop(struct pfn__sg_brent *b, const struct pfn_sg *t)
+{
+    if (t == b->saved)
+        return -ELOOP;
+    if (++b->lam == b->power) {
+        b->saved = t;
+        b->power <<= 1;
+        b->lam = 0;
+    }
+    return 0;
+}
+
+/**
+ * The data entry after data entry `sg`, following a link (the kernel's sg_next). Returns NULL
+ * after the entry marked last, leaving errno unchanged; or NULL with errno: EINVAL when `sg`
+ * is misplaced or a link entry, or the link after it leads to another link; EFAULT when that
+ * link is NULL or not 8-aligned; ELOOP when it leads to itself.
+ */
+static inline struct pfn_sg *pfn_sg_next(struct pfn_sg *sg)
+{
+    const struct pfn_sg *n;
+    int hop, rc;
+    if (sg == NULL || ((uintptr_t)sg & 7u) != 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    rc = pfn__sg_step(sg, &n, &hop);
+    if (rc < 0) {
+        errno = -rc;
+        return NULL;
+    }
+    return (struct pfn_sg *)(uintptr_t)n;
+}
+/**
+ * The data entries of the list at `sgl`, up to and including the one marked last (the
+ * kernel's sg_nents). The list must have an end mark: with none, the walk runs past the
+ * caller's arrays (for an untrusted list use a call that takes `nents`). Returns the count;
+ * -EINVAL when `sgl` is misplaced or a link entry, or a link leads to another; -EFAULT for a
+ * link to NULL or to an address that is not 8-aligned; -ELOOP when the list loops (found in a
+ * few times the number of links walked); -EOVERFLOW past INT_MAX entries.
+ */
+static inline int pfn_sg_nents(struct pfn_sg *sgl)
+{
+    const struct pfn_sg *sg = sgl;
+    struct pfn__sg_brent b;
+    int n = 0, hop, rc;
+    if (sgl == NULL || ((uintptr_t)sgl & 7u) != 0 || (sgl->pfn.val & PFN_SG_CHAIN) != 0)
+        return -EINVAL;
+    b.saved = sgl;
+    b.power = 1;
+    b.lam = 0;
+    while (sg != NULL) {
+        if (n == 0x7fffffff)
+            return -EOVERFLOW;
+        n++;
+        rc = pfn__sg_step(sg, &sg, &hop);
+        if (rc == 0 && hop)
+            rc = pfn__sg_hop(&b, sg);
+        if (rc < 0)
+            return rc;
+    }
+    return n;
+}
+/**
+ * The data entries needed from `sgl` to cover `len` bytes (the kernel's sg_nents_for_len):
+ * 0 for `len` 0, else the count; -EINVAL when the list ends first, and the errors of
+ * pfn_sg_nents.
+ */
+static inline int pfn_sg_nents_for_len(struct pfn_sg *sgl, uint64_t len)
+{
+    const struct pfn_sg *sg = sgl;
+    struct pfn__sg_brent b;
+    uint64_t total = 0;
+    int n = 0, hop, rc;
+    if (sgl == NULL || ((uintptr_t)sgl & 7u) != 0 || (sgl->pfn.val & PFN_SG_CHAIN) != 0)
+        return -EINVAL;
+    if (len == 0)
+        return 0;
+    b.saved = sgl;
+    b.power = 1;
+    b.lam = 0;
+    while (sg != NULL) {
+        if (n == 0x7fffffff)
+            return -EOVERFLOW;
+        n++;
+        total += sg->length;
+        if (total >= len)
+            return n;
+        rc = pfn__sg_step(sg, &sg, &hop);
+        if (rc == 0 && hop)
+            rc = pfn__sg_hop(&b, sg);
+        if (rc < 0)
+            return rc;
+    }
+    return -EINVAL;
+}
+/**
+ * The last of the first `nents` data entries of the list, or the entry marked last if it
+ * comes earlier (the kernel's sg_last); reads no entry past the nents-th. NULL with errno
+ * EINVAL when `sgl` is misplaced or a link entry or `nents` is 0, or with the errno of
+ * pfn_sg_next for a broken link (ELOOP also for a loop).
+ */
+static inline struct pfn_sg *pfn_sg_last(struct pfn_sg *sgl, unsigned int nents)
+{
+    const struct pfn_sg *sg = sgl, *n;
+    struct pfn__sg_brent b;
+    unsigned int i;
+    int hop, rc;
+    if (sgl == NULL || ((uintptr_t)sgl & 7u) != 0 || nents == 0 || (sgl->pfn.val & PFN_SG_CHAIN) != 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    b.saved = sgl;
+    b.power = 1;
+    b.lam = 0;
+    for (i = 1; i < nents; i++) {
+        rc = pfn__sg_step(sg, &n, &hop);
+        if (rc == 0 && hop)
+            rc = pfn__sg_hop(&b, n);
+        if (rc < 0) {
+            errno = -rc;
+            return NULL;
+        }
+        if (n == NULL)
+            break;
+        sg = n;
+    }
+    return (struct pfn_sg *)(uintptr_t)sg;
+}
+/**
+ * pfn_for_each_sg(sglist, sg, nr, i): runs the statement after it for each of the first `nr`
+ * data entries of the list (`sg` the entry, `i` its index), following links, stopping after
+ * the entry marked last (the kernel's for_each_sg). It reads no entry past the nr-th, so a
+ * list without end mark or one that loops ends after `nr` steps. A broken link ends it early
+ * with `sg` NULL and errno set as pfn_sg_next sets it; check an untrusted list first with
+ * pfn_sg_nents, or use the exported walks, which report every error.
+ */
+#define pfn_for_each_sg(sglist, sg, nr, i) \
+    for ((i) = 0, (sg) = (sglist); (sg) != NULL && (i) < (nr); \
+         (sg) = ++(i) < (nr) ? pfn_sg_next(sg) : NULL)
+
 
 #endif /* PFN_H */

@@ -21,6 +21,12 @@ pub enum Error {
     NoSpace,
     /// An operating-system error, by its errno.
     Os(i32),
+    /// A scatterlist loops back on itself.
+    Loop,
+    /// A scatterlist link leads nowhere (NULL, or not a pointer to entries).
+    BadLink,
+    /// A length or offset passes the end of the space it counts in.
+    Overflow,
 }
 
 impl Error {
@@ -36,6 +42,9 @@ impl Error {
             Error::Again => libc::EAGAIN,
             Error::NoSpace => libc::ENOSPC,
             Error::Os(e) => e,
+            Error::Loop => libc::ELOOP,
+            Error::BadLink => libc::EFAULT,
+            Error::Overflow => libc::EOVERFLOW,
         }
     }
 }

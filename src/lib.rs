@@ -7,7 +7,8 @@
 //! (a thread's kmap holds), `index` (fallible bookkeeping), `table` (the radix tables),
 //! `persist` (CPU-cache flushing and non-temporal copies), `dax` (device-DAX sysfs). Above
 //! them `rcu` (readers and grace periods), then `space` (devices, ranges, translation),
-//! `pagemaps` and `pmem` (mapped files); `fork` ties the core's locks to fork().
+//! `pagemaps` and `pmem` (mapped files), `sg` (scatterlists: copies and iovecs through
+//! translated extents); `fork` ties the core's locks to fork().
 
 mod dax;
 pub mod encoding;
@@ -22,6 +23,7 @@ mod pagemaps;
 pub mod persist;
 pub mod pmem;
 pub mod rcu;
+pub mod sg;
 pub mod space;
 mod table;
 mod tls;

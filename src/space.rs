@@ -1197,6 +1197,37 @@ pub unsafe fn translate_in_section(root: usize, cache: &Block, pfn: Pfn) -> Resu
     table::translate_from(root, pfn.pfn()).ok_or_else(|| not_mapped(pfn))
 }
 
+/// The run of ranges holding `pfn`, as one block from the first page of its range (the page
+/// alone when the slot was reused since the section's snapshot), for callers that keep their
+/// own cache of runs (scatterlist walks). Errors: `Invalid` for PFN_SG_CHAIN; `NotMapped`.
+///
+/// # Safety
+/// As for [`translate_in_section`].
+pub unsafe fn run_in_section(root: usize, pfn: Pfn) -> Result<Block> {
+    if pfn.sg_chain() {
+        return Err(chain_err(pfn));
+    }
+    let p = pfn.pfn();
+    let leaf = table::leaf_from(root, p).ok_or_else(|| not_mapped(pfn))?;
+    let run = leaf.extent().and_then(|e| {
+        let run_last = e.run_last.load(Ordering::Acquire).max(e.last);
+        // The slot may have been reused for another range since it was read (the section
+        // sees a snapshot): use the run only when slot and extent agree.
+        (p.wrapping_sub(e.first) <= run_last - e.first && leaf.addr(e.first) == e.target).then(
+            || Block {
+                first: e.first,
+                pages: run_last - e.first + 1,
+                addr: e.target,
+            },
+        )
+    });
+    Ok(run.unwrap_or(Block {
+        first: p,
+        pages: 1,
+        addr: leaf.addr(p),
+    }))
+}
+
 /// Address of `pfn` in the section and the bytes contiguous from it (to the end of the run of
 /// ranges).
 ///

@@ -32,6 +32,8 @@ from ._lib import load as _load
 from ._lib import pfn_phys_t as _phys_t
 from ._lib import pfn_resource as _resource
 from ._lib import pfn_section as _section_t
+from ._lib import pfn_sg_miter as _sg_miter
+from ._lib import pfn_sg_table as _sg_table
 from ._lib import pfn_t as _pfn_t
 from ._version import __version__
 
@@ -41,7 +43,7 @@ __all__ = [
     "virt_to_phys", "thread_init", "errormsg", "version", "library", "library_file",
     "__version__",
     "GRANULARITY_BYTE", "GRANULARITY_CACHE_LINE", "GRANULARITY_PAGE", "persist",
-    "flush_method", "movnt_method", "LABEL_SIZE",
+    "flush_method", "movnt_method", "LABEL_SIZE", "ScatterList",
 ]
 
 PAGE_SHIFT = 12
@@ -56,6 +58,11 @@ _PFN_LIMIT = 1 << 52
 _PHYS_LIMIT = 1 << 56
 _PHYS_FLAGS_MASK = 0xFF00000000000000
 _U64_LIMIT = 1 << 64
+_U32_LIMIT = 1 << 32
+# The C library's scatterlist flags (PFN_SG_*).
+_SG_PERSIST = 1 << 0
+_SG_MITER_TO_SG = 1 << 1
+_SG_MITER_FROM_SG = 1 << 2
 # How stores to a mapping become durable (PmemFile.granularity; the C PFN_GRANULARITY_*).
 GRANULARITY_BYTE = 0        # the platform flushes CPU caches on power loss: a fence suffices
 GRANULARITY_CACHE_LINE = 1  # cache-line flushes and a fence (device DAX, MAP_SYNC)
@@ -778,3 +785,279 @@ def thread_init():
     """Sets the calling thread up ahead of time (C's pfn_thread_init): afterwards its kmaps
     and sections allocate nothing. Calling it again does nothing."""
     _check(library().pfn_thread_init(), "thread_init")
+
+
+# ---- scatterlists
+
+def _u32(value, name):
+    v = _int(value, name)
+    if v < 0:
+        raise ValueError(f"{name} must not be negative, got {v}")
+    if v >= _U32_LIMIT:
+        raise OverflowError(f"{name} must be below 2**32, got {v:#x}")
+    return v
+
+
+def _bytes_view(data, name):
+    """A flat, C-contiguous byte view of any bytes-like object."""
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"{name} must be a bytes-like object, not {type(data).__name__}") from None
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    return view.cast("B")
+
+
+class ScatterList:
+    """A scatterlist: a list of (handle, offset, length) extents of the physical space, possibly
+    on many ranges, through which bytes are copied in and out at memory speed (C's pfn_sg
+    entries, in a table from pfn_sg_alloc_table*).
+
+    Each extent is `length` bytes starting `offset` bytes after the first byte of the frame
+    its handle names (the offset may pass the frame). The frames need not be registered when
+    the list is made: every copy checks them (OSError ENXIO when one lies in no registered
+    range). Copies run in one read section each; bytes are moved piece by piece, one
+    translation for every run of bytes contiguous in memory (across frames, and across ranges
+    registered back to back physically and in memory).
+
+        with pfn.ScatterList([(h1, 0, 4096), (h2, 100, 50)]) as sgl:
+            sgl.copy_in(b"x" * 4146)
+            data = sgl.copy_out()
+            for chunk in sgl.chunks():          # read-only memoryviews, one mapped chunk each
+                ...
+
+    Close it (or leave the `with`) to free the table; a closed list raises ValueError. Calls
+    on one list from several threads run one at a time; closing it while a chunks() iteration
+    is under way raises ValueError (its chunks would point into freed memory)."""
+
+    def __init__(self, entries):
+        """A list of `entries`: an iterable of (p, offset, length), with p a Pfn or an int
+        (a pfn_t value, flags included), offset and length ints below 2**32. At least one.
+        OSError EINVAL for a handle with SG_CHAIN, EOVERFLOW for bytes past the end of the
+        64-bit physical space."""
+        items = []
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, tuple) or len(entry) != 3:
+                raise TypeError(f"entries[{i}] must be a (p, offset, length) tuple, "
+                                f"not {type(entry).__name__}")
+            p, offset, length = entry
+            items.append((_pfn_val(p, f"entries[{i}] p"), _u32(offset, f"entries[{i}] offset"),
+                          _u32(length, f"entries[{i}] length")))
+        if not items:
+            raise ValueError("a scatterlist needs at least one entry")
+        if len(items) >= _U32_LIMIT:
+            raise OverflowError("too many entries")
+        lib = library()
+        table = _sg_table()
+        _check(lib.pfn_sg_alloc_table(ctypes.byref(table), len(items)), "pfn_sg_alloc_table")
+        self._adopt(table)
+        sg = table.sgl
+        try:
+            for i, (val, offset, length) in enumerate(items):
+                _check(lib.pfn_sg_set_pfn(sg, _pfn_t(val), length, offset),
+                       f"pfn_sg_set_pfn (entries[{i}])")
+                if i + 1 < len(items):
+                    sg = lib.pfn_sg_next(sg)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def from_buffer(cls, addr, length):
+        """The list of the `length` bytes at address `addr` (an int), every page of which must
+        lie in a registered range (OSError ENXIO otherwise): one entry for each run of pages
+        that follow each other physically."""
+        addr = _u64(addr, "addr")
+        length = _u64(length, "length")
+        self = cls.__new__(cls)
+        table = _sg_table()
+        _check(library().pfn_sg_alloc_table_from_buf(ctypes.byref(table), addr, length),
+               "pfn_sg_alloc_table_from_buf")
+        self._adopt(table)
+        return self
+
+    def _adopt(self, table):
+        self._lock = threading.Lock()
+        self._iterating = 0
+        self._table = table
+        self._finalizer = weakref.finalize(self, library().pfn_sg_free_table,
+                                           ctypes.byref(table))
+
+    def _live(self):
+        table = getattr(self, "_table", None)
+        if table is None or not table.sgl:
+            raise ValueError("ScatterList is closed")
+        return table
+
+    def _run(self, call):
+        """call(table), with the list open and no close() running meanwhile."""
+        with self._lock:
+            return call(self._live())
+
+    @property
+    def closed(self):
+        """True once close() has run."""
+        table = getattr(self, "_table", None)
+        return table is None or not table.sgl
+
+    def close(self):
+        """Frees the list (a second close does nothing). ValueError while a chunks()
+        iteration is under way (finish or close it first)."""
+        if getattr(self, "_finalizer", None) is None:
+            return
+        with self._lock:
+            if self._iterating:
+                raise ValueError("a chunks() iteration of this ScatterList is under way: "
+                                 "finish it (or close the iterator) first")
+            self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __len__(self):
+        """The number of entries."""
+        return self._run(lambda table: table.nents)
+
+    @property
+    def entries(self):
+        """The entries, as a list of (Pfn, offset, length) (the list's own flag, SG_LAST,
+        left out)."""
+        def walk(table):
+            lib = library()
+            out, sg = [], table.sgl
+            for i in range(table.nents):
+                out.append((Pfn(lib.pfn_sg_pfn(sg).val), sg.contents.offset, sg.contents.length))
+                if i + 1 < table.nents:
+                    sg = lib.pfn_sg_next(sg)
+            return out
+        return self._run(walk)
+
+    @property
+    def nbytes(self):
+        """The bytes the list describes (the sum of its lengths)."""
+        return sum(length for _, _, length in self.entries)
+
+    def copy_in(self, data, skip=0, persist=False):
+        """Copies `data` (any bytes-like object) into the list's bytes from `skip` bytes into
+        them on; with persist=True the bytes are durable when it returns, each by its
+        mapping's method. Returns the bytes copied (fewer than len(data) when the list ends
+        first). Nothing is written when it fails (OSError: ENXIO for a frame in no registered
+        range)."""
+        self._live()
+        skip = _u64(skip, "skip")
+        flags = _SG_PERSIST if persist else 0
+        view = _bytes_view(data, "data")
+        n = view.nbytes
+        if n == 0:
+            view.release()
+            return 0
+        if view.readonly:
+            keep = view.tobytes()
+            src = ctypes.cast(ctypes.c_char_p(keep), ctypes.c_void_p)
+        else:
+            keep = (ctypes.c_char * n).from_buffer(view)
+            src = ctypes.addressof(keep)
+        try:
+            rc = self._run(lambda t: library().pfn_sg_pcopy_from_buffer(t.sgl, t.nents, src, n,
+                                                                        skip, flags))
+        finally:
+            del keep
+            view.release()
+        return _check(rc, "copy_in")
+
+    def copy_out(self, length=None, skip=0):
+        """The list's bytes from `skip` bytes into them on, at most `length` of them (default:
+        all), as bytes."""
+        skip = _u64(skip, "skip")
+        if length is None:
+            length = max(self.nbytes - skip, 0)
+        length = _u64(length, "length")
+        buf = ctypes.create_string_buffer(length)
+        n = _check(self._run(lambda t: library().pfn_sg_pcopy_to_buffer(t.sgl, t.nents, buf,
+                                                                        length, skip)),
+                   "copy_out")
+        return buf.raw[:n]
+
+    def readinto(self, buffer, skip=0):
+        """Copies the list's bytes from `skip` on into `buffer` (a writable bytes-like
+        object), as many as fit; returns how many."""
+        self._live()
+        skip = _u64(skip, "skip")
+        view = _bytes_view(buffer, "buffer")
+        if view.readonly:
+            view.release()
+            raise TypeError("buffer must be writable")
+        n = view.nbytes
+        if n == 0:
+            view.release()
+            return 0
+        target = (ctypes.c_char * n).from_buffer(view)
+        dst = ctypes.addressof(target)
+        try:
+            rc = self._run(lambda t: library().pfn_sg_pcopy_to_buffer(t.sgl, t.nents, dst, n,
+                                                                      skip))
+        finally:
+            del target
+            view.release()
+        return _check(rc, "readinto")
+
+    def zero(self, length=None, skip=0, persist=False):
+        """Zeroes `length` bytes of the list (default: all) from `skip` on, durably with
+        persist=True. Returns the bytes zeroed; nothing is written when it fails."""
+        skip = _u64(skip, "skip")
+        if length is None:
+            length = max(self.nbytes - skip, 0)
+        length = _u64(length, "length")
+        flags = _SG_PERSIST if persist else 0
+        return _check(self._run(lambda t: library().pfn_sg_zero_buffer(t.sgl, t.nents, length,
+                                                                       skip, flags)), "zero")
+
+    def chunks(self, write=False, persist=False):
+        """Iterates over the list's bytes one mapped chunk at a time (C's pfn_sg_miter): each
+        a memoryview of the longest piece of an entry that is contiguous in memory, read-only
+        unless write=True; with write=True and persist=True each chunk is made durable when
+        the iteration leaves it. A chunk is one kmap of this thread: consume the iterator on
+        this thread; the view is released when the next chunk comes (do not keep it), and
+        the last kmap when the iteration ends (also by break or an exception). A frame in no
+        registered range raises OSError ENXIO when its chunk is reached."""
+        self._live()
+        if persist and not write:
+            raise ValueError("persist=True needs write=True")
+        flags = (_SG_MITER_TO_SG if write else _SG_MITER_FROM_SG) | (_SG_PERSIST if persist else 0)
+        return self._chunks(write, flags)
+
+    def _chunks(self, write, flags):
+        lib = library()
+        miter = _sg_miter()
+        with self._lock:
+            table = self._live()
+            _check(lib.pfn_sg_miter_start(ctypes.byref(miter), table.sgl, table.nents, flags),
+                   "pfn_sg_miter_start")
+            self._iterating += 1
+        try:
+            while True:
+                rc = lib.pfn_sg_miter_next(ctypes.byref(miter))
+                if rc == 0:
+                    return
+                _check(rc, "pfn_sg_miter_next")
+                view = memoryview((ctypes.c_char * miter.length).from_address(miter.addr)).cast("B")
+                if not write:
+                    view = view.toreadonly()
+                try:
+                    yield view
+                finally:
+                    view.release()
+        finally:
+            rc = lib.pfn_sg_miter_stop(ctypes.byref(miter))
+            with self._lock:
+                self._iterating -= 1
+            _check(rc, "pfn_sg_miter_stop")
+
+    def __repr__(self):
+        if self.closed:
+            return "<pfn.ScatterList closed>"
+        return f"<pfn.ScatterList of {len(self)} entries>"

@@ -50,6 +50,49 @@ class pfn_section(ctypes.Structure):
     ]
 
 
+class pfn_sg(ctypes.Structure):
+    """struct pfn_sg: one scatterlist entry (a pfn_t, an offset into its frame, a length)."""
+
+    _fields_ = [("pfn", pfn_t), ("offset", ctypes.c_uint32), ("length", ctypes.c_uint32)]
+
+
+class pfn_sg_table(ctypes.Structure):
+    """struct pfn_sg_table: a scatterlist allocated by pfn_sg_alloc_table*."""
+
+    _fields_ = [("sgl", ctypes.POINTER(pfn_sg)), ("nents", ctypes.c_uint),
+                ("orig_nents", ctypes.c_uint)]
+
+
+class pfn_sg_miter(ctypes.Structure):
+    """struct pfn_sg_miter: the mapping iterator (addr, length, consumed; the rest private)."""
+
+    _fields_ = [
+        ("addr", ctypes.c_void_p),
+        ("length", ctypes.c_size_t),
+        ("consumed", ctypes.c_size_t),
+        ("priv_start", ctypes.c_void_p),
+        ("priv_cur", ctypes.c_void_p),
+        ("priv_pos", c_u64),
+        ("priv_left", c_u64),
+        ("priv_saved", ctypes.c_void_p),
+        ("priv_power", c_u64),
+        ("priv_lam", c_u64),
+        ("priv_flags", ctypes.c_uint32),
+        ("priv_state", ctypes.c_uint32),
+        ("priv_error", ctypes.c_int32),
+        ("priv_reserved", ctypes.c_uint32),
+    ]
+
+
+class iovec(ctypes.Structure):
+    """struct iovec of <sys/uio.h>."""
+
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+_SG = ctypes.POINTER(pfn_sg)
+
+
 # name: (restype, argtypes). Every exported function, so that no call relies on ctypes'
 # default int return (which would truncate 64-bit pointers and values).
 _SIGNATURES = {
@@ -124,6 +167,49 @@ _SIGNATURES = {
     "pfn_flush_method": (ctypes.c_char_p, []),
     "pfn_movnt_method": (ctypes.c_char_p, []),
     "pfn_movnt_threshold": (ctypes.c_size_t, []),
+    # scatterlists
+    "pfn_sg_alloc_table": (ctypes.c_int, [ctypes.POINTER(pfn_sg_table), ctypes.c_uint]),
+    "pfn_sg_free_table": (None, [ctypes.POINTER(pfn_sg_table)]),
+    "pfn_sg_alloc_table_from_pfns": (
+        ctypes.c_int,
+        [ctypes.POINTER(pfn_sg_table), ctypes.POINTER(pfn_t), ctypes.c_uint, ctypes.c_uint, c_u64],
+    ),
+    "pfn_sg_alloc_table_from_buf": (
+        ctypes.c_int, [ctypes.POINTER(pfn_sg_table), ctypes.c_void_p, ctypes.c_size_t]),
+    "pfn_sg_is_chain": (ctypes.c_bool, [_SG]),
+    "pfn_sg_is_last": (ctypes.c_bool, [_SG]),
+    "pfn_sg_chain_ptr": (_SG, [_SG]),
+    "pfn_sg_pfn": (pfn_t, [_SG]),
+    "pfn_sg_phys": (c_u64, [_SG]),
+    "pfn_sg_set_pfn": (ctypes.c_int, [_SG, pfn_t, ctypes.c_uint32, ctypes.c_uint32]),
+    "pfn_sg_mark_end": (None, [_SG]),
+    "pfn_sg_unmark_end": (None, [_SG]),
+    "pfn_sg_init_table": (None, [_SG, ctypes.c_uint]),
+    "pfn_sg_chain": (ctypes.c_int, [_SG, ctypes.c_uint, _SG]),
+    "pfn_sg_next": (_SG, [_SG]),
+    "pfn_sg_nents": (ctypes.c_int, [_SG]),
+    "pfn_sg_nents_for_len": (ctypes.c_int, [_SG, c_u64]),
+    "pfn_sg_last": (_SG, [_SG, ctypes.c_uint]),
+    "pfn_sg_copy_from_buffer": (
+        ctypes.c_ssize_t, [_SG, ctypes.c_uint, ctypes.c_void_p, ctypes.c_size_t]),
+    "pfn_sg_copy_to_buffer": (
+        ctypes.c_ssize_t, [_SG, ctypes.c_uint, ctypes.c_void_p, ctypes.c_size_t]),
+    "pfn_sg_pcopy_from_buffer": (
+        ctypes.c_ssize_t,
+        [_SG, ctypes.c_uint, ctypes.c_void_p, ctypes.c_size_t, c_u64, ctypes.c_uint32]),
+    "pfn_sg_pcopy_to_buffer": (
+        ctypes.c_ssize_t, [_SG, ctypes.c_uint, ctypes.c_void_p, ctypes.c_size_t, c_u64]),
+    "pfn_sg_zero_buffer": (
+        ctypes.c_ssize_t, [_SG, ctypes.c_uint, ctypes.c_size_t, c_u64, ctypes.c_uint32]),
+    "pfn_sg_miter_start": (
+        ctypes.c_int, [ctypes.POINTER(pfn_sg_miter), _SG, ctypes.c_uint, ctypes.c_uint32]),
+    "pfn_sg_miter_next": (ctypes.c_int, [ctypes.POINTER(pfn_sg_miter)]),
+    "pfn_sg_miter_skip": (ctypes.c_int, [ctypes.POINTER(pfn_sg_miter), c_u64]),
+    "pfn_sg_miter_stop": (ctypes.c_int, [ctypes.POINTER(pfn_sg_miter)]),
+    "pfn_sg_to_iovec": (
+        ctypes.c_int,
+        [ctypes.POINTER(pfn_section), _SG, ctypes.c_uint, c_u64, c_u64, ctypes.POINTER(iovec),
+         ctypes.c_int, ctypes.POINTER(c_u64)]),
 }
 
 

@@ -15,6 +15,7 @@ pub mod persist;
 pub mod phys;
 pub mod pmem;
 pub mod section;
+pub mod sg;
 pub mod version;
 
 /// Runs `$body`; if it panics, evaluates `$on_panic` instead (after setting errno and the

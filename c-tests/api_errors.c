@@ -170,6 +170,35 @@ static void pmem_errors(void)
     unlink(path);
 }
 
+/* Handles are never reused: a freed device or unmapped mapping stays invalid however many are
+ * created after it, so a double free never frees a newer object (issue 13). */
+static void stale_handles(void)
+{
+    pfn_device *old = pfn_device_new("old");
+    REQUIRE(old != NULL);
+    CHECK_EQ(pfn_device_free(old), 0);
+    pfn_device *fresh[64];
+    for (int i = 0; i < 64; i++) {
+        fresh[i] = pfn_device_new("fresh");
+        REQUIRE(fresh[i] != NULL);
+        CHECK(fresh[i] != old);
+    }
+    CHECK_EQ(pfn_device_free(old), -EINVAL);
+    for (int i = 0; i < 64; i++)
+        CHECK_EQ(pfn_device_free(fresh[i]), 0); /* each still alive, freed once */
+
+    pfn_pmem *m = pfn_pmem_map(path, PAGE, PFN_PMEM_CREATE);
+    REQUIRE(m != NULL);
+    CHECK_EQ(pfn_pmem_unmap(m), 0);
+    pfn_pmem *n = pfn_pmem_map(path, PAGE, 0);
+    REQUIRE(n != NULL);
+    CHECK(n != m);
+    CHECK_EQ(pfn_pmem_unmap(m), -EINVAL);
+    CHECK(pfn_pmem_addr(n) != NULL);
+    CHECK_EQ(pfn_pmem_unmap(n), 0);
+    unlink(path);
+}
+
 int main(void)
 {
     test_path(path, sizeof path, "api_errors");
@@ -190,5 +219,6 @@ int main(void)
     CHECK_EQ(pfn_device_free(dev), 0);
     CHECK_EQ(pfn_pmem_unmap(m), 0);
     pmem_errors();
+    stale_handles();
     return check_report("api_errors");
 }

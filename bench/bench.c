@@ -125,6 +125,23 @@ static uint64_t loop_section(const struct workload *w, uint64_t iters)
     return sum;
 }
 
+/* Reverse translation: an address in the mapping -> its pfn_t (one exported call, a walk of the
+ * reverse table inside a brief read section of its own), then the word of that frame. */
+static uint64_t loop_reverse(const struct workload *w, uint64_t iters)
+{
+    uint64_t x = SEED, sum = 0;
+    for (uint64_t i = 0; i < iters; i++) {
+        uint64_t pg = next_page(&x, w->bits);
+        const char *va = buf + ((pg & (PAGES_PER_RANGE - 1)) << 12) + 8;
+        pfn_t p;
+        if (pfn_virt_to_pfn_t(va, &p) != 0)
+            abort();
+        uint64_t k = (pfn_t_to_pfn(p) - w->first_pfn) & (PAGES_PER_RANGE - 1);
+        sum += *(const uint64_t *)(buf + (k << 12));
+    }
+    return sum;
+}
+
 /* One section per operation, as a read transaction of one lookup: the cost of opening and
  * closing a thread-bound section (header-inline) ... */
 static uint64_t loop_section_per_op(const struct workload *w, uint64_t iters)
@@ -233,6 +250,7 @@ static struct contender contenders[] = {
     {"libpfn_section", loop_section, 1},
     {"section_per_op", loop_section_per_op, 1},
     {"object_section", loop_object_section, 1},
+    {"reverse", loop_reverse, 1},
     {"seed", loop_seed, 0},
 #ifdef HAVE_PMEMOBJ
     {"pmemobj_hit", loop_pmemobj_hit, 0},

@@ -1390,3 +1390,79 @@ mod tests {
         dev.kill().unwrap();
     }
 }
+
+#[cfg(test)]
+mod race_tests {
+    use super::*;
+
+    /// Checks the physical index: in order, strictly increasing and disjoint.
+    fn check_phys_index(st: &State) -> std::result::Result<(), String> {
+        fn walk(st: &State, t: u32, out: &mut Vec<(u64, u64, u32)>) {
+            if t == NIL {
+                return;
+            }
+            let r = st.rec(t);
+            walk(st, r.phys.left, out);
+            out.push((r.fwd.first, r.fwd.last, t));
+            walk(st, r.phys.right, out);
+        }
+        let mut v = Vec::new();
+        walk(st, st.phys_root, &mut v);
+        for w in v.windows(2) {
+            if w[0].1 >= w[1].0 {
+                return Err(format!("index out of order or overlapping: {:x?}", w));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn racing_free_space_registrations_never_overlap() {
+        let mem = vec![0u8; 64 * 4096 + 4096];
+        let base = (mem.as_ptr() as usize + 4095) & !4095;
+        let threads: Vec<_> = (0..6u64)
+            .map(|id| {
+                std::thread::spawn(move || {
+                    let d = Device::new().unwrap();
+                    let mut mine: Vec<(u64, u64)> = Vec::new();
+                    let mut x = id * 31 + 7;
+                    let mut rnd = || {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x
+                    };
+                    for _ in 0..3000 {
+                        if mine.len() < 64 && rnd() % 3 != 0 {
+                            let pages = 1 + rnd() % 600;
+                            let align = if rnd() & 1 == 1 { 0 } else { 4096 << (rnd() % 12) };
+                            let s = d
+                                .register_free(pages * 4096, align, base + id as usize * 4096, DEV)
+                                .unwrap();
+                            mine.push((s, s + pages * 4096 - 1));
+                            // Hold a kmap now and then across other threads' unregisters.
+                            for &(t, _) in mine.iter() {
+                                let a = kmap(Pfn(t >> 12)).unwrap();
+                                assert_eq!(a, base + id as usize * 4096, "range {t:#x} of thread {id}");
+                                assert!(kunmap(a));
+                            }
+                            let st = state();
+                            if let Err(e) = check_phys_index(&st) {
+                                panic!("after register_free [{s:#x}, +{pages} pages]: {e}");
+                            }
+                        } else if !mine.is_empty() {
+                            let k = (rnd() % mine.len() as u64) as usize;
+                            let (s, _) = mine.swap_remove(k);
+                            d.unregister(s).unwrap();
+                        }
+                    }
+                    drop(d);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(mem);
+    }
+}

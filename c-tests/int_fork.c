@@ -1,6 +1,7 @@
-/* The fork policy: in the child, registrations stay valid; the forking thread's kmaps stay
- * held (it is the thread that continues); other threads' kmaps are released, so an unregister
- * in the child does not wait for threads that do not exist there; registration works.
+/* The fork policy: in the child, registrations stay valid; the forking thread's kmaps and
+ * object-bound sections stay held (it is the thread that continues); other threads' kmaps and
+ * the object-bound sections they opened are released, so an unregister in the child does not
+ * wait for threads that do not exist there; registration works.
  * Also (issue 8 item 11): a new thread of the child never gets the reader state of a parent
  * thread (whose hold stack the fork may have caught mid-change), and a fork while another
  * thread's unregister is waiting (for the forking thread itself) neither deadlocks nor leaves
@@ -20,6 +21,10 @@
 static atomic_int holding, release_now;
 static char *base;
 static struct pfn_reader *holder_reader;
+/* Object-bound sections open at the fork: one opened by the holder thread, one by the forking
+ * thread. In the child the first no longer holds anything off (its opener does not exist
+ * there) and the second stays open until the child closes it. */
+static pfn_section holder_obj, main_obj;
 
 /* Holds one kmap, and 40 more nested ones (past the reader's inline holds). */
 static void *holder(void *arg)
@@ -30,13 +35,14 @@ static void *holder(void *arg)
     for (int i = 0; i < 40; i++)
         more[i] = kmap_atomic_pfn_t(phys_to_pfn_t(PHYS + 3 * PAGE, 0));
     holder_reader = pfn_reader_self();
-    atomic_store(&holding, p == base + PAGE && more[39] == base + 3 * PAGE);
+    int opened = pfn_section_open(&holder_obj) == 0;
+    atomic_store(&holding, opened && p == base + PAGE && more[39] == base + 3 * PAGE);
     while (!atomic_load(&release_now))
         usleep(1000);
     for (int i = 0; i < 40; i++)
         kunmap_atomic_pfn_t(more[i]);
     kunmap_atomic_pfn_t(p);
-    return NULL;
+    return pfn_section_close(&holder_obj) == 0 ? (void *)1 : NULL;
 }
 
 static atomic_int waiter_started, waiter_done;
@@ -80,6 +86,10 @@ static int child(pfn_device *dev, char *held)
     /* The forking thread still holds its kmap: unregistering would wait for itself. */
     CHECK_EQ(pfn_unregister_range(dev, PHYS), -EDEADLK);
     kunmap_atomic_pfn_t(held);
+    /* Its object-bound section is still open here, and closes; the holder thread's was
+     * closed by the fork (its opener does not exist here): closing it is -EINVAL. */
+    CHECK_EQ(pfn_section_close(&main_obj), 0);
+    CHECK_EQ(pfn_section_close(&holder_obj), -EINVAL);
     /* The parent's other thread holds a kmap of this range in the parent; in the child that
      * thread does not exist, so this returns at once. */
     CHECK_EQ(pfn_unregister_range(dev, PHYS), 0);
@@ -152,6 +162,7 @@ int main(void)
         usleep(200);
     }
 
+    REQUIRE(pfn_section_open(&main_obj) == 0);
     fflush(stdout);
     pid_t pid = fork();
     REQUIRE(pid >= 0);
@@ -165,8 +176,13 @@ int main(void)
     CHECK_EQ(pfn_unregister_range(dev, PHYS), -EDEADLK);
     CHECK_EQ(atomic_load(&waiter_done), 0); /* still waiting for this thread */
     kunmap_atomic_pfn_t(held);
+    /* In the parent both object-bound sections are as they were: open, closed by their
+     * holders. */
+    CHECK_EQ(pfn_section_close(&main_obj), 0);
     atomic_store(&release_now, 1);
-    pthread_join(t, NULL);
+    void *holder_ok = NULL;
+    pthread_join(t, &holder_ok);
+    CHECK(holder_ok != NULL);
     pthread_join(w, NULL);
     CHECK_EQ(atomic_load(&waiter_done), 1);
     CHECK_EQ(pfn_device_free(waiter_dev), 0);

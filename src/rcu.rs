@@ -557,11 +557,11 @@ pub fn open_object_section() -> Result<ObjectSection, SetupError> {
         return Ok(o);
     }
     // Set up the opening thread, so that its closes can cache records for it.
-    current_or_register()?;
+    let me = current_or_register()?;
     let r = pool_pop(&OBJECT_POOL)
         .or_else(|| new_record(KIND_OBJECT))
         .ok_or(SetupError::OutOfMemory)?;
-    Ok(start_object_section(r))
+    Ok(start_object_section(r, me))
 }
 
 /// [`open_object_section`] from a record this thread keeps cached: no lock, no allocation,
@@ -574,11 +574,13 @@ pub fn open_object_section_cached() -> Option<ObjectSection> {
     let r = unsafe { cached.as_ref() }?;
     me.cache_head.store(r.pool_next.load(Relaxed), Relaxed);
     me.cache_len.store(me.cache_len.load(Relaxed) - 1, Relaxed);
-    Some(start_object_section(r))
+    Some(start_object_section(r, me))
 }
 
+/// Opens `r` for the thread `me`, recorded as its opener (see `after_fork_in_child`).
 #[inline]
-fn start_object_section(r: &'static Reader) -> ObjectSection {
+fn start_object_section(r: &'static Reader, me: &Reader) -> ObjectSection {
+    r.tid.store(me.tid.load(Relaxed), Relaxed);
     let c = r.ctl.load(Relaxed);
     let token = (c & !NEST_MASK) + SEQ_ONE + 1;
     r.ctl.store(token, Relaxed);
@@ -896,8 +898,21 @@ pub(crate) fn after_fork_in_child() {
         membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
     }
     let mine = tls::get() as *const Reader;
+    // The forking thread, as the parent knew it (object-bound sections record their opener).
+    // SAFETY: `mine` is this thread's own record or null.
+    let forker = unsafe { mine.as_ref() }.map(|m| m.tid.load(Relaxed));
     for r in records() {
-        if r.kind == KIND_THREAD && !ptr::eq(r, mine) && r.state.load(Relaxed) == STATE_USED {
+        if r.state.load(Relaxed) != STATE_USED {
+            continue;
+        }
+        let other_thread = r.kind == KIND_THREAD && !ptr::eq(r, mine);
+        // An object-bound section another thread opened: that thread does not exist here, and
+        // the value is most likely on its stack, out of the child's reach. It is closed (a
+        // later pfn_section_close of it is -EINVAL); the forking thread's own stay open.
+        let others_section = r.kind == KIND_OBJECT
+            && r.ctl.load(Relaxed) & NEST_MASK != 0
+            && Some(r.tid.load(Relaxed)) != forker;
+        if other_thread || others_section {
             r.state.store(STATE_ABANDONED, Relaxed);
             let c = r.ctl.load(Relaxed);
             r.ctl.store((c & !NEST_MASK) + SEQ_ONE, Relaxed);

@@ -1435,7 +1435,11 @@ mod race_tests {
                     for _ in 0..3000 {
                         if mine.len() < 64 && rnd() % 3 != 0 {
                             let pages = 1 + rnd() % 600;
-                            let align = if rnd() & 1 == 1 { 0 } else { 4096 << (rnd() % 12) };
+                            let align = if rnd() & 1 == 1 {
+                                0
+                            } else {
+                                4096 << (rnd() % 12)
+                            };
                             let s = d
                                 .register_free(pages * 4096, align, base + id as usize * 4096, DEV)
                                 .unwrap();
@@ -1443,7 +1447,11 @@ mod race_tests {
                             // Hold a kmap now and then across other threads' unregisters.
                             for &(t, _) in mine.iter() {
                                 let a = kmap(Pfn(t >> 12)).unwrap();
-                                assert_eq!(a, base + id as usize * 4096, "range {t:#x} of thread {id}");
+                                assert_eq!(
+                                    a,
+                                    base + id as usize * 4096,
+                                    "range {t:#x} of thread {id}"
+                                );
                                 assert!(kunmap(a));
                             }
                             let st = state();

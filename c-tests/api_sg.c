@@ -472,6 +472,9 @@ static void tables(void)
     CHECK_EQ(pfn_sg_alloc_table_from_pfns(&t, pfns, 6, 0, 0), -EINVAL);
     CHECK_EQ(pfn_sg_alloc_table_from_pfns(&t, pfns, 6, 4096, 1), -EINVAL);
     CHECK_EQ(pfn_sg_alloc_table_from_pfns(&t, pfns, 2, 1, 2 * PAGE), -EINVAL);
+    /* offset + size past 2^64: more frames than given (not a table of no entries). */
+    CHECK_EQ(pfn_sg_alloc_table_from_pfns(&t, pfns, 6, 1, UINT64_MAX), -EINVAL);
+    CHECK_EQ(pfn_sg_alloc_table_from_pfns(&t, pfns, 6, 4095, UINT64_MAX - 4094), -EINVAL);
     pfn_t chain[1] = {__pfn_to_pfn_t(1, PFN_SG_CHAIN)};
     CHECK_EQ(pfn_sg_alloc_table_from_pfns(&t, chain, 1, 0, 1), -EINVAL);
     pfn_t top[1] = {pfn_to_pfn_t(TOP_PFN)};

@@ -519,8 +519,9 @@ pub fn entries_of_pfns(pfns: &[Pfn], offset: u32, size: u64) -> Result<Vec<Entry
     if size == 0 || u64::from(offset) >= PAGE_SIZE {
         return Err(Error::Invalid);
     }
-    let need = (u64::from(offset) + size).div_ceil(PAGE_SIZE);
-    if need > pfns.len() as u64 {
+    // In u128: offset + size may pass 2^64 (it then needs more frames than any array holds).
+    let need = (u128::from(offset) + u128::from(size)).div_ceil(u128::from(PAGE_SIZE));
+    if need > pfns.len() as u128 {
         return Err(Error::Invalid);
     }
     let mut out = Vec::new();
@@ -738,6 +739,8 @@ mod tests {
             Err(Error::Invalid)
         );
         assert_eq!(entries_of_pfns(&[p(1, 0)], 4096, 1), Err(Error::Invalid));
+        // offset + size past 2^64 needs more frames than given (it used to wrap to 0 frames).
+        assert_eq!(entries_of_pfns(&[p(1, 0)], 1, u64::MAX), Err(Error::Invalid));
         assert_eq!(
             entries_of_pfns(&[p(1, SG_CHAIN)], 0, 1),
             Err(Error::Invalid)

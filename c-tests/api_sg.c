@@ -2,11 +2,12 @@
  * inline one against the library's exported twin of the same name on thousands of random
  * lists (valid ones, loops, broken links, links to links) with equal results and errno; and
  * every error of every scatterlist function (tables, copies, zeroing, the mapping iterator,
- * iovecs). The data path itself (copies over many ranges against a model, persistence,
- * concurrency) is int_sg.c. */
+ * iovecs), with the pfn_errormsg() message of each kind. The data path itself (copies over
+ * many ranges against a model, persistence, concurrency) is int_sg.c. */
 #ifndef _GNU_SOURCE /* g++ defines it */
 #define _GNU_SOURCE
 #endif
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -69,6 +70,40 @@ struct pfn_sg *pfn_sg_last(struct pfn_sg *sgl, unsigned int nents);
 
 #define PAGE 4096ull
 #define TOP_PFN ((1ull << 52) - 1)
+
+/* pfn_errormsg() starts with "<call>: " and holds each fragment (a NULL-terminated list). */
+static int says_(int line, const char *call, ...)
+{
+    const char *m = pfn_errormsg();
+    size_t n = strlen(call);
+    int ok = strncmp(m, call, n) == 0 && strncmp(m + n, ": ", 2) == 0;
+    if (!ok)
+        fprintf(stderr, "api_sg.c:%d: message \"%s\" is not from %s\n", line, m, call);
+    va_list ap;
+    va_start(ap, call);
+    for (const char *f; (f = va_arg(ap, const char *)) != NULL;)
+        if (strstr(m, f) == NULL) {
+            fprintf(stderr, "api_sg.c:%d: message \"%s\" lacks \"%s\"\n", line, m, f);
+            ok = 0;
+        }
+    va_end(ap);
+    return ok;
+}
+#define SAYS(call, ...) CHECK(says_(__LINE__, call, __VA_ARGS__, (const char *)NULL))
+
+/* An address as the messages write it (Rust's {:p}: glibc's %p but "0x0" for NULL); four
+ * buffers in turn, so that one SAYS may use several. */
+static const char *at(const void *p)
+{
+    static char text[4][32];
+    static int next;
+    char *t = text[next++ % 4];
+    if (p == NULL)
+        snprintf(t, sizeof text[0], "0x0");
+    else
+        snprintf(t, sizeof text[0], "%p", p);
+    return t;
+}
 
 static uint64_t rng = 0x5C47;
 static uint64_t rnd(void)
@@ -292,9 +327,13 @@ static void helpers(void)
     CHECK_EQ(inline_sg_pfn(&a[3]).val, 7 | PFN_DEV);
     CHECK_EQ(inline_sg_phys(&a[3]), 7 * PAGE + 4000);
     CHECK_EQ(inline_sg_set_pfn(&a[1], P(5 | PFN_SG_CHAIN), 1, 0), -EINVAL);
+    CHECK_EQ(pfn_sg_set_pfn(&a[1], P(5 | PFN_SG_CHAIN), 1, 0), -EINVAL);
+    SAYS("pfn_sg_set_pfn", "pfn_t 0x8000000000000005", "PFN_SG_CHAIN");
     CHECK_EQ(inline_sg_set_pfn(&a[1], P(TOP_PFN), 4096, 0), 0);     /* ends at 2^64 - 1 */
     CHECK_EQ(inline_sg_set_pfn(&a[1], P(TOP_PFN), 4097, 0), -EOVERFLOW);
     CHECK_EQ(pfn_sg_set_pfn(&a[1], P(TOP_PFN), 1, 4096), -EOVERFLOW);
+    SAYS("pfn_sg_set_pfn", "pfn_t 0xfffffffffffff", "offset 0x1000 and length 0x1",
+         "passes the end of the 64-bit physical space");
     CHECK_EQ(pfn_sg_set_pfn(&a[1], P(TOP_PFN), 0, 4096), -EOVERFLOW);
     CHECK_EQ(a[1].length, 4096); /* unchanged by the failures */
     CHECK_EQ(pfn_sg_set_pfn(&a[2], P(3), 0xFFFFFFFFu, 0xFFFFFFFFu), 0); /* u32 sums do not wrap */
@@ -302,17 +341,24 @@ static void helpers(void)
     /* chain: refuses what would make a broken list. */
     CHECK_EQ(inline_sg_chain(a, 1, b), -EINVAL);
     CHECK_EQ(pfn_sg_chain(a, 0, b), -EINVAL);
+    SAYS("pfn_sg_chain", "prv_nents 0 is less than 2");
     CHECK_EQ(pfn_sg_chain(NULL, 4, b), -EINVAL);
+    SAYS("pfn_sg_chain", "prv is NULL");
     CHECK_EQ(pfn_sg_chain(a, 4, NULL), -EINVAL);
+    SAYS("pfn_sg_chain", "sgl is NULL");
     CHECK_EQ(pfn_sg_chain(a, 4, &a[3]), -EINVAL); /* to itself */
+    SAYS("pfn_sg_chain", at(&a[3]), "prv[3], the entry that would become the link");
     CHECK_EQ(pfn_sg_chain(a, 4, (struct pfn_sg *)((char *)b + 4)), -EINVAL);
+    SAYS("pfn_sg_chain", at((char *)b + 4), "not 8-aligned");
     CHECK_EQ(inline_sg_chain(a, 4, b), 0);
     CHECK(pfn_sg_is_chain(&a[3]) && !pfn_sg_is_last(&a[3]));
     CHECK(pfn_sg_chain_ptr(&a[3]) == b);
     CHECK(pfn_sg_chain_ptr(&a[2]) == NULL);
     CHECK_EQ(a[3].offset | a[3].length, 0);
     CHECK_EQ(pfn_sg_chain(c, 2, &a[3]), -EINVAL); /* to a link */
+    SAYS("pfn_sg_chain", "sgl", at(&a[3]), "is a link entry");
     CHECK_EQ(pfn_sg_set_pfn(&a[3], P(1), 1, 0), -EINVAL); /* a link is not data */
+    SAYS("pfn_sg_set_pfn", "sg", at(&a[3]), "is a link entry");
     CHECK_EQ(pfn_sg_pfn(&a[3]).val, 0);
     CHECK_EQ(pfn_sg_phys(&a[3]), 0);
     CHECK_EQ(pfn_sg_nents(a), 6);
@@ -321,18 +367,26 @@ static void helpers(void)
     errno = 0;
     CHECK(pfn_sg_next(&b[2]) == NULL && errno == 0); /* the end: errno unchanged */
     CHECK_NULL_ERRNO(pfn_sg_next(&a[3]), EINVAL);    /* a link is not a data entry */
+    SAYS("pfn_sg_next", "sg", at(&a[3]), "is a link entry");
     CHECK(pfn_sg_last(a, 100) == &b[2]);
     CHECK(pfn_sg_last(a, 4) == &b[0]);
     CHECK(pfn_sg_last(a, 1) == &a[0]);
     CHECK_NULL_ERRNO(pfn_sg_last(a, 0), EINVAL);
+    SAYS("pfn_sg_last", "nents is 0");
     CHECK_NULL_ERRNO(pfn_sg_last(&a[3], 2), EINVAL); /* starts with a link */
+    SAYS("pfn_sg_last", "sgl", at(&a[3]), "is a link entry");
     CHECK_EQ(pfn_sg_nents(&a[3]), -EINVAL);
+    SAYS("pfn_sg_nents", "sgl", at(&a[3]), "is a link entry");
+    CHECK_EQ(pfn_sg_nents((struct pfn_sg *)((char *)a + 4)), -EINVAL);
+    SAYS("pfn_sg_nents", "sgl", at((char *)a + 4), "not 8-aligned");
     /* nents_for_len: a[0] 100, a[1] 4096, a[2] 0xFFFFFFFF, b 0 0 0. */
     CHECK_EQ(pfn_sg_nents_for_len(a, 0), 0);
     CHECK_EQ(pfn_sg_nents_for_len(a, 100), 1);
     CHECK_EQ(pfn_sg_nents_for_len(a, 101), 2);
     CHECK_EQ(pfn_sg_nents_for_len(a, 4196 + 0xFFFFFFFFull), 3);
     CHECK_EQ(pfn_sg_nents_for_len(a, 4197 + 0xFFFFFFFFull), -EINVAL); /* longer than the list */
+    SAYS("pfn_sg_nents_for_len", "6 data entries hold 0x100001063 bytes",
+         "fewer than len 0x100001064");
 
     /* mark_end turns a link into data; unmark_end clears only the mark. */
     b[1].pfn.val = 5 | PFN_SG_LAST;
@@ -348,24 +402,35 @@ static void helpers(void)
     pfn_sg_init_table(a, 4);
     set_link(&a[3], NULL);
     CHECK_EQ(pfn_sg_nents(a), -EFAULT);
+    SAYS("pfn_sg_nents", "the link at", at(&a[3]), "after data entry 2 at", at(&a[2]),
+         "leads to 0x0, which is NULL or not 8-aligned");
     CHECK_NULL_ERRNO(pfn_sg_next(&a[2]), EFAULT);
+    SAYS("pfn_sg_next", "after the data entry at", at(&a[2]), "leads to 0x0");
     set_link(&a[3], (char *)b + 4);
     CHECK_EQ(pfn_sg_nents(a), -EFAULT);
+    SAYS("pfn_sg_nents", "leads to", at((char *)b + 4), "NULL or not 8-aligned");
     set_link(&a[3], &a[3]);
     CHECK_EQ(pfn_sg_nents(a), -ELOOP);
+    SAYS("pfn_sg_nents", "the link at", at(&a[3]), "leads to itself");
     CHECK_NULL_ERRNO(pfn_sg_next(&a[2]), ELOOP);
+    SAYS("pfn_sg_next", "leads to itself");
     pfn_sg_init_table(c, 2);
     set_link(&c[1], b);
     set_link(&a[3], &c[1]);
     CHECK_EQ(pfn_sg_nents(a), -EINVAL);
+    SAYS("pfn_sg_nents", "leads to", at(&c[1]), "another link entry");
     CHECK_NULL_ERRNO(pfn_sg_next(&a[2]), EINVAL);
+    SAYS("pfn_sg_next", "another link entry");
     pfn_sg_init_table(b, 3);
     set_link(&b[2], a); /* a -> b -> a */
     set_link(&a[3], b);
     CHECK_EQ(pfn_sg_nents(a), -ELOOP);
+    SAYS("pfn_sg_nents", "the list loops", "leads back to", at(b));
     CHECK_EQ(inline_sg_nents(a), -ELOOP);
     CHECK_EQ(pfn_sg_nents_for_len(a, 1000), -ELOOP);
+    SAYS("pfn_sg_nents_for_len", "the list loops");
     CHECK_NULL_ERRNO(pfn_sg_last(a, 1000), ELOOP);
+    SAYS("pfn_sg_last", "the list loops");
     CHECK(pfn_sg_last(a, 5) == &b[1]); /* stops before it has to see the loop */
 
     /* pfn_for_each_sg: bounded by nr over a loop, stops at the end mark, never reads past the
@@ -399,8 +464,10 @@ static void tables(void)
     pfn_sg_table t, zero;
     memset(&zero, 0, sizeof zero);
     CHECK_EQ(pfn_sg_alloc_table(NULL, 4), -EINVAL);
+    SAYS("pfn_sg_alloc_table", "t is NULL");
     t = zero;
     CHECK_EQ(pfn_sg_alloc_table(&t, 0), -EINVAL);
+    SAYS("pfn_sg_alloc_table", "nents is 0");
     CHECK(t.sgl == NULL); /* untouched on failure */
     unsigned sizes[] = {1, 2, 254, 255, 256, 508, 509, 510, 1000, 100000};
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
@@ -447,6 +514,7 @@ static void tables(void)
             pfn_sg_free_table(&moved);
             CHECK(moved.sgl == t.sgl + 1); /* left alone */
         }
+    SAYS("pfn_sg_free_table", "t->sgl", at(t.sgl + 1), "is not a list pfn_sg_alloc_table* made");
     pfn_sg_free_table(&t);
     CHECK(t.sgl == NULL);
 
@@ -468,12 +536,23 @@ static void tables(void)
     CHECK_EQ(t.sgl[0].length, 1);
     pfn_sg_free_table(&t);
     CHECK_EQ(pfn_sg_alloc_table_from_pfns(NULL, pfns, 6, 0, 1), -EINVAL);
+    SAYS("pfn_sg_alloc_table_from_pfns", "t is NULL");
     CHECK_EQ(pfn_sg_alloc_table_from_pfns(&t, NULL, 6, 0, 1), -EINVAL);
+    SAYS("pfn_sg_alloc_table_from_pfns", "pfns is NULL");
     CHECK_EQ(pfn_sg_alloc_table_from_pfns(&t, pfns, 6, 0, 0), -EINVAL);
+    SAYS("pfn_sg_alloc_table_from_pfns", "size is 0");
     CHECK_EQ(pfn_sg_alloc_table_from_pfns(&t, pfns, 6, 4096, 1), -EINVAL);
+    SAYS("pfn_sg_alloc_table_from_pfns", "offset 0x1000 is not inside the first frame");
     CHECK_EQ(pfn_sg_alloc_table_from_pfns(&t, pfns, 2, 1, 2 * PAGE), -EINVAL);
+    SAYS("pfn_sg_alloc_table_from_pfns", "offset 0x1 + size 0x2000 needs 3 frames",
+         "more than the 2 given");
+    /* offset + size past 2^64: more frames than given (not a table of no entries). */
+    CHECK_EQ(pfn_sg_alloc_table_from_pfns(&t, pfns, 6, 1, UINT64_MAX), -EINVAL);
+    SAYS("pfn_sg_alloc_table_from_pfns", "needs 4503599627370496 frames", "the 6 given");
+    CHECK_EQ(pfn_sg_alloc_table_from_pfns(&t, pfns, 6, 4095, UINT64_MAX - 4094), -EINVAL);
     pfn_t chain[1] = {__pfn_to_pfn_t(1, PFN_SG_CHAIN)};
     CHECK_EQ(pfn_sg_alloc_table_from_pfns(&t, chain, 1, 0, 1), -EINVAL);
+    SAYS("pfn_sg_alloc_table_from_pfns", "pfns[0] = 0x8000000000000001 has PFN_SG_CHAIN set");
     pfn_t top[1] = {pfn_to_pfn_t(TOP_PFN)};
     CHECK_EQ(pfn_sg_alloc_table_from_pfns(&t, top, 1, 4095, 1), 0);
     CHECK_EQ(pfn_sg_phys(t.sgl), UINT64_MAX);
@@ -511,20 +590,32 @@ static void data_errors(void)
 
     /* Arguments. */
     CHECK_EQ(pfn_sg_copy_to_buffer(NULL, 3, buf, 8), -EINVAL);
+    SAYS("pfn_sg_copy_to_buffer", "sgl is NULL");
     CHECK_EQ(pfn_sg_copy_to_buffer((struct pfn_sg *)(buf + 1), 3, buf, 8), -EINVAL);
+    SAYS("pfn_sg_copy_to_buffer", "sgl", at(buf + 1), "is not 8-aligned");
     CHECK_EQ(pfn_sg_copy_to_buffer(l, 3, NULL, 8), -EINVAL);
+    SAYS("pfn_sg_copy_to_buffer", "buf is NULL with buflen 0x8");
     CHECK_EQ(pfn_sg_copy_from_buffer(l, 3, NULL, 8), -EINVAL);
+    SAYS("pfn_sg_copy_from_buffer", "buf is NULL");
     CHECK_EQ(pfn_sg_copy_from_buffer(l, 3, (void *)(uintptr_t)-8, 16), -EINVAL); /* wraps */
+    SAYS("pfn_sg_copy_from_buffer", "buf 0xfffffffffffffff8 + buflen 0x10 wraps");
     CHECK_EQ(pfn_sg_copy_to_buffer(l, 3, buf, (size_t)PTRDIFF_MAX + 1), -EINVAL);
+    SAYS("pfn_sg_copy_to_buffer", "buflen 0x8000000000000000 is over PTRDIFF_MAX");
     CHECK_EQ(pfn_sg_zero_buffer(l, 3, (size_t)PTRDIFF_MAX + 1, 0, 0), -EINVAL);
+    SAYS("pfn_sg_zero_buffer", "over PTRDIFF_MAX");
     CHECK_EQ(pfn_sg_pcopy_from_buffer(l, 3, buf, 8, 0, 2), -EINVAL); /* unknown flag */
+    SAYS("pfn_sg_pcopy_from_buffer", "flags 0x2 has unknown bits");
     CHECK_EQ(pfn_sg_zero_buffer(l, 3, 8, 0, 0x100), -EINVAL);
+    SAYS("pfn_sg_zero_buffer", "flags 0x100 has unknown bits");
 
     /* The list: no end mark within nents (only when more is wanted). */
     pfn_sg_unmark_end(&l[2]);
     CHECK_EQ(pfn_sg_copy_to_buffer(l, 3, buf, 24), 24);
     CHECK_EQ(pfn_sg_copy_to_buffer(l, 3, buf, 25), -EINVAL);
+    SAYS("pfn_sg_copy_to_buffer", "data entry 2 at", at(&l[2]), "is the nents-th (nents = 3)",
+         "not marked PFN_SG_LAST");
     CHECK_EQ(pfn_sg_copy_to_buffer(l, 2, buf, 17), -EINVAL);
+    SAYS("pfn_sg_copy_to_buffer", "data entry 1 at", at(&l[1]), "(nents = 2)");
     CHECK_EQ(pfn_sg_copy_to_buffer(l, 2, buf, 16), 16);
     pfn_sg_mark_end(&l[2]);
     /* A link to NULL, a loop, a link to a link, a list that starts with a link. */
@@ -535,15 +626,21 @@ static void data_errors(void)
     pfn_sg_set_pfn(&b[0], phys_to_pfn_t(PHYS, 0), 1, 0);
     set_link(&a[1], NULL);
     CHECK_EQ(pfn_sg_copy_to_buffer(a, 100, buf, 8), -EFAULT);
+    SAYS("pfn_sg_copy_to_buffer", "the link at", at(&a[1]), "after data entry 0", "leads to 0x0");
     set_link(&a[1], b);
     set_link(&b[1], a);
     CHECK_EQ(pfn_sg_copy_to_buffer(a, 1000000, buf, 64), -ELOOP);
+    SAYS("pfn_sg_copy_to_buffer", "the list loops", "an entry already walked");
     CHECK_EQ(pfn_sg_copy_to_buffer(a, 5, buf, 64), -ELOOP);
     CHECK_EQ(pfn_sg_copy_to_buffer(a, 1000000, buf, 3), 3); /* done before the loop shows */
     CHECK_EQ(pfn_sg_zero_buffer(a, UINT32_MAX, 64, 0, 0), -ELOOP);
+    SAYS("pfn_sg_zero_buffer", "the list loops");
     set_link(&b[1], &a[1]);
     CHECK_EQ(pfn_sg_copy_to_buffer(a, 100, buf, 8), -EINVAL);
+    SAYS("pfn_sg_copy_to_buffer", "the link at", at(&b[1]), "leads to", at(&a[1]),
+         "another link entry");
     CHECK_EQ(pfn_sg_copy_to_buffer(&a[1], 100, buf, 8), -EINVAL);
+    SAYS("pfn_sg_copy_to_buffer", "sgl", at(&a[1]), "is a link entry");
     /* An entry past the physical space, skipped or not; a frame in no range. */
     struct pfn_sg o[2];
     pfn_sg_init_table(o, 2);
@@ -552,16 +649,23 @@ static void data_errors(void)
     o[0].length = 200;
     pfn_sg_set_pfn(&o[1], phys_to_pfn_t(PHYS, 0), 8, 0);
     CHECK_EQ(pfn_sg_copy_to_buffer(o, 2, buf, 8), -EOVERFLOW);
+    SAYS("pfn_sg_copy_to_buffer", "pfn_t 0xfffffffffffff", "offset 0xfa0 and length 0xc8",
+         "passes the end of the 64-bit physical space");
     CHECK_EQ(pfn_sg_pcopy_to_buffer(o, 2, buf, 8, 200), -EOVERFLOW);
+    SAYS("pfn_sg_pcopy_to_buffer", "passes the end of the 64-bit physical space");
     pfn_sg_set_pfn(&o[0], phys_to_pfn_t(PHYS + 4 * PAGE, 0), 8, 0);
     CHECK_EQ(pfn_sg_copy_to_buffer(o, 2, buf, 16), -ENXIO);
+    SAYS("pfn_sg_copy_to_buffer", "pfn 0x7a000004 (physical 0x7a000004000)",
+         "lies in no registered range");
     CHECK_EQ(pfn_sg_pcopy_to_buffer(o, 2, buf, 8, 8), 8); /* skipped frames are not looked up */
     /* A failed write changes nothing: the first entry, in a range, is not written. */
     memset(mem, 0, 16);
     pfn_sg_set_pfn(&o[0], phys_to_pfn_t(PHYS, 0), 8, 0);
     pfn_sg_set_pfn(&o[1], phys_to_pfn_t(PHYS + 5 * PAGE, 0), 8, 0);
     CHECK_EQ(pfn_sg_copy_from_buffer(o, 2, buf, 16), -ENXIO);
+    SAYS("pfn_sg_copy_from_buffer", "physical 0x7a000005000", "no registered range");
     CHECK_EQ(pfn_sg_zero_buffer(o, 2, 16, 0, PFN_SG_PERSIST), -ENXIO);
+    SAYS("pfn_sg_zero_buffer", "physical 0x7a000005000", "no registered range");
     memset(mem, 'm', 8);
     CHECK_EQ(pfn_sg_zero_buffer(o, 2, 16, 0, 0), -ENXIO);
     CHECK_EQ(mem[0], 'm');
@@ -573,14 +677,23 @@ static void data_errors(void)
     memset(&m, 0, sizeof m);
     CHECK_EQ(pfn_sg_miter_stop(&m), 0);       /* never started: nothing */
     CHECK_EQ(pfn_sg_miter_next(&m), -EINVAL); /* not started */
+    SAYS("pfn_sg_miter_next", "the iterator is not started");
     CHECK_EQ(pfn_sg_miter_skip(&m, 1), -EINVAL);
+    SAYS("pfn_sg_miter_skip", "the iterator is not started");
     CHECK_EQ(pfn_sg_miter_start(NULL, l, 3, PFN_SG_MITER_FROM_SG), -EINVAL);
+    SAYS("pfn_sg_miter_start", "miter is NULL");
     CHECK_EQ(pfn_sg_miter_start(&m, NULL, 3, PFN_SG_MITER_FROM_SG), -EINVAL);
+    SAYS("pfn_sg_miter_start", "sgl is NULL");
     CHECK_EQ(pfn_sg_miter_start(&m, l, 3, 0x40), -EINVAL);
+    SAYS("pfn_sg_miter_start", "flags 0x40 has unknown bits");
     CHECK_EQ(pfn_sg_miter_start(&m, l, 3, PFN_SG_PERSIST | PFN_SG_MITER_FROM_SG), -EINVAL);
+    SAYS("pfn_sg_miter_start", "flags 0x5", "PFN_SG_PERSIST without PFN_SG_MITER_TO_SG");
     CHECK_EQ(pfn_sg_miter_next(NULL), -EINVAL);
+    SAYS("pfn_sg_miter_next", "miter is NULL");
     CHECK_EQ(pfn_sg_miter_skip(NULL, 1), -EINVAL);
+    SAYS("pfn_sg_miter_skip", "miter is NULL");
     CHECK_EQ(pfn_sg_miter_stop(NULL), -EINVAL);
+    SAYS("pfn_sg_miter_stop", "miter is NULL");
     CHECK_EQ(pfn_sg_miter_start(&m, l, 0, PFN_SG_MITER_FROM_SG), 0);
     CHECK_EQ(pfn_sg_miter_next(&m), 0);
     CHECK_EQ(pfn_sg_miter_stop(&m), 0);
@@ -596,18 +709,24 @@ static void data_errors(void)
     CHECK_EQ(pfn_sg_miter_stop(&m), 0);
     CHECK_EQ(pfn_sg_miter_stop(&m), 0);
     CHECK_EQ(pfn_sg_miter_next(&m), -EINVAL); /* stopped */
+    SAYS("pfn_sg_miter_next", "the iterator is stopped");
     /* Errors stick: the same error from next and skip, nothing mapped. */
     CHECK_EQ(pfn_sg_miter_start(&m, o, 2, PFN_SG_MITER_FROM_SG), 0);
     CHECK_EQ(pfn_sg_miter_next(&m), 1);
     CHECK_EQ(pfn_sg_miter_next(&m), -ENXIO);
+    SAYS("pfn_sg_miter_next", "physical 0x7a000005000", "lies in no registered range");
     CHECK(m.addr == NULL && m.length == 0);
     CHECK_EQ(pfn_sg_miter_next(&m), -ENXIO);
+    SAYS("pfn_sg_miter_next", "an earlier call ended the iteration with -ENXIO");
     CHECK_EQ(pfn_sg_miter_skip(&m, 1), -ENXIO);
+    SAYS("pfn_sg_miter_skip", "an earlier call ended the iteration with -ENXIO");
     CHECK_EQ(pfn_sg_miter_stop(&m), 0);
     CHECK_EQ(pfn_sg_miter_start(&m, a, 100, PFN_SG_MITER_FROM_SG), 0); /* b links to a link */
     CHECK_EQ(pfn_sg_miter_next(&m), 1);
     CHECK_EQ(pfn_sg_miter_next(&m), 1);
     CHECK_EQ(pfn_sg_miter_next(&m), -EINVAL);
+    SAYS("pfn_sg_miter_next", "the link at", at(&b[1]), "after the data entry at", at(&b[0]),
+         "another link entry");
     CHECK_EQ(pfn_sg_miter_stop(&m), 0);
     set_link(&b[1], a);
     CHECK_EQ(pfn_sg_miter_start(&m, a, 1000000, PFN_SG_MITER_FROM_SG), 0); /* a loop */
@@ -615,29 +734,40 @@ static void data_errors(void)
     while ((rc = pfn_sg_miter_next(&m)) == 1)
         n++;
     CHECK_EQ(rc, -ELOOP);
+    SAYS("pfn_sg_miter_next", "the list loops");
     CHECK(n >= 2 && n < 20);
     CHECK_EQ(pfn_sg_miter_stop(&m), 0);
     CHECK_EQ(pfn_sg_miter_start(&m, o, 2, PFN_SG_MITER_FROM_SG), 0);
     CHECK_EQ(pfn_sg_miter_skip(&m, UINT64_MAX), 0);
     CHECK_EQ(pfn_sg_miter_skip(&m, 1), -EOVERFLOW);
+    SAYS("pfn_sg_miter_skip", "position 0xffffffffffffffff", "offset 0x1 passes 2^64");
     CHECK_EQ(pfn_sg_miter_stop(&m), 0);
     memset(&m, 0xA5, sizeof m);
     CHECK_EQ(pfn_sg_miter_stop(&m), -EINVAL); /* garbage */
+    SAYS("pfn_sg_miter_stop", "not a pfn_sg_miter (state 0xa5a5a5a5)");
     CHECK_EQ(pfn_sg_miter_next(&m), -EINVAL);
+    SAYS("pfn_sg_miter_next", "not started (state 0xa5a5a5a5");
 
     /* iovecs. */
     struct iovec iov[4];
     uint64_t bytes = 77;
     pfn_section s = pfn_read_lock();
     CHECK_EQ(pfn_sg_to_iovec(NULL, l, 3, 0, UINT64_MAX, iov, 4, &bytes), -EINVAL);
+    SAYS("pfn_sg_to_iovec", "s is NULL");
     pfn_section closed;
     memset(&closed, 0, sizeof closed);
     CHECK_EQ(pfn_sg_to_iovec(&closed, l, 3, 0, UINT64_MAX, iov, 4, &bytes), -EINVAL);
+    SAYS("pfn_sg_to_iovec", "the section *s is not open");
     CHECK_EQ(pfn_sg_to_iovec(&s, l, 3, 0, UINT64_MAX, iov, -1, &bytes), -EINVAL);
+    SAYS("pfn_sg_to_iovec", "iovcnt -1 is negative");
     CHECK_EQ(pfn_sg_to_iovec(&s, l, 3, 0, UINT64_MAX, NULL, 4, &bytes), -EINVAL);
+    SAYS("pfn_sg_to_iovec", "iov is NULL with iovcnt 4");
     CHECK_EQ(pfn_sg_to_iovec(&s, NULL, 3, 0, UINT64_MAX, iov, 4, &bytes), -EINVAL);
+    SAYS("pfn_sg_to_iovec", "sgl is NULL");
     CHECK_EQ(pfn_sg_to_iovec(&s, a, 100, 0, UINT64_MAX, iov, 4, &bytes), -ELOOP);
+    SAYS("pfn_sg_to_iovec", "the list loops");
     CHECK_EQ(pfn_sg_to_iovec(&s, o, 2, 0, UINT64_MAX, iov, 4, &bytes), -ENXIO);
+    SAYS("pfn_sg_to_iovec", "physical 0x7a000005000", "lies in no registered range");
     CHECK_EQ(bytes, 77); /* not written on error */
     CHECK_EQ(pfn_sg_to_iovec(&s, l, 3, 0, UINT64_MAX, NULL, 0, &bytes), 0);
     CHECK_EQ(bytes, 0);
@@ -690,11 +820,17 @@ static void from_buffer(void)
     CHECK(memcmp(out, mem + 10, 8 * PAGE - 20) == 0);
     pfn_sg_free_table(&t);
     CHECK_EQ(pfn_sg_alloc_table_from_buf(NULL, mem, 1), -EINVAL);
+    SAYS("pfn_sg_alloc_table_from_buf", "t is NULL");
     CHECK_EQ(pfn_sg_alloc_table_from_buf(&t, NULL, 1), -EINVAL);
+    SAYS("pfn_sg_alloc_table_from_buf", "buf is NULL");
     CHECK_EQ(pfn_sg_alloc_table_from_buf(&t, mem, 0), -EINVAL);
+    SAYS("pfn_sg_alloc_table_from_buf", "len is 0");
     CHECK_EQ(pfn_sg_alloc_table_from_buf(&t, (void *)(uintptr_t)-4096, 8192), -EINVAL);
+    SAYS("pfn_sg_alloc_table_from_buf", "buf 0xfffffffffffff000 + len 0x2000 wraps");
     CHECK_EQ(pfn_sg_alloc_table_from_buf(&t, out, 1), -ENXIO);
+    SAYS("pfn_sg_alloc_table_from_buf", "address", at(out), "lies in no registered range");
     CHECK_EQ(pfn_sg_alloc_table_from_buf(&t, mem + 8 * PAGE - 1, 2), -ENXIO);
+    SAYS("pfn_sg_alloc_table_from_buf", "address", at(mem + 8 * PAGE), "no registered range");
     free(out);
     CHECK_EQ(pfn_device_free(dev), 0);
     munmap(mem, 8 * PAGE);

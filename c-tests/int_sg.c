@@ -426,13 +426,16 @@ static void long_lists(int fd)
 struct miter_arg {
     pfn_sg_miter *m;
     int next_rc, stop_rc;
+    char next_msg[256], stop_msg[256]; /* their pfn_errormsg() */
 };
 
 static void *foreign_next(void *arg)
 {
     struct miter_arg *a = (struct miter_arg *)arg;
     a->next_rc = pfn_sg_miter_next(a->m);
+    snprintf(a->next_msg, sizeof a->next_msg, "%s", pfn_errormsg());
     a->stop_rc = pfn_sg_miter_stop(a->m);
+    snprintf(a->stop_msg, sizeof a->stop_msg, "%s", pfn_errormsg());
     return NULL;
 }
 
@@ -447,12 +450,16 @@ static void hostile(void)
     pfn_sg_miter m;
     REQUIRE(pfn_sg_miter_start(&m, sg, 2, PFN_SG_MITER_FROM_SG) == 0);
     CHECK_EQ(pfn_sg_miter_next(&m), 1);
-    struct miter_arg a = {&m, 0, 0};
+    struct miter_arg a = {&m, 0, 0, "", ""};
     pthread_t t;
     REQUIRE(pthread_create(&t, NULL, foreign_next, &a) == 0);
     pthread_join(t, NULL);
     CHECK_EQ(a.next_rc, -EINVAL);
     CHECK_EQ(a.stop_rc, -EINVAL);
+    CHECK(strncmp(a.next_msg, "pfn_sg_miter_next: ", 19) == 0 &&
+          strstr(a.next_msg, "holds no kmap of the iterator's chunk") != NULL);
+    CHECK(strncmp(a.stop_msg, "pfn_sg_miter_stop: ", 19) == 0 &&
+          strstr(a.stop_msg, "holds no kmap of the iterator's chunk") != NULL);
     CHECK(m.addr == base + (16 + 4 * b_perm[0]) * PAGE && m.length == 100);
     CHECK_EQ(pfn_sg_miter_next(&m), 1);
     CHECK(m.addr == base + 32 * PAGE);

@@ -18,7 +18,7 @@
 
 /* Calls `call` (returning 0 or -errno, writing *t) with the n-th allocation failing, n = 0, 1,
  * ... until it succeeds; returns how many failed (each must be an injected ENOMEM that left
- * *t as it was). */
+ * *t as it was, with a pfn_errormsg() naming the call and the memory it lacked). */
 static int each_allocation(const char *what, int (*call)(pfn_sg_table *))
 {
     int fails = 0;
@@ -39,6 +39,13 @@ static int each_allocation(const char *what, int (*call)(pfn_sg_table *))
         if (!hit || rc != -ENOMEM || memcmp(&t, &before, sizeof t) != 0)
             fprintf(stderr, "%s: allocation %ld: rc %d, injected %d\n", what, n, rc, hit);
         CHECK(hit && rc == -ENOMEM && memcmp(&t, &before, sizeof t) == 0);
+        char prefix[64]; /* "name: ", how the message starts */
+        snprintf(prefix, sizeof prefix, "%.*s: ", (int)strcspn(what, "("), what);
+        const char *msg = pfn_errormsg();
+        int said = strncmp(msg, prefix, strlen(prefix)) == 0 && strstr(msg, "no memory") != NULL;
+        if (!said)
+            fprintf(stderr, "%s: allocation %ld: message \"%s\"\n", what, n, msg);
+        CHECK(said);
     }
     printf("int_sg_oom: %s failed cleanly at %d allocations\n", what, fails);
     return fails;

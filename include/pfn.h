@@ -1709,8 +1709,9 @@ static inline void pfn__scope_end(struct pfn_section *s)
 
 /* ---- scatterlists: the walking helpers ------------------------------------------------------
  * Static inline, like the kernel's (a call per entry would cost more than the step); the
- * library exports each under the same name too, with the same results (for callers that
- * cannot use this header, e.g. other languages). A list is one or more arrays of struct
+ * library exports each under the same name too, with the same results and errno (for callers
+ * that cannot use this header, e.g. other languages); a failing exported one also leaves its
+ * pfn_errormsg() message, an inline one does not. A list is one or more arrays of struct
  * pfn_sg (see there), in the caller's memory. "Misplaced" below: NULL or not 8-aligned.
  * Copies, zeroing, tables, the mapping iterator and iovecs are the exported pfn_sg_* above. */
 #include <errno.h>

@@ -16,8 +16,9 @@
 use std::ptr;
 
 use crate::encoding::{Pfn, FLAGS_MASK, PAGE_SHIFT, PAGE_SIZE, SG_CHAIN, SG_LAST};
+use crate::errmsg;
 use crate::error::{Error, Result};
-use crate::rcu::{self, Reader};
+use crate::rcu::Reader;
 use crate::space::{self, Block, Mapped};
 use crate::{persist, pmem};
 
@@ -52,14 +53,39 @@ impl Entry {
             .pfn
             .phys()
             .checked_add(u64::from(self.offset))
-            .ok_or(Error::Overflow)?;
+            .ok_or_else(|| self.past_the_end())?;
         if self.len > 0 {
             start
                 .checked_add(u64::from(self.len) - 1)
-                .ok_or(Error::Overflow)?;
+                .ok_or_else(|| self.past_the_end())?;
         }
         Ok(start)
     }
+
+    #[cold]
+    #[inline(never)]
+    fn past_the_end(&self) -> Error {
+        errmsg::with(
+            Error::Overflow,
+            format_args!(
+                "the entry of pfn_t {:#x} (physical {:#x}) with offset {:#x} and length {:#x} \
+                 passes the end of the 64-bit physical space",
+                self.pfn.0,
+                self.pfn.phys(),
+                self.offset,
+                self.len
+            ),
+        )
+    }
+}
+
+/// `e`, an msync error from making `len` bytes at `addr` durable, with its message.
+#[cold]
+pub(crate) fn msync_failed(e: Error, addr: usize, len: usize) -> Error {
+    errmsg::with(
+        e,
+        format_args!("msync of {len:#x} bytes at {addr:#x} failed: {e}"),
+    )
 }
 
 /// Runs of ranges a translator remembers: a list spread over up to this many runs is walked in
@@ -144,7 +170,7 @@ impl Translator {
         };
         self.index[h] = i as u8 + 1;
         self.last = i;
-        Self::hit(&self.runs[i], page).ok_or(Error::NotMapped)
+        Self::hit(&self.runs[i], page).ok_or_else(|| space::not_mapped(Pfn(page)))
     }
 }
 
@@ -164,12 +190,12 @@ struct Section {
 
 impl Section {
     fn open() -> Result<Section> {
-        let reader = rcu::current_or_register().map_err(|e| match e {
-            rcu::SetupError::OutOfMemory => Error::OutOfMemory,
-            rcu::SetupError::Interrupted => Error::Again,
-        })?;
+        let reader = space::reader()?;
         if !reader.has_room(1) {
-            return Err(Error::Overflow);
+            return Err(errmsg::with(
+                Error::Overflow,
+                format_args!("more than 16 million nested holds on this thread"),
+            ));
         }
         reader.enter();
         Ok(Section {
@@ -322,7 +348,9 @@ impl Durable {
         if let Some((a, l)) = self.pending.take() {
             // SAFETY: bytes just written, still mapped (the caller's section holds them).
             if let Err(e) = unsafe { pmem::persist(a, l) } {
-                self.first_error.get_or_insert(e);
+                if self.first_error.is_none() {
+                    self.first_error = Some(msync_failed(e, a, l));
+                }
             }
         }
     }
@@ -498,7 +526,12 @@ fn append(out: &mut Vec<Entry>, phys: u64, flags: u64, mut n: u64) -> Result<()>
                 continue;
             }
         }
-        out.try_reserve(1).map_err(|_| Error::OutOfMemory)?;
+        out.try_reserve(1).map_err(|_| {
+            errmsg::with(
+                Error::OutOfMemory,
+                format_args!("no memory for entry {} of the table", out.len()),
+            )
+        })?;
         let take = n.min(u64::from(MAX_ENTRY_BYTES));
         out.push(Entry {
             pfn: Pfn::from_phys(phys, flags),
@@ -516,18 +549,31 @@ fn append(out: &mut Vec<Entry>, phys: u64, flags: u64, mut n: u64) -> Result<()>
 /// when `size` is 0, `offset` is not inside the first frame, the bytes need more frames than
 /// given, or a frame carries PFN_SG_CHAIN; `Overflow` past the physical space; `OutOfMemory`.
 pub fn entries_of_pfns(pfns: &[Pfn], offset: u32, size: u64) -> Result<Vec<Entry>> {
-    if size == 0 || u64::from(offset) >= PAGE_SIZE {
-        return Err(Error::Invalid);
+    if size == 0 {
+        return Err(errmsg::invalid(format_args!("size is 0")));
     }
-    let need = (u64::from(offset) + size).div_ceil(PAGE_SIZE);
-    if need > pfns.len() as u64 {
-        return Err(Error::Invalid);
+    if u64::from(offset) >= PAGE_SIZE {
+        return Err(errmsg::invalid(format_args!(
+            "offset {offset:#x} is not inside the first frame (at most {:#x})",
+            PAGE_SIZE - 1
+        )));
+    }
+    // In u128: offset + size may pass 2^64 (it then needs more frames than any array holds).
+    let need = (u128::from(offset) + u128::from(size)).div_ceil(u128::from(PAGE_SIZE));
+    if need > pfns.len() as u128 {
+        return Err(errmsg::invalid(format_args!(
+            "offset {offset:#x} + size {size:#x} needs {need} frames, more than the {} given",
+            pfns.len()
+        )));
     }
     let mut out = Vec::new();
     let mut left = size;
     for (i, p) in pfns[..need as usize].iter().enumerate() {
         if p.sg_chain() {
-            return Err(Error::Invalid);
+            return Err(errmsg::invalid(format_args!(
+                "pfns[{i}] = {:#x} has PFN_SG_CHAIN set: a scatterlist link, not a frame",
+                p.0
+            )));
         }
         let skip = if i == 0 { u64::from(offset) } else { 0 };
         let n = (PAGE_SIZE - skip).min(left);
@@ -547,8 +593,13 @@ pub fn entries_of_pfns(pfns: &[Pfn], offset: u32, size: u64) -> Result<Vec<Entry
 /// physically (with equal flags) share an entry. Errors: `Invalid` for `len` 0 or bytes that
 /// wrap; `NotMapped` for a page in no range; `OutOfMemory`; set-up errors of the thread.
 pub fn entries_of_buffer(addr: usize, len: usize) -> Result<Vec<Entry>> {
-    if len == 0 || addr.checked_add(len).is_none() {
-        return Err(Error::Invalid);
+    if len == 0 {
+        return Err(errmsg::invalid(format_args!("len is 0")));
+    }
+    if addr.checked_add(len).is_none() {
+        return Err(errmsg::invalid(format_args!(
+            "buf {addr:#x} + len {len:#x} wraps past the end of the address space"
+        )));
     }
     let mut out = Vec::new();
     let (mut at, end) = (addr, addr + len);
@@ -738,6 +789,11 @@ mod tests {
             Err(Error::Invalid)
         );
         assert_eq!(entries_of_pfns(&[p(1, 0)], 4096, 1), Err(Error::Invalid));
+        // offset + size past 2^64 needs more frames than given (it used to wrap to 0 frames).
+        assert_eq!(
+            entries_of_pfns(&[p(1, 0)], 1, u64::MAX),
+            Err(Error::Invalid)
+        );
         assert_eq!(
             entries_of_pfns(&[p(1, SG_CHAIN)], 0, 1),
             Err(Error::Invalid)

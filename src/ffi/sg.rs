@@ -6,12 +6,14 @@
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ffi::{c_int, c_uint, c_void};
+use std::fmt;
 use std::ptr;
 
 use super::encoding::{pfn_t, PFN_SG_CHAIN, PFN_SG_LAST};
 use super::section::pfn_section;
-use super::{ffi_boundary, misuse, set_errno, setup_guard};
+use super::{fail, ffi_boundary, invalid, misuse, null_errno, setup_guard, status};
 use crate::encoding::Pfn;
+use crate::errmsg;
 use crate::error::{Error, Result};
 use crate::sg::{self, Entry, Transfer};
 use crate::space::{self, Block};
@@ -126,18 +128,82 @@ fn is_end(v: u64) -> bool {
     v & SG_FLAGS == PFN_SG_LAST
 }
 
+// ---- the messages of broken lists and bad list arguments (pfn_errormsg) ----
+
+/// A data entry named in a message: its index in the walk when known, and its address.
+#[derive(Clone, Copy)]
+struct At(Option<u64>, *const pfn_sg);
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(i) => write!(f, "data entry {i} at {:p}", self.1),
+            None => write!(f, "the data entry at {:p}", self.1),
+        }
+    }
+}
+
+/// `Invalid` for an entry argument `name` that is NULL or not 8-aligned, with its message.
+#[cold]
+#[inline(never)]
+fn misplaced_arg(name: &str, p: *const pfn_sg) -> Error {
+    if p.is_null() {
+        errmsg::invalid(format_args!("{name} is NULL"))
+    } else {
+        errmsg::invalid(format_args!("{name} {p:p} is not 8-aligned"))
+    }
+}
+
+/// `Invalid` for a list argument `name` that is a link entry, with its message.
+#[cold]
+#[inline(never)]
+fn link_arg(name: &str, p: *const pfn_sg) -> Error {
+    errmsg::invalid(format_args!(
+        "{name} {p:p} is a link entry (PFN_SG_CHAIN), not a data entry"
+    ))
+}
+
+/// The error of a link (at `link`, after data entry `at`) that leads to `t`, with its message:
+/// `BadLink` (NULL or not 8-aligned), `Loop` (to itself) or `Invalid` (to another link).
+#[cold]
+#[inline(never)]
+fn broken_link(at: At, link: *const pfn_sg, t: *const pfn_sg) -> Error {
+    if misplaced(t) {
+        errmsg::with(
+            Error::BadLink,
+            format_args!(
+                "the link at {link:p}, after {at}, leads to {t:p}, which is NULL or not \
+                 8-aligned"
+            ),
+        )
+    } else if t == link {
+        errmsg::with(
+            Error::Loop,
+            format_args!("the link at {link:p}, after {at}, leads to itself"),
+        )
+    } else {
+        errmsg::invalid(format_args!(
+            "the link at {link:p}, after {at}, leads to {t:p}, another link entry"
+        ))
+    }
+}
+
 /// The data entry after data entry `sg`, following a link (and whether it did); None after
 /// the last. Errors: `Invalid` when `sg` is a link or the link leads to another link,
-/// `BadLink` for a link that is NULL or not 8-aligned, `Loop` for a link to itself.
+/// `BadLink` for a link that is NULL or not 8-aligned, `Loop` for a link to itself; each
+/// with its message, which names `sg` by the index `index()` gives (asked only on an error).
 ///
 /// # Safety
 /// `sg`, and the entry after it unless `sg` is marked last, are readable; so is the entry a
 /// link there leads to, when it is 8-aligned and not NULL.
 #[inline(always)]
-unsafe fn step(sg: *const pfn_sg) -> Result<(Option<*const pfn_sg>, bool)> {
+unsafe fn step(
+    sg: *const pfn_sg,
+    index: impl FnOnce() -> Option<u64>,
+) -> Result<(Option<*const pfn_sg>, bool)> {
     let v = val(sg);
     if is_link(v) {
-        return Err(Error::Invalid);
+        return Err(link_arg("sg", sg));
     }
     if v & PFN_SG_LAST != 0 {
         return Ok((None, false));
@@ -148,11 +214,8 @@ unsafe fn step(sg: *const pfn_sg) -> Result<(Option<*const pfn_sg>, bool)> {
         return Ok((Some(n), false));
     }
     let t = (nv & !SG_FLAGS) as usize as *const pfn_sg;
-    if misplaced(t) {
-        return Err(Error::BadLink);
-    }
-    if is_link(val(t)) {
-        return Err(if t == n { Error::Loop } else { Error::Invalid });
+    if misplaced(t) || is_link(val(t)) {
+        return Err(broken_link(At(index(), sg), n, t));
     }
     Ok((Some(t), true))
 }
@@ -175,9 +238,10 @@ impl Brent {
         }
     }
 
-    fn hop(&mut self, target: *const pfn_sg) -> Result<()> {
+    /// False when the walk came back to a target it saw: the list loops.
+    fn hop(&mut self, target: *const pfn_sg) -> bool {
         if target == self.saved {
-            return Err(Error::Loop);
+            return false;
         }
         self.lam += 1;
         if self.lam == self.power {
@@ -185,12 +249,13 @@ impl Brent {
             self.power <<= 1;
             self.lam = 0;
         }
-        Ok(())
+        true
     }
 }
 
 /// A walk over a list's data entries, at most `nents` of them: reaching the nents-th without
-/// an end mark and needing more is `Invalid`, and nothing past it is read.
+/// an end mark and needing more is `Invalid`, and nothing past it is read. Every error comes
+/// with its message.
 #[derive(Clone, Copy)]
 struct Walk {
     start: *const pfn_sg,
@@ -198,6 +263,8 @@ struct Walk {
     left: u64,
     brent: Brent,
     done: bool,
+    /// The `nents` it started with, for messages (0: not known, in a resumed walk).
+    budget: u64,
 }
 
 impl Walk {
@@ -206,8 +273,13 @@ impl Walk {
     /// # Safety
     /// The list's entries (as far as it is walked) are readable (the checks above aside).
     unsafe fn new(sgl: *const pfn_sg, nents: u64) -> Result<Walk> {
-        if nents > 0 && (misplaced(sgl) || is_link(val(sgl))) {
-            return Err(Error::Invalid);
+        if nents > 0 {
+            if misplaced(sgl) {
+                return Err(misplaced_arg("sgl", sgl));
+            }
+            if is_link(val(sgl)) {
+                return Err(link_arg("sgl", sgl));
+            }
         }
         Ok(Walk {
             start: sgl,
@@ -215,7 +287,48 @@ impl Walk {
             left: nents,
             brent: Brent::new(sgl),
             done: nents == 0,
+            budget: nents,
         })
+    }
+
+    /// The current entry, named for a message.
+    fn at(&self) -> At {
+        // `left` was counted down when `cur` was reached.
+        At(
+            (self.budget != 0).then(|| self.budget - self.left - 1),
+            self.cur,
+        )
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn no_end_mark(&self) -> Error {
+        let at = self.at();
+        if self.budget != 0 {
+            errmsg::invalid(format_args!(
+                "{at} is the nents-th (nents = {}) and is not marked PFN_SG_LAST, but more \
+                 bytes are wanted",
+                self.budget
+            ))
+        } else {
+            errmsg::invalid(format_args!(
+                "{at} is the nents-th and is not marked PFN_SG_LAST, but more bytes are \
+                 wanted"
+            ))
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn looped(&self, target: *const pfn_sg) -> Error {
+        errmsg::with(
+            Error::Loop,
+            format_args!(
+                "the list loops: the link after {} leads back to {target:p}, an entry already \
+                 walked",
+                self.at()
+            ),
+        )
     }
 
     #[inline(always)]
@@ -233,13 +346,13 @@ impl Walk {
             }
             if self.left == 0 {
                 self.done = true;
-                return Err(Error::Invalid);
+                return Err(self.no_end_mark());
             }
             // SAFETY: as above.
-            let stepped = unsafe { step(self.cur) }.and_then(|(n, hop)| {
+            let stepped = unsafe { step(self.cur, || self.at().0) }.and_then(|(n, hop)| {
                 let n = n.expect("an entry not marked last has a successor");
-                if hop {
-                    self.brent.hop(n)?;
+                if hop && !self.brent.hop(n) {
+                    return Err(self.looped(n));
                 }
                 Ok(n)
             });
@@ -349,16 +462,25 @@ pub unsafe extern "C" fn pfn_sg_set_pfn(
     len: u32,
     offset: u32,
 ) -> c_int {
-    if misplaced(sg) || is_link(val(sg)) || is_link(pfn.val) {
-        return -libc::EINVAL;
-    }
-    if let Err(e) = Entry::new(pfn.val, offset, len).start() {
-        return -e.errno();
-    }
-    (*sg).pfn.val = (pfn.val & !SG_FLAGS) | (val(sg) & PFN_SG_LAST);
-    (*sg).offset = offset;
-    (*sg).length = len;
-    0
+    ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_sg_set_pfn";
+        if misplaced(sg) {
+            return fail(CALL, misplaced_arg("sg", sg));
+        }
+        if is_link(val(sg)) {
+            return fail(CALL, link_arg("sg", sg));
+        }
+        if is_link(pfn.val) {
+            return fail(CALL, space::chain_err(Pfn(pfn.val)));
+        }
+        if let Err(e) = Entry::new(pfn.val, offset, len).start() {
+            return fail(CALL, e);
+        }
+        (*sg).pfn.val = (pfn.val & !SG_FLAGS) | (val(sg) & PFN_SG_LAST);
+        (*sg).offset = offset;
+        (*sg).length = len;
+        0
+    })
 }
 
 /// Marks `sg` as the list's last entry (a link entry becomes a data entry).
@@ -412,21 +534,50 @@ pub unsafe extern "C" fn pfn_sg_chain(
     prv_nents: c_uint,
     sgl: *mut pfn_sg,
 ) -> c_int {
-    if misplaced(prv) || prv_nents < 2 || misplaced(sgl) || sgl as u64 & SG_FLAGS != 0 {
-        return -libc::EINVAL;
-    }
-    let link = prv.add(prv_nents as usize - 1);
-    if sgl == link || is_link(val(sgl)) {
-        return -libc::EINVAL;
-    }
-    *link = pfn_sg {
-        pfn: pfn_t {
-            val: sgl as u64 | PFN_SG_CHAIN,
-        },
-        offset: 0,
-        length: 0,
-    };
-    0
+    ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_sg_chain";
+        if misplaced(prv) {
+            return fail(CALL, misplaced_arg("prv", prv));
+        }
+        if prv_nents < 2 {
+            return invalid(
+                CALL,
+                format_args!(
+                    "prv_nents {prv_nents} is less than 2 (its last entry becomes the link)"
+                ),
+            );
+        }
+        if misplaced(sgl) {
+            return fail(CALL, misplaced_arg("sgl", sgl));
+        }
+        if sgl as u64 & SG_FLAGS != 0 {
+            return invalid(
+                CALL,
+                format_args!("sgl {sgl:p} has bit 62 or 63 set: a link cannot hold it"),
+            );
+        }
+        let link = prv.add(prv_nents as usize - 1);
+        if sgl == link {
+            return invalid(
+                CALL,
+                format_args!(
+                    "sgl {sgl:p} is prv[{}], the entry that would become the link",
+                    prv_nents - 1
+                ),
+            );
+        }
+        if is_link(val(sgl)) {
+            return fail(CALL, link_arg("sgl", sgl));
+        }
+        *link = pfn_sg {
+            pfn: pfn_t {
+                val: sgl as u64 | PFN_SG_CHAIN,
+            },
+            offset: 0,
+            length: 0,
+        };
+        0
+    })
 }
 
 /// The data entry after `sg`: NULL at the end (errno unchanged) or with errno for a broken
@@ -437,18 +588,28 @@ pub unsafe extern "C" fn pfn_sg_chain(
 #[no_mangle]
 pub unsafe extern "C" fn pfn_sg_next(sg: *mut pfn_sg) -> *mut pfn_sg {
     ffi_boundary!(ptr::null_mut(), {
+        const CALL: &str = "pfn_sg_next";
         if misplaced(sg) {
-            set_errno(libc::EINVAL);
-            return ptr::null_mut();
+            return null_errno(CALL, misplaced_arg("sg", sg));
         }
-        match step(sg) {
+        match step(sg, || None) {
             Ok((n, _)) => n.map_or(ptr::null_mut(), |n| n as *mut pfn_sg),
-            Err(e) => {
-                set_errno(e.errno());
-                ptr::null_mut()
-            }
+            Err(e) => null_errno(CALL, e),
         }
     })
+}
+
+/// `Overflow` for a list of more than INT_MAX data entries, with its message.
+#[cold]
+#[inline(never)]
+fn too_many_entries() -> Error {
+    errmsg::with(
+        Error::Overflow,
+        format_args!(
+            "the list has more than INT_MAX ({}) data entries",
+            c_int::MAX
+        ),
+    )
 }
 
 /// Data entries of the list, up to and including the one marked last.
@@ -458,20 +619,21 @@ pub unsafe extern "C" fn pfn_sg_next(sg: *mut pfn_sg) -> *mut pfn_sg {
 #[no_mangle]
 pub unsafe extern "C" fn pfn_sg_nents(sgl: *mut pfn_sg) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_sg_nents";
         if misplaced(sgl) {
-            return -libc::EINVAL;
+            return fail(CALL, misplaced_arg("sgl", sgl));
         }
         let walk = match Walk::new(sgl, u64::MAX) {
             Ok(w) => w,
-            Err(e) => return -e.errno(),
+            Err(e) => return fail(CALL, e),
         };
         let mut n: c_int = 0;
         for e in walk {
             if let Err(e) = e {
-                return -e.errno();
+                return fail(CALL, e);
             }
             if n == c_int::MAX {
-                return -libc::EOVERFLOW;
+                return fail(CALL, too_many_entries());
             }
             n += 1;
         }
@@ -486,24 +648,28 @@ pub unsafe extern "C" fn pfn_sg_nents(sgl: *mut pfn_sg) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn pfn_sg_nents_for_len(sgl: *mut pfn_sg, len: u64) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
-        if misplaced(sgl) || is_link(val(sgl)) {
-            return -libc::EINVAL;
+        const CALL: &str = "pfn_sg_nents_for_len";
+        if misplaced(sgl) {
+            return fail(CALL, misplaced_arg("sgl", sgl));
+        }
+        if is_link(val(sgl)) {
+            return fail(CALL, link_arg("sgl", sgl));
         }
         if len == 0 {
             return 0;
         }
         let walk = match Walk::new(sgl, u64::MAX) {
             Ok(w) => w,
-            Err(e) => return -e.errno(),
+            Err(e) => return fail(CALL, e),
         };
         let (mut n, mut total): (c_int, u64) = (0, 0);
         for e in walk {
             let e = match e {
                 Ok(e) => e,
-                Err(e) => return -e.errno(),
+                Err(e) => return fail(CALL, e),
             };
             if n == c_int::MAX {
-                return -libc::EOVERFLOW;
+                return fail(CALL, too_many_entries());
             }
             n += 1;
             total += u64::from(e.len);
@@ -511,7 +677,12 @@ pub unsafe extern "C" fn pfn_sg_nents_for_len(sgl: *mut pfn_sg, len: u64) -> c_i
                 return n;
             }
         }
-        -libc::EINVAL
+        invalid(
+            CALL,
+            format_args!(
+                "the list's {n} data entries hold {total:#x} bytes, fewer than len {len:#x}"
+            ),
+        )
     })
 }
 
@@ -522,26 +693,23 @@ pub unsafe extern "C" fn pfn_sg_nents_for_len(sgl: *mut pfn_sg, len: u64) -> c_i
 #[no_mangle]
 pub unsafe extern "C" fn pfn_sg_last(sgl: *mut pfn_sg, nents: c_uint) -> *mut pfn_sg {
     ffi_boundary!(ptr::null_mut(), {
-        if misplaced(sgl) || nents == 0 || is_link(val(sgl)) {
-            set_errno(libc::EINVAL);
-            return ptr::null_mut();
+        const CALL: &str = "pfn_sg_last";
+        if misplaced(sgl) {
+            return null_errno(CALL, misplaced_arg("sgl", sgl));
+        }
+        if nents == 0 {
+            return null_errno(CALL, errmsg::invalid(format_args!("nents is 0")));
         }
         let mut walk = match Walk::new(sgl, u64::from(nents)) {
             Ok(w) => w,
-            Err(e) => {
-                set_errno(e.errno());
-                return ptr::null_mut();
-            }
+            Err(e) => return null_errno(CALL, e),
         };
         let mut last = ptr::null();
         for _ in 0..nents {
             match walk.advance() {
                 Ok(Some(sg)) => last = sg,
                 Ok(None) => break,
-                Err(e) => {
-                    set_errno(e.errno());
-                    return ptr::null_mut();
-                }
+                Err(e) => return null_errno(CALL, e),
             }
         }
         last as *mut pfn_sg
@@ -601,7 +769,13 @@ fn alloc_arrays(nents: u32) -> Result<*mut pfn_sg> {
         if head.is_null() {
             // SAFETY: the arrays made so far.
             unsafe { free_arrays(first) };
-            return Err(Error::OutOfMemory);
+            return Err(errmsg::with(
+                Error::OutOfMemory,
+                format_args!(
+                    "no memory for an array of {n} entries ({} bytes) of a table of {nents}",
+                    array_layout(n).size()
+                ),
+            ));
         }
         // SAFETY: fresh memory of this layout: the head, then n zeroed entries.
         unsafe {
@@ -628,7 +802,16 @@ fn alloc_arrays(nents: u32) -> Result<*mut pfn_sg> {
 
 /// A table holding `entries` (at least one; at most u32::MAX).
 fn table_of(entries: &[Entry]) -> Result<pfn_sg_table> {
-    let n = u32::try_from(entries.len()).map_err(|_| Error::OutOfMemory)?;
+    let n = u32::try_from(entries.len()).map_err(|_| {
+        errmsg::with(
+            Error::OutOfMemory,
+            format_args!(
+                "{} entries are more than a table holds ({})",
+                entries.len(),
+                u32::MAX
+            ),
+        )
+    })?;
     let sgl = alloc_arrays(n)?;
     // SAFETY: a list just made, of exactly `n` data entries.
     unsafe {
@@ -639,7 +822,7 @@ fn table_of(entries: &[Entry]) -> Result<pfn_sg_table> {
             (*s).offset = e.offset;
             (*s).length = e.len;
             if i + 1 < entries.len() {
-                sg = step(sg)?.0.expect("not the last");
+                sg = step(sg, || Some(i as u64))?.0.expect("not the last");
             }
         }
     }
@@ -663,11 +846,12 @@ fn table_of(entries: &[Entry]) -> Result<pfn_sg_table> {
 #[no_mangle]
 pub unsafe extern "C" fn pfn_sg_alloc_table(t: *mut pfn_sg_table, nents: c_uint) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_sg_alloc_table";
         let Some(t) = t.as_mut() else {
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("t is NULL"));
         };
         if nents == 0 {
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("nents is 0"));
         }
         match alloc_arrays(nents) {
             Ok(sgl) => {
@@ -678,7 +862,7 @@ pub unsafe extern "C" fn pfn_sg_alloc_table(t: *mut pfn_sg_table, nents: c_uint)
                 };
                 0
             }
-            Err(e) => -e.errno(),
+            Err(e) => fail(CALL, e),
         }
     })
 }
@@ -694,6 +878,7 @@ pub unsafe extern "C" fn pfn_sg_alloc_table(t: *mut pfn_sg_table, nents: c_uint)
 #[no_mangle]
 pub unsafe extern "C" fn pfn_sg_free_table(t: *mut pfn_sg_table) {
     ffi_boundary!((), {
+        const CALL: &str = "pfn_sg_free_table";
         let Some(t) = t.as_mut() else {
             return;
         };
@@ -709,6 +894,14 @@ pub unsafe extern "C" fn pfn_sg_free_table(t: *mut pfn_sg_table) {
             misuse(
                 "pfn_sg_free_table of a list pfn_sg_alloc_table did not make (or freed already)",
             );
+            invalid(
+                CALL,
+                format_args!(
+                    "t->sgl {:p} is not a list pfn_sg_alloc_table* made (or it was freed \
+                     already): left alone",
+                    t.sgl
+                ),
+            );
             return;
         }
         free_arrays(head);
@@ -720,13 +913,13 @@ pub unsafe extern "C" fn pfn_sg_free_table(t: *mut pfn_sg_table) {
     })
 }
 
-fn put_table(t: &mut pfn_sg_table, entries: Result<Vec<Entry>>) -> c_int {
+fn put_table(call: &str, t: &mut pfn_sg_table, entries: Result<Vec<Entry>>) -> c_int {
     match entries.and_then(|e| table_of(&e)) {
         Ok(table) => {
             *t = table;
             0
         }
-        Err(e) => -e.errno(),
+        Err(e) => fail(call, e),
     }
 }
 
@@ -752,15 +945,16 @@ pub unsafe extern "C" fn pfn_sg_alloc_table_from_pfns(
     size: u64,
 ) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_sg_alloc_table_from_pfns";
         let Some(t) = t.as_mut() else {
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("t is NULL"));
         };
         if pfns.is_null() {
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("pfns is NULL"));
         }
         // pfn_t is a repr(C) struct of one u64, Pfn a transparent u64.
         let frames = std::slice::from_raw_parts(pfns as *const Pfn, n_pages as usize);
-        put_table(t, sg::entries_of_pfns(frames, offset, size))
+        put_table(CALL, t, sg::entries_of_pfns(frames, offset, size))
     })
 }
 
@@ -784,20 +978,27 @@ pub unsafe extern "C" fn pfn_sg_alloc_table_from_buf(
     len: usize,
 ) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_sg_alloc_table_from_buf";
         let Some(t) = t.as_mut() else {
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("t is NULL"));
         };
         if buf.is_null() {
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("buf is NULL"));
         }
-        put_table(t, setup_guard(|| sg::entries_of_buffer(buf as usize, len)))
+        put_table(
+            CALL,
+            t,
+            setup_guard(|| sg::entries_of_buffer(buf as usize, len)),
+        )
     })
 }
 
 // ---- copies ----
 
-/// The checks of every copy, then the core's copy over the walked list.
+/// The checks of every copy, then the core's copy over the walked list; `call` names the
+/// exported function for the message of a failure.
 unsafe fn transfer(
+    call: &str,
     sgl: *const pfn_sg,
     nents: c_uint,
     op: Transfer,
@@ -810,18 +1011,36 @@ unsafe fn transfer(
         Transfer::FromList(p) => Some(p as usize),
         Transfer::Zero => None,
     };
-    let buffer_ok = len == 0 || buf.is_none_or(|b| b != 0 && b.checked_add(len).is_some());
-    if flags & !PFN_SG_PERSIST != 0 || !buffer_ok || len > isize::MAX as usize {
-        return -libc::EINVAL as isize;
+    if flags & !PFN_SG_PERSIST != 0 {
+        return invalid(
+            call,
+            format_args!("flags {flags:#x} has unknown bits (PFN_SG_PERSIST is the only flag)"),
+        ) as isize;
+    }
+    if len > isize::MAX as usize {
+        return invalid(call, format_args!("buflen {len:#x} is over PTRDIFF_MAX")) as isize;
+    }
+    if let Some(b) = buf.filter(|_| len > 0) {
+        if b == 0 {
+            return invalid(call, format_args!("buf is NULL with buflen {len:#x}")) as isize;
+        }
+        if b.checked_add(len).is_none() {
+            return invalid(
+                call,
+                format_args!(
+                    "buf {b:#x} + buflen {len:#x} wraps past the end of the address space"
+                ),
+            ) as isize;
+        }
     }
     let walk = match Walk::new(sgl, u64::from(nents)) {
         Ok(w) => w,
-        Err(e) => return -e.errno() as isize,
+        Err(e) => return fail(call, e) as isize,
     };
     let durable = flags & PFN_SG_PERSIST != 0;
     match setup_guard(|| sg::copy(walk, op, len, skip, durable)) {
         Ok(n) => n as isize,
-        Err(e) => -e.errno() as isize,
+        Err(e) => fail(call, e) as isize,
     }
 }
 
@@ -870,7 +1089,9 @@ pub unsafe extern "C" fn pfn_sg_pcopy_from_buffer(
     flags: u32,
 ) -> isize {
     ffi_boundary!(-libc::ENOTRECOVERABLE as isize, {
+        const CALL: &str = "pfn_sg_pcopy_from_buffer";
         transfer(
+            CALL,
             sgl,
             nents,
             Transfer::ToList(buf as *const u8),
@@ -893,7 +1114,16 @@ pub unsafe extern "C" fn pfn_sg_copy_from_buffer(
     buflen: usize,
 ) -> isize {
     ffi_boundary!(-libc::ENOTRECOVERABLE as isize, {
-        transfer(sgl, nents, Transfer::ToList(buf as *const u8), buflen, 0, 0)
+        const CALL: &str = "pfn_sg_copy_from_buffer";
+        transfer(
+            CALL,
+            sgl,
+            nents,
+            Transfer::ToList(buf as *const u8),
+            buflen,
+            0,
+            0,
+        )
     })
 }
 
@@ -915,7 +1145,9 @@ pub unsafe extern "C" fn pfn_sg_pcopy_to_buffer(
     skip: u64,
 ) -> isize {
     ffi_boundary!(-libc::ENOTRECOVERABLE as isize, {
+        const CALL: &str = "pfn_sg_pcopy_to_buffer";
         transfer(
+            CALL,
             sgl,
             nents,
             Transfer::FromList(buf as *mut u8),
@@ -938,7 +1170,16 @@ pub unsafe extern "C" fn pfn_sg_copy_to_buffer(
     buflen: usize,
 ) -> isize {
     ffi_boundary!(-libc::ENOTRECOVERABLE as isize, {
-        transfer(sgl, nents, Transfer::FromList(buf as *mut u8), buflen, 0, 0)
+        const CALL: &str = "pfn_sg_copy_to_buffer";
+        transfer(
+            CALL,
+            sgl,
+            nents,
+            Transfer::FromList(buf as *mut u8),
+            buflen,
+            0,
+            0,
+        )
     })
 }
 
@@ -959,7 +1200,8 @@ pub unsafe extern "C" fn pfn_sg_zero_buffer(
     flags: u32,
 ) -> isize {
     ffi_boundary!(-libc::ENOTRECOVERABLE as isize, {
-        transfer(sgl, nents, Transfer::Zero, buflen, skip, flags)
+        const CALL: &str = "pfn_sg_zero_buffer";
+        transfer(CALL, sgl, nents, Transfer::Zero, buflen, skip, flags)
     })
 }
 
@@ -983,6 +1225,7 @@ impl pfn_sg_miter {
                 lam: self.priv_lam,
             },
             done: false,
+            budget: 0,
         }
     }
 
@@ -995,9 +1238,9 @@ impl pfn_sg_miter {
     }
 
     /// Ends the mapped chunk: makes its consumed bytes durable when asked, releases its kmap
-    /// and moves the position past them. Errors: `Invalid` when this thread holds no kmap of
-    /// the chunk (another thread's iterator: the chunk stays mapped); an msync error (the
-    /// chunk is released).
+    /// and moves the position past them. Errors (with their messages): `Invalid` when this
+    /// thread holds no kmap of the chunk (another thread's iterator: the chunk stays mapped);
+    /// an msync error (the chunk is released).
     fn unmap(&mut self) -> Result<()> {
         if self.priv_state != MITER_MAPPED {
             return Ok(());
@@ -1009,10 +1252,15 @@ impl pfn_sg_miter {
             == PFN_SG_MITER_TO_SG | PFN_SG_PERSIST
         {
             // SAFETY: the chunk is still mapped by this iterator's kmap.
-            result = unsafe { crate::pmem::persist(addr, used) };
+            result = unsafe { crate::pmem::persist(addr, used) }
+                .map_err(|e| sg::msync_failed(e, addr, used));
         }
         if !space::kunmap(addr) {
-            return Err(Error::Invalid);
+            return Err(errmsg::invalid(format_args!(
+                "this thread holds no kmap of the iterator's chunk at {addr:p} (another \
+                 thread's iterator? the chunk stays mapped)",
+                addr = self.addr
+            )));
         }
         self.priv_pos += used as u64;
         self.priv_state = MITER_STARTED;
@@ -1022,11 +1270,60 @@ impl pfn_sg_miter {
         result
     }
 
-    fn fail(&mut self, e: Error) -> c_int {
+    /// Ends the iteration with error `e` (kept for later calls), from the call named `call`.
+    fn end_with(&mut self, call: &str, e: Error) -> c_int {
         self.priv_state = MITER_ENDED;
-        self.priv_error = -e.errno();
+        self.priv_error = fail(call, e);
         self.priv_error
     }
+
+    /// For a call on an iterator in state `priv_state` that is neither started nor mapped:
+    /// what it returns (0 at the end, the error an ended iterator keeps, -EINVAL when it
+    /// is not started), with the message of a failure.
+    #[cold]
+    fn not_running(&self, call: &str) -> c_int {
+        match self.priv_state {
+            MITER_ENDED if self.priv_error == 0 => 0,
+            MITER_ENDED => {
+                let n = -self.priv_error;
+                let kept = "(kept until it is started again)";
+                let e = match errno_name(n) {
+                    Some(name) => errmsg::with(
+                        Error::Os(n),
+                        format_args!("an earlier call ended the iteration with -{name} {kept}"),
+                    ),
+                    None => errmsg::with(
+                        Error::Os(n),
+                        format_args!("an earlier call ended the iteration with errno {n} {kept}"),
+                    ),
+                };
+                fail(call, e)
+            }
+            MITER_STOPPED => invalid(call, format_args!("the iterator is stopped")),
+            state => invalid(
+                call,
+                format_args!(
+                    "the iterator is not started (state {state:#x}: never started, or not a \
+                     pfn_sg_miter)"
+                ),
+            ),
+        }
+    }
+}
+
+/// The name of an errno the scatterlist calls return.
+fn errno_name(n: c_int) -> Option<&'static str> {
+    Some(match n {
+        libc::EINVAL => "EINVAL",
+        libc::EFAULT => "EFAULT",
+        libc::ELOOP => "ELOOP",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::ENXIO => "ENXIO",
+        libc::ENOMEM => "ENOMEM",
+        libc::EAGAIN => "EAGAIN",
+        libc::EIO => "EIO",
+        _ => return None,
+    })
 }
 
 fn miter_state_known(state: u32) -> bool {
@@ -1064,17 +1361,31 @@ pub unsafe extern "C" fn pfn_sg_miter_start(
     flags: u32,
 ) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_sg_miter_start";
         let Some(m) = miter.as_mut() else {
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("miter is NULL"));
         };
-        if flags & !MITER_FLAGS != 0
-            || (flags & PFN_SG_PERSIST != 0 && flags & PFN_SG_MITER_TO_SG == 0)
-        {
-            return -libc::EINVAL;
+        if flags & !MITER_FLAGS != 0 {
+            return invalid(
+                CALL,
+                format_args!(
+                    "flags {flags:#x} has unknown bits (known: PFN_SG_MITER_FROM_SG, \
+                     PFN_SG_MITER_TO_SG, PFN_SG_PERSIST)"
+                ),
+            );
+        }
+        if flags & PFN_SG_PERSIST != 0 && flags & PFN_SG_MITER_TO_SG == 0 {
+            return invalid(
+                CALL,
+                format_args!(
+                    "flags {flags:#x} has PFN_SG_PERSIST without PFN_SG_MITER_TO_SG (only \
+                     written bytes are made durable)"
+                ),
+            );
         }
         let w = match Walk::new(sgl, u64::from(nents)) {
             Ok(w) => w,
-            Err(e) => return -e.errno(),
+            Err(e) => return fail(CALL, e),
         };
         *m = pfn_sg_miter {
             addr: ptr::null_mut(),
@@ -1113,19 +1424,19 @@ pub unsafe extern "C" fn pfn_sg_miter_start(
 #[no_mangle]
 pub unsafe extern "C" fn pfn_sg_miter_next(miter: *mut pfn_sg_miter) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_sg_miter_next";
         let Some(m) = miter.as_mut() else {
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("miter is NULL"));
         };
         match m.priv_state {
             MITER_STARTED | MITER_MAPPED => {}
-            MITER_ENDED => return m.priv_error,
-            _ => return -libc::EINVAL,
+            _ => return m.not_running(CALL),
         }
         if let Err(e) = m.unmap() {
             if e == Error::Invalid {
-                return -libc::EINVAL;
+                return fail(CALL, e);
             }
-            return m.fail(e);
+            return m.end_with(CALL, e);
         }
         let mut walk = m.walk();
         loop {
@@ -1148,7 +1459,7 @@ pub unsafe extern "C" fn pfn_sg_miter_next(miter: *mut pfn_sg_miter) -> c_int {
                         }
                         Err(err) => {
                             m.set_walk(&walk);
-                            return m.fail(err);
+                            return m.end_with(CALL, err);
                         }
                     }
                 }
@@ -1160,12 +1471,12 @@ pub unsafe extern "C" fn pfn_sg_miter_next(miter: *mut pfn_sg_miter) -> c_int {
                     // Entries before the position are only checked.
                     if let Err(err) = e.start() {
                         m.set_walk(&walk);
-                        return m.fail(err);
+                        return m.end_with(CALL, err);
                     }
                 }
                 Some(Err(err)) => {
                     m.set_walk(&walk);
-                    return m.fail(err);
+                    return m.end_with(CALL, err);
                 }
                 None => {
                     m.set_walk(&walk);
@@ -1191,26 +1502,36 @@ pub unsafe extern "C" fn pfn_sg_miter_next(miter: *mut pfn_sg_miter) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn pfn_sg_miter_skip(miter: *mut pfn_sg_miter, offset: u64) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_sg_miter_skip";
         let Some(m) = miter.as_mut() else {
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("miter is NULL"));
         };
         match m.priv_state {
             MITER_STARTED | MITER_MAPPED => {}
-            MITER_ENDED => return m.priv_error,
-            _ => return -libc::EINVAL,
+            _ => return m.not_running(CALL),
         }
         if let Err(e) = m.unmap() {
             if e == Error::Invalid {
-                return -libc::EINVAL;
+                return fail(CALL, e);
             }
-            return m.fail(e);
+            return m.end_with(CALL, e);
         }
         match m.priv_pos.checked_add(offset) {
             Some(p) => {
                 m.priv_pos = p;
                 0
             }
-            None => m.fail(Error::Overflow),
+            None => {
+                let e = errmsg::with(
+                    Error::Overflow,
+                    format_args!(
+                        "position {:#x} in the current entry + offset {offset:#x} passes 2^64 \
+                         bytes",
+                        m.priv_pos
+                    ),
+                );
+                m.end_with(CALL, e)
+            }
         }
     })
 }
@@ -1228,27 +1549,28 @@ pub unsafe extern "C" fn pfn_sg_miter_skip(miter: *mut pfn_sg_miter, offset: u64
 #[no_mangle]
 pub unsafe extern "C" fn pfn_sg_miter_stop(miter: *mut pfn_sg_miter) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_sg_miter_stop";
         let Some(m) = miter.as_mut() else {
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("miter is NULL"));
         };
         if m.priv_state == 0 {
             return 0;
         }
         if !miter_state_known(m.priv_state) {
-            return -libc::EINVAL;
+            return invalid(
+                CALL,
+                format_args!("*miter is not a pfn_sg_miter (state {:#x})", m.priv_state),
+            );
         }
         let result = m.unmap();
         if result == Err(Error::Invalid) {
-            return -libc::EINVAL;
+            return fail(CALL, Error::Invalid);
         }
         m.priv_state = MITER_STOPPED;
         m.addr = ptr::null_mut();
         m.length = 0;
         m.consumed = 0;
-        match result {
-            Ok(()) => 0,
-            Err(e) => -e.errno(),
-        }
+        status(CALL, result)
     })
 }
 
@@ -1286,15 +1608,22 @@ pub unsafe extern "C" fn pfn_sg_to_iovec(
     bytes: *mut u64,
 ) -> c_int {
     ffi_boundary!(-libc::ENOTRECOVERABLE, {
+        const CALL: &str = "pfn_sg_to_iovec";
         let Some(s) = s.as_ref() else {
-            return -libc::EINVAL;
+            return invalid(CALL, format_args!("s is NULL"));
         };
-        if s.reader.is_null() || iovcnt < 0 || (iov.is_null() && iovcnt > 0) {
-            return -libc::EINVAL;
+        if s.reader.is_null() {
+            return invalid(CALL, format_args!("the section *s is not open"));
+        }
+        if iovcnt < 0 {
+            return invalid(CALL, format_args!("iovcnt {iovcnt} is negative"));
+        }
+        if iov.is_null() && iovcnt > 0 {
+            return invalid(CALL, format_args!("iov is NULL with iovcnt {iovcnt}"));
         }
         let walk = match Walk::new(sgl, u64::from(nents)) {
             Ok(w) => w,
-            Err(e) => return -e.errno(),
+            Err(e) => return fail(CALL, e),
         };
         let seed = Block {
             first: s.cache_pfn,
@@ -1315,7 +1644,7 @@ pub unsafe extern "C" fn pfn_sg_to_iovec(
                 }
                 count as c_int
             }
-            Err(e) => -e.errno(),
+            Err(e) => fail(CALL, e),
         }
     })
 }

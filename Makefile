@@ -56,7 +56,7 @@ endif
 .SECONDARY:
 
 .PHONY: all help deps deps-demo lib demo test clean install install-strip uninstall \
-        lint cargo-test header-check rust-version c-test check-cxx check-sanitizers \
+        lint cargo-test header-check header-names rust-version c-test check-cxx check-sanitizers \
         check-asan check-valgrind check-examples check-demo-deps check-python check-install \
         bench bench-check bench-persist bench-chase bench-grace bench-sg
 
@@ -153,7 +153,7 @@ FLUSH_TESTS := int_durability int_truncate int_sg
 OWN_MALLOC_TESTS := int_oom int_free_race int_sg_oom
 
 LINT_TESTS     := lint/rustfmt lint/clippy
-RUST_TESTS     := cargo-test header-check rust-version
+RUST_TESTS     := cargo-test header-check header-names rust-version
 C_RUNS         := $(addprefix c/shared/,$(C_TESTS)) $(addprefix c/static/,$(C_TESTS)) \
                   $(addprefix c/no-membarrier/,$(FENCE_TESTS)) \
                   $(addprefix c/membarrier-fails/,$(FENCE_TESTS)) $(addprefix c/dl/,$(DL_TESTS)) \
@@ -185,6 +185,8 @@ run/header-check: $(SHARED)
 		git diff --exit-code -- include/pfn.h || \
 		{ echo "include/pfn.h changed in the build: commit the regenerated header"; exit 1; }; \
 		else echo "not a git checkout: header drift not checked"; fi'
+run/header-names: $(SHARED)
+	$(RUN) header-names python3 scripts/check-header-names.py include/pfn.h
 run/rust-version:
 	$(RUN) rust-version python3 scripts/check-rust-version.py
 
@@ -258,7 +260,7 @@ run/bench-verify-sg: $(OUT)/bench/sg
 # Parts of `make test`, each ending with its own count.
 lint: $(call runs,$(LINT_TESTS))
 	$(SUMMARY) $@ $(LINT_TESTS)
-cargo-test header-check rust-version: %: run/%
+cargo-test header-check header-names rust-version: %: run/%
 	$(SUMMARY) $@ $@
 c-test: $(call runs,$(C_RUNS))
 	$(SUMMARY) $@ $(C_RUNS)

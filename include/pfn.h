@@ -67,54 +67,6 @@
 
 
 /**
- * Bytes a message keeps (the rest is cut); the last one is always NUL.
- */
-#define CAP 192
-
-/**
- * Holds kept in the record itself; the header's inline kmap uses only these.
- */
-#define INLINE 16
-
-/**
- * Bit 0 of `Hold::start`: the hold covers `start & !EXTENT .. end`, not one page.
- */
-#define EXTENT 1
-
-/**
- * No entry.
- */
-#define NIL UINT32_MAX
-
-/**
- * Bytes the label occupies at the start of a mapping.
- */
-#define SIZE 64
-
-/**
- * Bits of `ctl` that count nested holds and sections.
- */
-#define NEST_BITS 24
-
-#define NEST_MASK ((1 << NEST_BITS) - 1)
-
-/**
- * One step of the sequence number above the nesting count.
- */
-#define SEQ_ONE (1 << NEST_BITS)
-
-#define SIGNAL_WAITING 1
-
-#define SIGNAL_FENCE 2
-
-/**
- * What a record serves.
- */
-#define KIND_THREAD 0
-
-#define KIND_OBJECT 1
-
-/**
  * log2 of the page size.
  */
 #define PFN_PAGE_SHIFT 12

@@ -266,6 +266,43 @@ static void signal_during_setup(void)
     CHECK(handler_eagain);
 }
 
+/* The nesting limit is EOVERFLOW, not ENOMEM, for sections and for kmaps on top of them, and
+ * whatever fails leaves every outer hold in place (a thread's whole state at the limit still
+ * holds off unregistering). Runs on its own thread. */
+static void *nesting_limit(void *arg)
+{
+    (void)arg;
+    REQUIRE(pfn_thread_init() == 0);
+    long n = 0;
+    for (;;) {
+        pfn_section s = pfn_read_lock_inline();
+        if (!s.reader)
+            break;
+        if (++n > 20000000)
+            break;
+    }
+    CHECK_EQ(errno, EOVERFLOW);
+    CHECK(n > 16000000 && n < 17000000);
+    /* kmaps still nest on top until the count itself is full; then EOVERFLOW, and the
+     * message says why. */
+    long k = 0;
+    void *p = NULL;
+    while (k < 200000 && (p = kmap_atomic_pfn_t(phys_to_pfn_t(PHYS, 0))) != NULL)
+        k++;
+    CHECK(p == NULL);
+    CHECK_EQ(errno, EOVERFLOW);
+    CHECK(strstr(pfn_errormsg(), "16 million") != NULL);
+    CHECK_EQ(pfn_unregister_range(dev, PHYS), -EDEADLK); /* everything still held */
+    for (long i = 0; i < k; i++)
+        kunmap_atomic_pfn_t(base);
+    for (long i = 0; i < n; i++)
+        pfn_read_unlock();
+    void *q = kmap_atomic_pfn_t(phys_to_pfn_t(PHYS, 0));
+    CHECK(q == base);
+    CHECK_EQ(kunmap_atomic_pfn_t(q), 0);
+    return NULL;
+}
+
 int main(void)
 {
     alarm(120); /* a deadlock fails the test instead of hanging it */
@@ -291,6 +328,9 @@ int main(void)
     for (int i = 0; i < nkeep; i++)
         pthread_join(keep[i], NULL);
     no_allocation_after_setup();
+    pthread_t nl;
+    REQUIRE(pthread_create(&nl, NULL, nesting_limit, NULL) == 0);
+    pthread_join(nl, NULL);
 
     /* pfn_pmem_map of an existing file. */
     int fails = 0;

@@ -18,7 +18,9 @@
  * (pfn_section_open) belong to their pfn_section and are closed from any thread. Calls that
  * wait for readers (pfn_unregister_range, pfn_device_free, pfn_pmem_unmap) return -EDEADLK on a
  * thread that holds a kmap or thread-bound section. After fork(), see README: the child keeps
- * the forking thread's holds and drops every other thread's.
+ * the forking thread's holds (its kmaps, thread-bound sections and the object-bound sections
+ * it opened) and drops every other thread's (a later pfn_section_close of a dropped
+ * object-bound section is -EINVAL).
  *
  * Signals: once a thread is set up (pfn_thread_init, or any earlier kmap or section on it),
  * these are async-signal-safe on it: kmap_atomic_pfn_t, kmap_atomic_pfn_t_len,
@@ -442,8 +444,9 @@ int pfn_unregister_range(struct pfn_device *dev, uint64_t start);
  *
  * Returns NULL with errno: ENXIO when no registered range holds the frame; EINVAL when
  * PFN_SG_CHAIN is set; ENOMEM when the thread's first kmap cannot allocate its state (or very
- * deep nesting its hold); EAGAIN in a signal handler that interrupted this thread's own
- * set-up (call pfn_thread_init first).
+ * deep nesting its hold); EOVERFLOW past about 16 million nested kmaps and sections on the
+ * thread; EAGAIN in a signal handler that interrupted this thread's own set-up (call
+ * pfn_thread_init first).
  * Cost: O(1) whatever the number of ranges; no lock and no shared write. Async-signal-safe once
  * the thread is set up (see pfn_thread_init).
  */
@@ -783,8 +786,11 @@ int pfn_pmem_persist(const struct pfn_pmem *m, const void *addr, size_t len);
  * is unmapping it); -EBUSY while a registered range, or one still being unregistered, lies in
  * the mapping's memory: nothing is unmapped and `m` stays valid (unregister the ranges
  * first); -EDEADLK when the calling thread holds a kmap or read section (unmapping waits until
- * other threads' calls on `m` have finished). From the moment it succeeds, registering a range
- * in the mapping's memory fails with -EBUSY. Not a cancellation point.
+ * other threads' calls on `m` have finished). While an unmap that will succeed runs,
+ * registering a range in the mapping's memory fails with -EBUSY (so no range can slip in
+ * under it); once it has returned the memory is unmapped, and the library no longer knows it
+ * was a mapping: registering a range there is the caller's error, as with any unmapped
+ * memory. Not a cancellation point.
  */
 int pfn_pmem_unmap(struct pfn_pmem *m);
 
@@ -894,14 +900,16 @@ int pfn_section_open(struct pfn_section *s);
  * its own thread, when it is the innermost open section there. Addresses translated in it must
  * no longer be used. Afterwards `*s` translates nothing.
  *
- * Returns 0; -EINVAL when `*s` is not open (closed already, failed to open, never opened, a
- * thread-bound section of another thread or one that is not the innermost; a thread-bound
- * section closed and reopened at the same depth counts as open): nothing is closed. With
- * PFN_DEBUG set, -EINVAL prints a message and aborts instead. Async-signal-safe for
- * thread-bound sections.
+ * Returns 0; -EINVAL when `*s` is not open (closed already, failed to open, zero-filled and
+ * never opened, a thread-bound section of another thread or one that is not the innermost; a
+ * thread-bound section closed and reopened at the same depth counts as open): nothing is
+ * closed. With PFN_DEBUG set, -EINVAL prints a message and aborts instead. Async-signal-safe
+ * for thread-bound sections.
  *
  * # Safety
- * `s` is NULL or points to a pfn_section.
+ * `s` is NULL or points to a pfn_section that pfn_read_lock or pfn_section_open filled in (a
+ * copy of one counts), or that the caller zero-filled (`pfn_section s = {0};`). An
+ * uninitialised one is undefined behaviour: its bytes cannot be told from a section's.
  */
 int pfn_section_close(struct pfn_section *s);
 

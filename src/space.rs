@@ -1031,7 +1031,20 @@ pub(crate) fn not_mapped(pfn: Pfn) -> Error {
 
 /// Records a hold of `start..end` for the calling thread; on failure leaves its section.
 fn hold(r: &Reader, start: usize, end: usize) -> Result<()> {
-    if r.holds.try_push_inline(start, end) || (r.has_room(1) && r.holds.push(start, end)) {
+    if r.holds.try_push_inline(start, end) {
+        return Ok(());
+    }
+    if !r.has_room(1) {
+        r.leave();
+        return Err(errmsg::with(
+            Error::Os(libc::EOVERFLOW),
+            format_args!(
+                "this thread's kmaps and sections are nested about 16 million deep: no room \
+                 for one more"
+            ),
+        ));
+    }
+    if r.holds.push(start, end) {
         return Ok(());
     }
     r.leave();
@@ -1048,7 +1061,8 @@ fn hold(r: &Reader, start: usize, end: usize) -> Result<()> {
 ///
 /// Errors: `Invalid` for a scatterlist-chain handle; `NotMapped` when no range holds the frame;
 /// `OutOfMemory` when the thread's first kmap cannot allocate its reader record (or a very deep
-/// nesting its hold); `Again` in a signal handler that interrupted this thread's own set-up.
+/// nesting its hold); `Os(EOVERFLOW)` past about 16 million nested kmaps and sections; `Again`
+/// in a signal handler that interrupted this thread's own set-up.
 pub fn kmap(pfn: Pfn) -> Result<usize> {
     if pfn.sg_chain() {
         return Err(chain_err(pfn));

@@ -19,8 +19,9 @@ use crate::space;
 ///
 /// Returns NULL with errno: ENXIO when no registered range holds the frame; EINVAL when
 /// PFN_SG_CHAIN is set; ENOMEM when the thread's first kmap cannot allocate its state (or very
-/// deep nesting its hold); EAGAIN in a signal handler that interrupted this thread's own
-/// set-up (call pfn_thread_init first).
+/// deep nesting its hold); EOVERFLOW past about 16 million nested kmaps and sections on the
+/// thread; EAGAIN in a signal handler that interrupted this thread's own set-up (call
+/// pfn_thread_init first).
 /// Cost: O(1) whatever the number of ranges; no lock and no shared write. Async-signal-safe once
 /// the thread is set up (see pfn_thread_init).
 #[no_mangle]

@@ -226,8 +226,11 @@ pub extern "C" fn pfn_pmem_persist(m: *const pfn_pmem, addr: *const c_void, len:
 /// is unmapping it); -EBUSY while a registered range, or one still being unregistered, lies in
 /// the mapping's memory: nothing is unmapped and `m` stays valid (unregister the ranges
 /// first); -EDEADLK when the calling thread holds a kmap or read section (unmapping waits until
-/// other threads' calls on `m` have finished). From the moment it succeeds, registering a range
-/// in the mapping's memory fails with -EBUSY. Not a cancellation point.
+/// other threads' calls on `m` have finished). While an unmap that will succeed runs,
+/// registering a range in the mapping's memory fails with -EBUSY (so no range can slip in
+/// under it); once it has returned the memory is unmapped, and the library no longer knows it
+/// was a mapping: registering a range there is the caller's error, as with any unmapped
+/// memory. Not a cancellation point.
 #[no_mangle]
 pub extern "C" fn pfn_pmem_unmap(m: *mut pfn_pmem) -> c_int {
     ffi_call!(-libc::ENOTRECOVERABLE, {

@@ -177,14 +177,16 @@ pub unsafe extern "C" fn pfn_section_open(s: *mut pfn_section) -> c_int {
 /// its own thread, when it is the innermost open section there. Addresses translated in it must
 /// no longer be used. Afterwards `*s` translates nothing.
 ///
-/// Returns 0; -EINVAL when `*s` is not open (closed already, failed to open, never opened, a
-/// thread-bound section of another thread or one that is not the innermost; a thread-bound
-/// section closed and reopened at the same depth counts as open): nothing is closed. With
-/// PFN_DEBUG set, -EINVAL prints a message and aborts instead. Async-signal-safe for
-/// thread-bound sections.
+/// Returns 0; -EINVAL when `*s` is not open (closed already, failed to open, zero-filled and
+/// never opened, a thread-bound section of another thread or one that is not the innermost; a
+/// thread-bound section closed and reopened at the same depth counts as open): nothing is
+/// closed. With PFN_DEBUG set, -EINVAL prints a message and aborts instead. Async-signal-safe
+/// for thread-bound sections.
 ///
 /// # Safety
-/// `s` is NULL or points to a pfn_section.
+/// `s` is NULL or points to a pfn_section that pfn_read_lock or pfn_section_open filled in (a
+/// copy of one counts), or that the caller zero-filled (`pfn_section s = {0};`). An
+/// uninitialised one is undefined behaviour: its bytes cannot be told from a section's.
 #[no_mangle]
 pub unsafe extern "C" fn pfn_section_close(s: *mut pfn_section) -> c_int {
     // Not ffi_call!: closing a thread-bound section is async-signal-safe (no lock); an

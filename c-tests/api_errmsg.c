@@ -31,12 +31,27 @@ static void *other_thread_fails(void *arg)
     return NULL;
 }
 
+/* A thread that was never set up: the persistence calls do not set it up, and their message
+ * still reaches pfn_errormsg on that thread. */
+static void *fresh_thread(void *arg)
+{
+    (void)arg;
+    int rc = pfn_persist(NULL, 1);
+    int ok = rc == -EINVAL && strstr(pfn_errormsg(), "pfn_persist") != NULL;
+    return ok ? (void *)1 : NULL;
+}
+
 int main(void)
 {
     char path[256];
     test_path(path, sizeof path, "api_errmsg");
     unlink(path);
     CHECK(pfn_errormsg() != NULL);
+    pthread_t ft;
+    void *fresh_ok = NULL;
+    REQUIRE(pthread_create(&ft, NULL, fresh_thread, NULL) == 0);
+    REQUIRE(pthread_join(ft, &fresh_ok) == 0);
+    CHECK(fresh_ok != NULL);
     pfn_pmem *m = pfn_pmem_map(path, 16 * PAGE, PFN_PMEM_CREATE);
     REQUIRE(m != NULL);
     char *base = pfn_pmem_addr(m);

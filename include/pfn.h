@@ -1205,7 +1205,8 @@ int pfn_sg_miter_stop(struct pfn_sg_miter *miter);
  * errors of pfn_sg_pcopy_from_buffer (-EINVAL, -EFAULT, -ELOOP, -EOVERFLOW; -ENXIO for a
  * frame no range visible in the section holds); -EINVAL also when `s` is NULL or not open,
  * `iovcnt` < 0, or `iov` NULL with `iovcnt` > 0. On an error `*bytes` is not written and the
- * iovecs are unspecified. Async-signal-safe (no lock, no allocation).
+ * iovecs are unspecified. Async-signal-safe once the thread is set up (no lock, no
+ * allocation; see pfn_thread_init).
  *
  * # Safety
  * `*s` is an open section; the list is readable; `iov` is writable for `iovcnt` iovecs;
@@ -1238,11 +1239,14 @@ uint64_t pfn_table_bytes(void);
 /**
  * The message of the calling thread's last failing libpfn call: the call, the condition and
  * the values, e.g. "devm_register_kmap_pfn_range: end + 1 = 0x10001001 is not page-aligned
- * (end is the last byte, inclusive: start + size - 1)". Every call that fails sets it (also
- * the ones that return only -EINVAL or NULL); a call that succeeds leaves it as it was. A
- * static per-thread string, never NULL (empty before any failure), valid until the thread's
- * next failing call. Like errno, a signal handler whose call fails overwrites it. (PMDK's
- * pmem_errormsg convention.)
+ * (end is the last byte, inclusive: start + size - 1)". Every exported call that fails sets
+ * it (also the ones that return only -EINVAL or NULL; the header-inline functions do not); a
+ * call that succeeds leaves it as it was. A static per-thread string, never NULL (empty
+ * before any failure), valid until the thread's next failing call. Like errno, a signal
+ * handler whose call fails overwrites it. One exception: on a thread that has never been set
+ * up (no kmap, section, registration or pfn_thread_init yet), the persistence calls, which
+ * never set a thread up, leave their messages in one buffer shared by all such threads.
+ * Async-signal-safe. (PMDK's pmem_errormsg convention.)
  */
 const char *pfn_errormsg(void);
 

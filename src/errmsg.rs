@@ -150,9 +150,11 @@ fn finish_in(m: &Message, call: &str, e: Error) {
     store(m, &line);
 }
 
-/// The calling thread's last message (NUL-terminated; empty when none).
+/// The calling thread's last message (NUL-terminated; empty when none). Sets nothing up: a
+/// thread that is not set up reads the shared buffer, where its calls that fail without
+/// setting it up (the persistence calls) leave their messages.
 pub fn current() -> *const u8 {
-    message().bytes.as_ptr() as *const u8
+    message_no_setup().bytes.as_ptr() as *const u8
 }
 
 #[cfg(test)]

@@ -1591,7 +1591,8 @@ pub unsafe extern "C" fn pfn_sg_miter_stop(miter: *mut pfn_sg_miter) -> c_int {
 /// errors of pfn_sg_pcopy_from_buffer (-EINVAL, -EFAULT, -ELOOP, -EOVERFLOW; -ENXIO for a
 /// frame no range visible in the section holds); -EINVAL also when `s` is NULL or not open,
 /// `iovcnt` < 0, or `iov` NULL with `iovcnt` > 0. On an error `*bytes` is not written and the
-/// iovecs are unspecified. Async-signal-safe (no lock, no allocation).
+/// iovecs are unspecified. Async-signal-safe once the thread is set up (no lock, no
+/// allocation; see pfn_thread_init).
 ///
 /// # Safety
 /// `*s` is an open section; the list is readable; `iov` is writable for `iovcnt` iovecs;

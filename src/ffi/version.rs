@@ -21,11 +21,14 @@ pub extern "C" fn pfn_table_bytes() -> u64 {
 
 /// The message of the calling thread's last failing libpfn call: the call, the condition and
 /// the values, e.g. "devm_register_kmap_pfn_range: end + 1 = 0x10001001 is not page-aligned
-/// (end is the last byte, inclusive: start + size - 1)". Every call that fails sets it (also
-/// the ones that return only -EINVAL or NULL); a call that succeeds leaves it as it was. A
-/// static per-thread string, never NULL (empty before any failure), valid until the thread's
-/// next failing call. Like errno, a signal handler whose call fails overwrites it. (PMDK's
-/// pmem_errormsg convention.)
+/// (end is the last byte, inclusive: start + size - 1)". Every exported call that fails sets
+/// it (also the ones that return only -EINVAL or NULL; the header-inline functions do not); a
+/// call that succeeds leaves it as it was. A static per-thread string, never NULL (empty
+/// before any failure), valid until the thread's next failing call. Like errno, a signal
+/// handler whose call fails overwrites it. One exception: on a thread that has never been set
+/// up (no kmap, section, registration or pfn_thread_init yet), the persistence calls, which
+/// never set a thread up, leave their messages in one buffer shared by all such threads.
+/// Async-signal-safe. (PMDK's pmem_errormsg convention.)
 #[no_mangle]
 pub extern "C" fn pfn_errormsg() -> *const c_char {
     super::ffi_boundary!(c"".as_ptr(), { crate::errmsg::current() as *const c_char })

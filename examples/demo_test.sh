@@ -11,7 +11,7 @@ check() { # what, then a command that must succeed
     shift
     if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "demo_test: FAILED: $what"; fi
 }
-state() { if [ -f "$1" ]; then sha256sum < "$1"; elif [ -e "$1" ]; then ls -la "$1"; else echo absent; fi; }
+state() { if [ -f "$1" ]; then sha256sum < "$1"; elif [ -e "$1" ]; then ls -ld "$1"; ls -lA "$1"; else echo absent; fi; }
 # The demo on `$2` must fail, say `$1`, and leave `$2` as it was.
 refuses() {
     local want=$1 file=$2 before after out rc

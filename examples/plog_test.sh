@@ -16,7 +16,7 @@ check() { # what, then a command that must succeed
 }
 # A command that must fail with status 1, print a message naming `$2`, and leave `$3` as it was
 # (or absent). `$4...` is the plog command line.
-state() { if [ -f "$1" ]; then sha256sum < "$1"; elif [ -e "$1" ]; then ls -la "$1"; else echo absent; fi; }
+state() { if [ -f "$1" ]; then sha256sum < "$1"; elif [ -e "$1" ]; then ls -ld "$1"; ls -lA "$1"; else echo absent; fi; }
 refuses() {
     local want=$1 file=$2 before after out
     shift 2

@@ -88,22 +88,23 @@ pub unsafe fn page<'a>(addr: usize) -> &'a Page {
     &*(addr as *const Page)
 }
 
-/// Takes a reference. Err: the count would pass `i32::MAX` (nothing changed).
-pub fn get(p: &Page) -> Result<u32, ()> {
+/// Takes a reference, returning the new count. None: the count would pass `i32::MAX`
+/// (nothing changed).
+pub fn get(p: &Page) -> Option<u32> {
     p.refcount
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
             (c < i32::MAX as u32).then_some(c + 1)
         })
         .map(|c| c + 1)
-        .map_err(|_| ())
+        .ok()
 }
 
-/// Drops a reference, returning the count left. Err: it was zero (nothing changed).
-pub fn put(p: &Page) -> Result<u32, ()> {
+/// Drops a reference, returning the count left. None: it was zero (nothing changed).
+pub fn put(p: &Page) -> Option<u32> {
     p.refcount
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1))
         .map(|c| c - 1)
-        .map_err(|_| ())
+        .ok()
 }
 
 #[cfg(test)]
@@ -112,7 +113,7 @@ mod tests {
 
     #[test]
     fn reserved_frames_hold_the_rest() {
-        for pages in [2u64, 3, 256, 257, 258, 512, 1 << 18, 1000_003] {
+        for pages in [2u64, 3, 256, 257, 258, 512, 1 << 18, 1_000_003] {
             let r = reserved_frames(pages);
             assert!((pages - r) * PAGE_BYTES <= r * PAGE_SIZE, "{pages}");
             assert!(
@@ -131,10 +132,10 @@ mod tests {
             flags: AtomicU32::new(0),
             data: AtomicU64::new(0),
         };
-        assert_eq!(put(&p), Err(()));
-        assert_eq!(get(&p), Ok(1));
-        assert_eq!(put(&p), Ok(0));
+        assert_eq!(put(&p), None);
+        assert_eq!(get(&p), Some(1));
+        assert_eq!(put(&p), Some(0));
         p.refcount.store(i32::MAX as u32, Ordering::Relaxed);
-        assert_eq!(get(&p), Err(()));
+        assert_eq!(get(&p), None);
     }
 }

@@ -36,7 +36,7 @@ const CELLS: usize = 511;
 /// Chunks per directory: range slots up to about a million can be pinned.
 const CHUNKS: usize = 2048;
 /// Range slots a directory covers.
-pub const MAX_SLOTS: u64 = (CELLS * CHUNKS) as u64;
+pub(crate) const MAX_SLOTS: u64 = (CELLS * CHUNKS) as u64;
 
 #[repr(C, align(4096))]
 struct Chunk {

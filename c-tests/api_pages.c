@@ -87,7 +87,7 @@ static void dram_memmap(pfn_device *dev)
     pfn_t rev = {0};
     CHECK_EQ(pfn_virt_to_pfn_t(base + 3 * PAGE + 5, &rev), 0);
     CHECK_EQ(rev.val, dev_map(PHYS + 3 * PAGE).val);
-    CHECK(pfn_t_is_dev_map(rev));
+    CHECK(pfn_t_devmap(rev));
 
     /* Bad descriptor pointers: refused (value 0 / NULL / -EINVAL), never dereferenced. */
     int on_stack = 0;

@@ -281,7 +281,10 @@ typedef struct pfn_t {
  *
  * Lifetime: a descriptor, and the frame address it yields, stay valid while the caller holds
  * a kmap of the frame's range, a read section that found the range, or a pin of the range
- * (pfn_pin); after an unregister has returned they are gone.
+ * (pfn_pin); after an unregister has returned they are gone. Once an unregister of the range
+ * has begun, lookups by descriptor (pfn_page_to_pfn_t, pfn_page_address, pfn_get_page,
+ * pfn_put_page, pfn_page_ref_count) refuse it with EINVAL, as new kmaps and pins miss the
+ * range; its memory stays valid for those who still hold the range.
  */
 typedef struct pfn_page {
   uint32_t refcount;

@@ -43,7 +43,10 @@ pub const PFN_PAGE_FLAGS_USER: u32 = (1u32 << 24) - 1;
 ///
 /// Lifetime: a descriptor, and the frame address it yields, stay valid while the caller holds
 /// a kmap of the frame's range, a read section that found the range, or a pin of the range
-/// (pfn_pin); after an unregister has returned they are gone.
+/// (pfn_pin); after an unregister has returned they are gone. Once an unregister of the range
+/// has begun, lookups by descriptor (pfn_page_to_pfn_t, pfn_page_address, pfn_get_page,
+/// pfn_put_page, pfn_page_ref_count) refuse it with EINVAL, as new kmaps and pins miss the
+/// range; its memory stays valid for those who still hold the range.
 #[repr(C)]
 pub struct pfn_page {
     pub refcount: u32,

@@ -327,6 +327,32 @@ static void pins(pfn_device *dev)
     CHECK_EQ(pfn_unpin(c), 0);
     CHECK_EQ(pfn_device_free(other), 0);
 
+    /* pfn_pin_frame: the pin with the frame's address and descriptor; NULL descriptor for a
+     * range without a memmap; nothing written on failure; NULL out-pointers allowed. */
+    void *addr = NULL;
+    struct pfn_page *page = NULL;
+    pfn_dev_pagemap *f = pfn_pin_frame(dev_map(PHYS + 2 * PAGE), &addr, &page);
+    REQUIRE(f != NULL);
+    CHECK(addr == base + 2 * PAGE);
+    CHECK(page == pfn_t_to_page(dev_map(PHYS + 2 * PAGE)));
+    CHECK_EQ(pfn_unpin(f), 0);
+    CHECK((f = pfn_pin_frame(dev_map(PHYS), NULL, NULL)) != NULL);
+    CHECK_EQ(pfn_unpin(f), 0);
+    void *untouched = (void *)1;
+    struct pfn_page *untouched_page = (struct pfn_page *)1;
+    CHECK_NULL_ERRNO(pfn_pin_frame(dev_map(PHYS + 4 * PAGE), &untouched, &untouched_page), ENXIO);
+    CHECK_NULL_ERRNO(pfn_pin_frame(phys_to_pfn_t(PHYS, PFN_SG_CHAIN), &untouched, &untouched_page), EINVAL);
+    CHECK(untouched == (void *)1 && untouched_page == (struct pfn_page *)1);
+    char *base3 = map_anon(PAGE);
+    pfn_resource res3 = {PHYS + (2ull << 30), PHYS + (2ull << 30) + PAGE - 1, NULL};
+    CHECK_EQ(devm_register_kmap_pfn_range(dev, &res3, base3), 0);
+    f = pfn_pin_frame(phys_to_pfn_t(res3.start, 0), &addr, &page);
+    REQUIRE(f != NULL);
+    CHECK(addr == base3 && page == NULL);
+    CHECK_EQ(pfn_unpin(f), 0);
+    CHECK_EQ(pfn_unregister_range(dev, res3.start), 0);
+    munmap(base3, PAGE);
+
     /* Unpinned: unregister completes at once, and new pins miss. */
     CHECK_EQ(pfn_unregister_range(dev, PHYS), 0);
     CHECK_NULL_ERRNO(pfn_pin(dev_map(PHYS)), ENXIO);

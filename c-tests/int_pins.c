@@ -66,10 +66,13 @@ static void check_refused_meanwhile(struct unregister_job *j, struct pfn_page *h
     CHECK_NULL_ERRNO(pfn_pin(frame(0)), ENXIO);
     CHECK_NULL_ERRNO(kmap_atomic_pfn_t(frame(1)), ENXIO);
     CHECK_NULL_ERRNO(pfn_t_to_page(frame(2)), ENXIO);
-    /* The descriptor found under the pin stays valid memory while the pin is held, but the
-     * range no longer answers lookups by it. */
+    /* The descriptor found under the pin stays valid while the pin is held, lookups by it
+     * and its reference count included. */
+    CHECK(pfn_page_address(held_page) == base + 3 * PAGE);
+    CHECK_EQ(pfn_page_to_pfn_t(held_page).val, frame(3).val);
+    CHECK_EQ(pfn_get_page(held_page), 1);
+    CHECK_EQ(pfn_put_page(held_page), 0);
     held_page->data++;
-    CHECK_NULL_ERRNO(pfn_page_address(held_page), EINVAL);
     CHECK_EQ(atomic_load(&j->done), 0);
 }
 
@@ -156,14 +159,20 @@ static void pin_held_by_a_blocked_thread(void)
 static void device_free_waits(void)
 {
     reg();
-    pfn_dev_pagemap *p = pfn_pin(frame(0));
-    REQUIRE(p != NULL);
+    char *addr = NULL;
+    struct pfn_page *pg = NULL;
+    pfn_dev_pagemap *p = pfn_pin_frame(frame(4), (void **)&addr, &pg);
+    REQUIRE(p != NULL && addr == base + 4 * PAGE && pg != NULL);
     struct pfn_page *page = pfn_t_to_page(frame(3));
     REQUIRE(page != NULL);
     struct unregister_job j;
     start_unregister(&j, true);
     wait_for_waiter();
     check_refused_meanwhile(&j, page);
+    /* What pfn_pin_frame gave stays usable while the lookups by pfn miss. */
+    CHECK_NULL_ERRNO(pfn_t_to_virt(frame(4)), ENXIO);
+    addr[100] = 1;
+    CHECK(pfn_page_address(pg) == addr);
     CHECK_EQ(pfn_unpin(p), 0);
     pthread_join(j.thread, NULL);
     CHECK_EQ(j.rc, 0);

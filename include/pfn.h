@@ -281,10 +281,10 @@ typedef struct pfn_t {
  *
  * Lifetime: a descriptor, and the frame address it yields, stay valid while the caller holds
  * a kmap of the frame's range, a read section that found the range, or a pin of the range
- * (pfn_pin); after an unregister has returned they are gone. Once an unregister of the range
- * has begun, lookups by descriptor (pfn_page_to_pfn_t, pfn_page_address, pfn_get_page,
- * pfn_put_page, pfn_page_ref_count) refuse it with EINVAL, as new kmaps and pins miss the
- * range; its memory stays valid for those who still hold the range.
+ * (pfn_pin); after an unregister has returned they are gone. While an unregister waits for
+ * the range's pins, the descriptors still answer every call by descriptor (pfn_page_to_pfn_t,
+ * pfn_page_address, pfn_get_page, pfn_put_page, pfn_page_ref_count), though lookups by pfn
+ * (pfn_t_to_page, kmaps, new pins) already miss the range.
  */
 typedef struct pfn_page {
   uint32_t refcount;
@@ -613,7 +613,9 @@ int64_t pfn_memmap_reserved_bytes(uint64_t size, uint32_t memmap);
  * (pfn_t_has_page() is false: PFN_DEV without PFN_MAP) or has PFN_SG_CHAIN set; ENXIO when no
  * registered range holds the frame, or its range has no memmap (registered without one, or
  * the frame holds an in-range memmap); ENOMEM / EAGAIN as for a thread's first kmap.
- * Lifetime: see struct pfn_page (valid while a kmap, section or pin holds the range).
+ * Lifetime: see struct pfn_page (valid while a kmap, section or pin holds the range). The
+ * lookup misses (ENXIO) once an unregister of the range has begun, pin or no pin: a pin
+ * holder takes the descriptor with pfn_pin_frame.
  * Thread rules: any thread. Async-signal-safe once the thread is set up.
  */
 struct pfn_page *pfn_t_to_page(struct pfn_t pfn);
@@ -647,8 +649,10 @@ void *pfn_page_address(const struct pfn_page *page);
 
 /**
  * The address of frame `pfn` without taking a kmap (the kernel's pfn_t_to_virt), for a frame
- * that has a page (pfn_t_has_page()); the range need not have a memmap. Valid while the
- * caller holds the range by a kmap, a section or a pin.
+ * that has a page (pfn_t_has_page()); the range need not have a memmap. The address stays
+ * valid while the caller holds the range by a kmap, a section or a pin; the lookup itself
+ * misses (ENXIO) once an unregister of the range has begun, pin or no pin (see
+ * pfn_pin_frame).
  *
  * Returns the address, or NULL with errno: EINVAL when `pfn` has PFN_DEV without PFN_MAP
  * (use kmap_atomic_pfn_t) or PFN_SG_CHAIN; ENXIO when no registered range holds the frame;
@@ -877,9 +881,11 @@ int pfn_virt_to_phys(const void *addr, struct pfn_phys_t *out);
  * belongs to no thread: any thread releases it, and it stays held when the thread that took
  * it exits. Unregistering the range (pfn_unregister_range, pfn_device_free) first makes new
  * pins of it fail, then waits until every pin of it is released; pfn_pmem_unmap refuses
- * (-EBUSY) until then. The frame's address and page descriptor (pfn_t_to_virt,
- * pfn_t_to_page) stay valid while the pin is held. The pin covers the whole range, not only
- * `pfn`.
+ * (-EBUSY) until then. Addresses and page descriptors of the range's frames stay valid while
+ * the pin is held; but once an unregister has begun, lookups by pfn (pfn_t_to_virt,
+ * pfn_t_to_page, kmaps) miss the range: take the frame's address with the pin
+ * (pfn_pin_frame) to use it for as long as the pin lasts. The pin covers the whole range,
+ * not only `pfn`.
  *
  * The value returned identifies a per-thread counter of the range: pins of one range taken
  * on one thread return the same value. Release each pin exactly once.
@@ -898,6 +904,21 @@ int pfn_virt_to_phys(const void *addr, struct pfn_phys_t *out);
  * (pfn_unpin from any thread) before unregistering there.
  */
 struct pfn_dev_pagemap *pfn_pin(struct pfn_t pfn);
+
+/**
+ * As pfn_pin, and writes (when the call succeeds) the frame's address to `*addr` and its page
+ * descriptor to `*page` (NULL when the range has no memmap), each when not NULL, found in the
+ * same lookup as the pin: they stay valid for as long as the pin is held, even after an
+ * unregister of the range has begun (from then on lookups by pfn, such as pfn_t_to_virt and
+ * pfn_t_to_page, miss the range, pin or no pin). Storage code that holds a pin across I/O
+ * takes the address this way. On failure nothing is written.
+ *
+ * Returns the pin, or NULL with errno as pfn_pin.
+ *
+ * # Safety
+ * `addr` and `page` are each NULL or point to a writable pointer.
+ */
+struct pfn_dev_pagemap *pfn_pin_frame(struct pfn_t pfn, void **addr, struct pfn_page **page);
 
 /**
  * The mainline name for pfn_pin (same function).

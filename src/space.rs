@@ -88,6 +88,9 @@ struct RangeRec {
     phys_first: u64,
     /// A memmap the library mapped, unmapped when the range is forgotten.
     dram: crate::memmap::DramMemmap,
+    /// The memmap is in the memmap table (from registration until the range's pins have
+    /// dropped after its unpublish).
+    mm_live: bool,
     device: u32,
     state: u8,
     /// The grace period after which a retiring range is finalized.
@@ -377,9 +380,8 @@ impl State {
             let r = self.ranges.get(i);
             FORWARD.remove(&r.fwd, &mut gone);
             REVERSE.remove(&r.rev, &mut gone);
-            if r.mm.memmap != 0 {
-                MEMMAP.remove(&r.mm, &mut gone);
-            }
+            // The memmap stays findable by descriptor while pins may still use it: it leaves
+            // its table once they have dropped (see `finalize_expired`).
         }
         self.ranges.get_mut(i).state = RETIRING;
         self.cut_runs(i);
@@ -421,7 +423,15 @@ impl State {
             let next = self.rec(i).retire_next;
             // A range stays until its pins drop (an unregister that did not wait for them:
             // a device freed on a thread that was reading).
-            if rcu::completed(self.rec(i).retire_at) && pin::count(i) == 0 {
+            if rcu::completed(self.rec(i).retire_at) && pin::count(i) == 0 && self.rec(i).mm_live {
+                // Unpinned: the memmap leaves its table now, and the range is forgotten after
+                // the grace period that follows.
+                let r = self.ranges.get_mut(i);
+                MEMMAP.remove(&r.mm, &mut r.detached);
+                r.mm_live = false;
+                r.retire_at = rcu::snapshot();
+                prev = i;
+            } else if rcu::completed(self.rec(i).retire_at) && pin::count(i) == 0 {
                 if prev == NIL {
                     self.retire_head = next;
                 } else {
@@ -812,6 +822,7 @@ impl Device {
     /// returns).
     pub fn unregister(&self, start: u64) -> Result<()> {
         check_not_reading()?;
+        let had_memmap;
         let (slot, target, result) = {
             let mut st = state();
             st.device(self)?;
@@ -830,20 +841,38 @@ impl Device {
                     ))
                 }
                 Some(i) if st.rec(i).state == RETIRING => {
+                    had_memmap = st.rec(i).mm.memmap != 0;
                     (i, st.rec(i).retire_at, Err(Error::NotFound))
                 }
                 Some(i) => {
                     check_no_own_pins(i)?;
                     check_no_page_refs(st.rec(i))?;
+                    had_memmap = st.rec(i).mm.memmap != 0;
                     st.unpublish(i);
                     (i, st.rec(i).retire_at, Ok(()))
                 }
             }
         };
         rcu::wait_for(target);
-        // No new pin can reach the range now: wait for the ones held (the slot is not reused
-        // before they drop, since the range is not finalized before).
-        pin::wait_unpinned(slot);
+        // No new pin can reach the range now: wait for the ones held. The range is not
+        // finalized (so its slot not reused) while any is held; the check that it is still
+        // this range matters only when another call finalized it meanwhile.
+        let first = start >> PAGE_SHIFT;
+        while {
+            let st = state();
+            let r = st.rec(slot);
+            r.state == RETIRING && r.phys_first == first && r.device == self.slot
+        } {
+            if pin::count(slot) == 0 {
+                break;
+            }
+            pin::wait_unpinned(slot);
+        }
+        if had_memmap {
+            // The next writer takes the memmap out of its table; then one more grace period.
+            drop(state());
+            rcu::wait_for(rcu::snapshot());
+        }
         drop(state());
         result.map_err(|e| {
             errmsg::with(
@@ -890,6 +919,7 @@ impl Device {
     }
 
     fn kill_unchecked(&self, wait: bool, refuse: bool) -> Result<()> {
+        let any_memmap;
         let target = {
             let mut st = state();
             st.device(self)?;
@@ -901,6 +931,9 @@ impl Device {
                     }
                 }
             }
+            any_memmap = st
+                .device_ranges(self.slot)
+                .any(|i| st.rec(i).mm.memmap != 0);
             self.killed.store(true, Ordering::Relaxed);
             st.device_mut(self.slot).dead = true;
             let mut target = rcu::snapshot();
@@ -937,6 +970,11 @@ impl Device {
                 Some(i) => pin::wait_unpinned(i),
                 None => break,
             }
+        }
+        if any_memmap {
+            // Memmaps leave their table at the next writer; then one more grace period.
+            drop(state());
+            rcu::wait_for(rcu::snapshot());
         }
         let mut st = state();
         // Every range of the device retired before `target`: all are finalized now.
@@ -1072,6 +1110,7 @@ fn insert_range(
     }
     if let Some(m) = mmr {
         MEMMAP.commit(&r.mm, m);
+        st.ranges.get_mut(i).mm_live = true;
     }
     FORWARD.commit(&r.fwd, fwd);
     REVERSE.commit(&r.rev, rev);
@@ -1494,6 +1533,13 @@ pub unsafe fn translate_len_in_section(root: usize, cache: &Block, pfn: Pfn) -> 
 /// unregistered); `OutOfMemory` when the thread's counters cannot grow; `Overflow` past about a
 /// million range slots; set-up errors as [`kmap`].
 pub fn pin(pfn: Pfn) -> Result<pin::Pin> {
+    pin_frame(pfn).map(|(p, _, _)| p)
+}
+
+/// As [`pin`], also returning the frame's address and its page descriptor (0 when the range
+/// has no memmap), found in the same lookup: valid for as long as the pin is held, also after
+/// an unregister has begun (when lookups by pfn already miss the range).
+pub fn pin_frame(pfn: Pfn) -> Result<(pin::Pin, usize, usize)> {
     if pfn.sg_chain() {
         return Err(chain_err(pfn));
     }
@@ -1506,9 +1552,16 @@ pub fn pin(pfn: Pfn) -> Result<pin::Pin> {
     }
     r.enter();
     // SAFETY: inside the read-side section just entered.
-    let found = unsafe { FORWARD.leaf(pfn.pfn()) }.map(|(_, e)| e.range);
+    let p = pfn.pfn();
+    let found = unsafe { FORWARD.leaf(p) }.map(|(leaf, e)| {
+        let page = match e.memmap {
+            0 => 0,
+            m => m + (p.wrapping_sub(e.first) * memmap::PAGE_BYTES) as usize,
+        };
+        (e.range, leaf.addr(p), page)
+    });
     let result = match found {
-        Some(slot) => pin::take(r, slot),
+        Some((slot, addr, page)) => pin::take(r, slot).map(|pin| (pin, addr, page)),
         None => Err(not_mapped(pfn)),
     };
     r.leave();

@@ -43,10 +43,10 @@ pub const PFN_PAGE_FLAGS_USER: u32 = (1u32 << 24) - 1;
 ///
 /// Lifetime: a descriptor, and the frame address it yields, stay valid while the caller holds
 /// a kmap of the frame's range, a read section that found the range, or a pin of the range
-/// (pfn_pin); after an unregister has returned they are gone. Once an unregister of the range
-/// has begun, lookups by descriptor (pfn_page_to_pfn_t, pfn_page_address, pfn_get_page,
-/// pfn_put_page, pfn_page_ref_count) refuse it with EINVAL, as new kmaps and pins miss the
-/// range; its memory stays valid for those who still hold the range.
+/// (pfn_pin); after an unregister has returned they are gone. While an unregister waits for
+/// the range's pins, the descriptors still answer every call by descriptor (pfn_page_to_pfn_t,
+/// pfn_page_address, pfn_get_page, pfn_put_page, pfn_page_ref_count), though lookups by pfn
+/// (pfn_t_to_page, kmaps, new pins) already miss the range.
 #[repr(C)]
 pub struct pfn_page {
     pub refcount: u32,
@@ -166,7 +166,9 @@ pub extern "C" fn pfn_memmap_reserved_bytes(size: u64, memmap: u32) -> i64 {
 /// (pfn_t_has_page() is false: PFN_DEV without PFN_MAP) or has PFN_SG_CHAIN set; ENXIO when no
 /// registered range holds the frame, or its range has no memmap (registered without one, or
 /// the frame holds an in-range memmap); ENOMEM / EAGAIN as for a thread's first kmap.
-/// Lifetime: see struct pfn_page (valid while a kmap, section or pin holds the range).
+/// Lifetime: see struct pfn_page (valid while a kmap, section or pin holds the range). The
+/// lookup misses (ENXIO) once an unregister of the range has begun, pin or no pin: a pin
+/// holder takes the descriptor with pfn_pin_frame.
 /// Thread rules: any thread. Async-signal-safe once the thread is set up.
 #[no_mangle]
 pub extern "C" fn pfn_t_to_page(pfn: pfn_t) -> *mut pfn_page {
@@ -233,8 +235,10 @@ pub extern "C" fn pfn_page_address(page: *const pfn_page) -> *mut c_void {
 }
 
 /// The address of frame `pfn` without taking a kmap (the kernel's pfn_t_to_virt), for a frame
-/// that has a page (pfn_t_has_page()); the range need not have a memmap. Valid while the
-/// caller holds the range by a kmap, a section or a pin.
+/// that has a page (pfn_t_has_page()); the range need not have a memmap. The address stays
+/// valid while the caller holds the range by a kmap, a section or a pin; the lookup itself
+/// misses (ENXIO) once an unregister of the range has begun, pin or no pin (see
+/// pfn_pin_frame).
 ///
 /// Returns the address, or NULL with errno: EINVAL when `pfn` has PFN_DEV without PFN_MAP
 /// (use kmap_atomic_pfn_t) or PFN_SG_CHAIN; ENXIO when no registered range holds the frame;

@@ -1,11 +1,12 @@
 //! Long-lived pins on ranges (mainline's get_dev_pagemap / put_dev_pagemap).
 #![allow(non_camel_case_types)]
 
-use std::ffi::{c_int, c_uint};
+use std::ffi::{c_int, c_uint, c_void};
 use std::ptr;
 use std::sync::atomic::AtomicI64;
 
 use super::encoding::pfn_t;
+use super::pages::pfn_page;
 use super::{ffi_boundary, invalid, misuse, null_errno, setup_guard};
 use crate::pin;
 use crate::space;
@@ -21,9 +22,11 @@ pub struct pfn_dev_pagemap {
 /// belongs to no thread: any thread releases it, and it stays held when the thread that took
 /// it exits. Unregistering the range (pfn_unregister_range, pfn_device_free) first makes new
 /// pins of it fail, then waits until every pin of it is released; pfn_pmem_unmap refuses
-/// (-EBUSY) until then. The frame's address and page descriptor (pfn_t_to_virt,
-/// pfn_t_to_page) stay valid while the pin is held. The pin covers the whole range, not only
-/// `pfn`.
+/// (-EBUSY) until then. Addresses and page descriptors of the range's frames stay valid while
+/// the pin is held; but once an unregister has begun, lookups by pfn (pfn_t_to_virt,
+/// pfn_t_to_page, kmaps) miss the range: take the frame's address with the pin
+/// (pfn_pin_frame) to use it for as long as the pin lasts. The pin covers the whole range,
+/// not only `pfn`.
 ///
 /// The value returned identifies a per-thread counter of the range: pins of one range taken
 /// on one thread return the same value. Release each pin exactly once.
@@ -46,6 +49,39 @@ pub extern "C" fn pfn_pin(pfn: pfn_t) -> *mut pfn_dev_pagemap {
         match setup_guard(|| space::pin(pfn.into())) {
             Ok(p) => p as *const AtomicI64 as *mut pfn_dev_pagemap,
             Err(e) => null_errno("pfn_pin", e),
+        }
+    })
+}
+
+/// As pfn_pin, and writes (when the call succeeds) the frame's address to `*addr` and its page
+/// descriptor to `*page` (NULL when the range has no memmap), each when not NULL, found in the
+/// same lookup as the pin: they stay valid for as long as the pin is held, even after an
+/// unregister of the range has begun (from then on lookups by pfn, such as pfn_t_to_virt and
+/// pfn_t_to_page, miss the range, pin or no pin). Storage code that holds a pin across I/O
+/// takes the address this way. On failure nothing is written.
+///
+/// Returns the pin, or NULL with errno as pfn_pin.
+///
+/// # Safety
+/// `addr` and `page` are each NULL or point to a writable pointer.
+#[no_mangle]
+pub unsafe extern "C" fn pfn_pin_frame(
+    pfn: pfn_t,
+    addr: *mut *mut c_void,
+    page: *mut *mut pfn_page,
+) -> *mut pfn_dev_pagemap {
+    ffi_boundary!(ptr::null_mut(), {
+        match setup_guard(|| space::pin_frame(pfn.into())) {
+            Ok((p, a, pg)) => {
+                if let Some(addr) = addr.as_mut() {
+                    *addr = a as *mut c_void;
+                }
+                if let Some(page) = page.as_mut() {
+                    *page = pg as *mut pfn_page;
+                }
+                p as *const AtomicI64 as *mut pfn_dev_pagemap
+            }
+            Err(e) => null_errno("pfn_pin_frame", e),
         }
     })
 }

@@ -218,7 +218,7 @@ static void pin_of_a_cancelled_thread(void)
     CHECK_EQ(j.rc, 0);
 }
 
-/* 5. pfn_unpin in a signal handler (async-signal-safe). */
+/* 5. pfn_unpin in a signal handler (async-signal-safe for a pin another thread took). */
 static pfn_dev_pagemap *signal_pin;
 static volatile sig_atomic_t signal_rc = 1;
 static void unpin_handler(int sig)
@@ -227,10 +227,20 @@ static void unpin_handler(int sig)
     signal_rc = pfn_unpin(signal_pin);
 }
 
+static void *pin_for_the_handler(void *arg)
+{
+    (void)arg;
+    signal_pin = pfn_pin(frame(1));
+    return NULL;
+}
+
+/* A handler may release a pin another thread took (not one its own thread took outside it). */
 static void unpin_in_a_signal_handler(void)
 {
     reg();
-    signal_pin = pfn_pin(frame(1));
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, pin_for_the_handler, NULL) == 0);
+    pthread_join(t, NULL);
     REQUIRE(signal_pin != NULL);
     signal(SIGUSR1, unpin_handler);
     raise(SIGUSR1);

@@ -892,8 +892,8 @@ int pfn_virt_to_phys(const void *addr, struct pfn_phys_t *out);
  *
  * Returns the pin, or NULL with errno: ENXIO when no registered range holds the frame
  * (including one being unregistered); EINVAL when PFN_SG_CHAIN is set; ENOMEM when the
- * thread's pin counters cannot grow (4 KiB per 511 ranges, on the thread's first pin of a
- * range in that group); EOVERFLOW when about a million ranges are registered at once (pins
+ * thread's pin counters cannot grow (4 KiB per 255 ranges, on the thread's first pin of a
+ * range in that group); EOVERFLOW when over half a million ranges are registered at once (pins
  * count ranges by slot) or the thread's kmaps and sections are nested too deep; EAGAIN as
  * for a thread's first kmap.
  * Cost: O(1) whatever the number of ranges; no lock; in the common case it writes only the
@@ -936,7 +936,10 @@ struct pfn_dev_pagemap *pfn_get_dev_pagemap(struct pfn_t pfn);
  * with free().
  * Cost: no lock; writes the pinning thread's counter only (the caller's own line when it
  * pinned itself), plus a wake-up when an unregister waits.
- * Thread rules: any thread. Async-signal-safe.
+ * Thread rules: any thread. Async-signal-safe, with one exception: a signal handler must not
+ * release a pin that its own thread took outside the handler (the thread's own count is a
+ * plain load and store, which the interrupted code may be in the middle of); a handler may
+ * release pins other threads took.
  */
 int pfn_unpin(struct pfn_dev_pagemap *pin);
 

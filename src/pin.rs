@@ -1,13 +1,17 @@
 //! Long-lived pins on ranges: mainline's get_dev_pagemap / put_dev_pagemap, whose percpu_ref
 //! becomes per-thread counters here.
 //!
-//! Every thread that pins has a directory of counter chunks, one counter per range slot (the
-//! range's index in the space's bookkeeping). A pin adds one to the pinning thread's counter of
-//! the range; an unpin subtracts one from that same counter, whichever thread releases it, so
-//! each counter is exactly the pins its thread took and nobody released yet (never negative),
-//! and the pin handle is simply the counter's address. Pin and unpin on the thread that pinned
-//! write only that thread's own chunk: no shared cache line. An unpin on another thread writes
-//! the pinner's line, an atomic add (rare, and correct either way).
+//! Every thread that pins has a directory of counter chunks, one counter pair per range slot
+//! (the range's index in the space's bookkeeping). A pin adds one to the pinning thread's
+//! `local` count of the range; an unpin on that thread subtracts one from it, and an unpin on
+//! any other thread adds one to the pair's `remote` count instead. `local - remote` is exactly
+//! the pins the thread took and nobody released yet (never negative), and the pin handle is
+//! the pair's address. `local` has one writer, the thread that owns the record (a plain load
+//! and store, like the reader's `ctl`: no locked instruction); `remote` is an atomic add. Pin
+//! and unpin on the thread that pinned write only that thread's own chunk: no shared cache
+//! line. The waiter's side of the store-then-load race with an unpin is the grace-period
+//! machinery's: a heavy barrier (membarrier) after it announces itself, and readers that
+//! fence themselves where membarrier is missing.
 //!
 //! A pin is taken inside a read-side section, after finding the range in the forward table. An
 //! unregister first unpublishes the range, so pins taken from then on miss it; after its grace
@@ -31,17 +35,34 @@ use crate::errmsg;
 use crate::error::{Error, Result};
 use crate::rcu::{self, Reader};
 
-/// Counters per chunk; a chunk is one page, its first word the first slot it counts.
-const CELLS: usize = 511;
-/// Chunks per directory: range slots up to about a million can be pinned.
+/// Counter pairs per chunk; a chunk is one page, its header the first slot it counts and the
+/// record of the thread whose pins it counts.
+const CELLS: usize = 255;
+/// Chunks per directory: range slots up to 522,240 can be pinned.
 const CHUNKS: usize = 2048;
 /// Range slots a directory covers.
 pub(crate) const MAX_SLOTS: u64 = (CELLS * CHUNKS) as u64;
 
+/// One thread's pins of one range: taken minus released on that thread, and released on
+/// other threads.
+#[repr(C)]
+pub struct Cell {
+    local: AtomicI64,
+    remote: AtomicI64,
+}
+
+impl Cell {
+    fn held(&self) -> i64 {
+        self.local.load(Ordering::SeqCst) - self.remote.load(Ordering::SeqCst)
+    }
+}
+
 #[repr(C, align(4096))]
 struct Chunk {
     base: u64,
-    cells: [AtomicI64; CELLS],
+    /// The reader record whose thread writes `local` of every cell here.
+    owner: AtomicPtr<Reader>,
+    cells: [Cell; CELLS],
 }
 const _: () = assert!(std::mem::size_of::<Chunk>() == 4096);
 
@@ -60,8 +81,8 @@ static WAITERS: AtomicU32 = AtomicU32::new(0);
 /// Bumped by unpins while someone waits (a futex word).
 static WAKE: AtomicU32 = AtomicU32::new(0);
 
-/// A pin: the pinning thread's counter of the range. Released with [`unpin`].
-pub type Pin = &'static AtomicI64;
+/// A pin: the pinning thread's counters of the range. Released with [`unpin`].
+pub type Pin = &'static Cell;
 
 fn alloc<T>() -> *mut T {
     // SAFETY: non-zero size; all-zero bytes are valid atomics and null pointers.
@@ -73,7 +94,7 @@ fn all_zero(d: &Dir) -> bool {
     d.chunks.iter().all(|c| {
         // SAFETY: chunks are never freed.
         unsafe { c.load(Ordering::Acquire).as_ref() }
-            .is_none_or(|c| c.cells.iter().all(|x| x.load(Ordering::Acquire) == 0))
+            .is_none_or(|c| c.cells.iter().all(|x| x.held() == 0))
     })
 }
 
@@ -115,8 +136,9 @@ fn claim_dir(r: &Reader) -> Option<&'static Dir> {
     Some(new)
 }
 
-/// The counter of `slot` in `d`, allocating its chunk. None: out of memory.
-fn cell(d: &Dir, slot: u32) -> Option<&'static AtomicI64> {
+/// The counters of `slot` in `d` (the directory of `r`'s thread), allocating its chunk. None:
+/// out of memory.
+fn cell(d: &Dir, r: &Reader, slot: u32) -> Option<&'static Cell> {
     let (c, i) = (slot as usize / CELLS, slot as usize % CELLS);
     let entry = d.chunks.get(c)?;
     let mut chunk = entry.load(Ordering::Acquire);
@@ -126,15 +148,20 @@ fn cell(d: &Dir, slot: u32) -> Option<&'static AtomicI64> {
             return None;
         }
         // SAFETY: fresh. Only the owner thread adds chunks to its directory.
-        unsafe { (*chunk).base = (c * CELLS) as u64 };
+        unsafe {
+            (*chunk).base = (c * CELLS) as u64;
+            (*chunk)
+                .owner
+                .store(r as *const Reader as *mut Reader, Ordering::Relaxed);
+        }
         entry.store(chunk, Ordering::Release);
     }
     // SAFETY: chunks are never freed.
     Some(unsafe { &(*chunk).cells[i] })
 }
 
-/// The counter of `slot` in `d`, when its chunk exists.
-fn cell_if_any(d: &Dir, slot: u32) -> Option<&'static AtomicI64> {
+/// The counters of `slot` in `d`, when its chunk exists.
+fn cell_if_any(d: &Dir, slot: u32) -> Option<&'static Cell> {
     let (c, i) = (slot as usize / CELLS, slot as usize % CELLS);
     // SAFETY: chunks are never freed.
     let chunk = unsafe { d.chunks.get(c)?.load(Ordering::Acquire).as_ref() }?;
@@ -154,9 +181,30 @@ pub fn take(r: &Reader, slot: u32) -> Result<Pin> {
         Some(d) => d,
         None => claim_dir(r).ok_or_else(oom)?,
     };
-    let c = cell(dir, slot).ok_or_else(oom)?;
-    c.fetch_add(1, Ordering::Relaxed);
+    let c = cell(dir, r, slot).ok_or_else(oom)?;
+    add_local(c, 1);
     Ok(c)
+}
+
+/// [`take`] when the thread's counters for `slot` exist already: allocates nothing, cannot
+/// fail or panic.
+#[inline(always)]
+pub fn take_fast(r: &Reader, slot: u32) -> Option<Pin> {
+    let c = cell_if_any(own_dir(r)?, slot)?;
+    add_local(c, 1);
+    Some(c)
+}
+
+/// Changes `local` by `n`: its one writer is the thread that owns the chunk's record.
+#[inline(always)]
+fn add_local(c: &Cell, n: i64) {
+    c.local
+        .store(c.local.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
+fn chunk_of(p: Pin) -> &'static Chunk {
+    // SAFETY: a pin is a cell inside a chunk (page-aligned), which is never freed.
+    unsafe { &*((p as *const Cell as usize & !4095) as *const Chunk) }
 }
 
 fn oom() -> Error {
@@ -168,13 +216,29 @@ fn oom() -> Error {
 
 /// Releases a pin (any thread). False: the counter was already zero (a pin released twice):
 /// nothing changed.
+#[inline(always)]
 pub fn unpin(p: Pin) -> bool {
-    let before = p.fetch_sub(1, Ordering::SeqCst);
-    if before <= 0 {
-        p.fetch_add(1, Ordering::SeqCst);
-        return false;
+    let owner = chunk_of(p).owner.load(Ordering::Relaxed);
+    match rcu::current() {
+        Some(r) if ptr::eq(r, owner) => {
+            // The owner: a plain decrement of its own line.
+            let local = p.local.load(Ordering::Relaxed);
+            if local - p.remote.load(Ordering::Relaxed) <= 0 {
+                return false;
+            }
+            p.local.store(local - 1, Ordering::Relaxed);
+            // Store, then load WAITERS: the waiter's heavy barrier (or this fence) orders them.
+            r.barrier();
+        }
+        _ => {
+            let remote = p.remote.fetch_add(1, Ordering::SeqCst) + 1;
+            if p.local.load(Ordering::SeqCst) - remote < 0 {
+                p.remote.fetch_sub(1, Ordering::SeqCst);
+                return false;
+            }
+        }
     }
-    if WAITERS.load(Ordering::SeqCst) != 0 {
+    if WAITERS.load(Ordering::Relaxed) != 0 {
         wake_waiters();
     }
     true
@@ -186,21 +250,12 @@ fn wake_waiters() {
     rcu::futex(&WAKE, libc::FUTEX_WAKE, i32::MAX as u32, None);
 }
 
-/// The range slot a pin counts for.
-pub fn slot_of(p: Pin) -> u32 {
-    let addr = p as *const AtomicI64 as usize;
-    let chunk = (addr & !4095) as *const Chunk;
-    // SAFETY: a pin is a counter inside a chunk, which is never freed.
-    let base = unsafe { (*chunk).base };
-    (base + ((addr & 4095) / 8 - 1) as u64) as u32
-}
-
 /// Pins of range slot `slot` not yet released, summed over every thread (living or not).
 pub fn count(slot: u32) -> i64 {
     let mut sum = 0;
     let mut add = |d: &Dir| {
         if let Some(c) = cell_if_any(d, slot) {
-            sum += c.load(Ordering::SeqCst);
+            sum += c.held();
         }
     };
     for r in rcu::records() {
@@ -223,7 +278,7 @@ pub fn held_here(slot: u32) -> i64 {
     rcu::current()
         .and_then(own_dir)
         .and_then(|d| cell_if_any(d, slot))
-        .map_or(0, |c| c.load(Ordering::Relaxed))
+        .map_or(0, |c| c.held())
 }
 
 /// Waits until range slot `slot` has no pins. The caller has unpublished the range and waited
@@ -233,6 +288,8 @@ pub fn wait_unpinned(slot: u32) {
         return;
     }
     WAITERS.fetch_add(1, Ordering::SeqCst);
+    // Every unpin from now on sees WAITERS, or its decrement is visible to the count below.
+    rcu::heavy_barrier();
     loop {
         let seen = WAKE.load(Ordering::SeqCst);
         if count(slot) == 0 {

@@ -432,8 +432,10 @@ pub fn report(args: std::fmt::Arguments<'_>) {
 }
 
 impl Reader {
+    /// What a reader does between a store and a load a writer must see in order: a compiler
+    /// barrier when the writer's heavy barrier covers it, else a full fence.
     #[inline(always)]
-    fn barrier(&self) {
+    pub fn barrier(&self) {
         if self.signal.load(Relaxed) & SIGNAL_FENCE != 0 {
             fence(SeqCst);
         }
@@ -742,7 +744,7 @@ pub(crate) fn futex(word: &AtomicU32, op: libc::c_int, val: u32, timeout: Option
 
 /// A full fence on every thread of the process that runs right now: membarrier, with
 /// fallbacks that are as strong. Where readers fence themselves, a local fence is enough.
-fn heavy_barrier() {
+pub(crate) fn heavy_barrier() {
     if READER_FENCE.load(Relaxed) {
         fence(SeqCst);
         return;

@@ -1530,10 +1530,29 @@ pub unsafe fn translate_len_in_section(root: usize, cache: &Block, pfn: Pfn) -> 
 /// Takes a long-lived pin on the range holding `pfn` (mainline's get_dev_pagemap): until it is
 /// released with [`pin::unpin`] (on any thread), unregistering the range waits. Errors:
 /// `Invalid` for PFN_SG_CHAIN; `NotMapped` when no live range holds the frame (also one being
-/// unregistered); `OutOfMemory` when the thread's counters cannot grow; `Overflow` past about a
-/// million range slots; set-up errors as [`kmap`].
+/// unregistered); `OutOfMemory` when the thread's counters cannot grow; `Overflow` past 522,240
+/// range slots; set-up errors as [`kmap`].
 pub fn pin(pfn: Pfn) -> Result<pin::Pin> {
     pin_frame(pfn).map(|(p, _, _)| p)
+}
+
+/// [`pin`] when nothing unusual happens (the thread is set up and has counted pins of this
+/// range's slot group before), else None with nothing changed. Allocates nothing, takes no
+/// lock, cannot panic.
+#[inline(always)]
+pub fn pin_fast(pfn: Pfn) -> Option<pin::Pin> {
+    let r = rcu::current()?;
+    r.enter();
+    // PFN_SG_CHAIN stays in the key: it never matches, and pin() reports it.
+    let key = pfn.0 & (SG_CHAIN | crate::encoding::MAX_PFN);
+    // SAFETY: inside the read-side section just entered.
+    let p = unsafe { FORWARD.leaf(key) }.and_then(|(_, e)| pin::take_fast(r, e.range));
+    if p.is_some() {
+        r.leave();
+    } else {
+        r.leave_quietly();
+    }
+    p
 }
 
 /// As [`pin`], also returning the frame's address and its page descriptor (0 when the range

@@ -3,7 +3,6 @@
 
 use std::ffi::{c_int, c_uint, c_void};
 use std::ptr;
-use std::sync::atomic::AtomicI64;
 
 use super::encoding::pfn_t;
 use super::pages::pfn_page;
@@ -33,8 +32,8 @@ pub struct pfn_dev_pagemap {
 ///
 /// Returns the pin, or NULL with errno: ENXIO when no registered range holds the frame
 /// (including one being unregistered); EINVAL when PFN_SG_CHAIN is set; ENOMEM when the
-/// thread's pin counters cannot grow (4 KiB per 511 ranges, on the thread's first pin of a
-/// range in that group); EOVERFLOW when about a million ranges are registered at once (pins
+/// thread's pin counters cannot grow (4 KiB per 255 ranges, on the thread's first pin of a
+/// range in that group); EOVERFLOW when over half a million ranges are registered at once (pins
 /// count ranges by slot) or the thread's kmaps and sections are nested too deep; EAGAIN as
 /// for a thread's first kmap.
 /// Cost: O(1) whatever the number of ranges; no lock; in the common case it writes only the
@@ -45,9 +44,18 @@ pub struct pfn_dev_pagemap {
 /// (pfn_unpin from any thread) before unregistering there.
 #[no_mangle]
 pub extern "C" fn pfn_pin(pfn: pfn_t) -> *mut pfn_dev_pagemap {
+    // The fast path cannot panic or allocate: outside the boundary, as kmap's.
+    if let Some(p) = space::pin_fast(pfn.into()) {
+        return p as *const pin::Cell as *mut pfn_dev_pagemap;
+    }
+    pin_slow(pfn)
+}
+
+#[inline(never)]
+fn pin_slow(pfn: pfn_t) -> *mut pfn_dev_pagemap {
     ffi_boundary!(ptr::null_mut(), {
         match setup_guard(|| space::pin(pfn.into())) {
-            Ok(p) => p as *const AtomicI64 as *mut pfn_dev_pagemap,
+            Ok(p) => p as *const pin::Cell as *mut pfn_dev_pagemap,
             Err(e) => null_errno("pfn_pin", e),
         }
     })
@@ -79,7 +87,7 @@ pub unsafe extern "C" fn pfn_pin_frame(
                 if let Some(page) = page.as_mut() {
                     *page = pg as *mut pfn_page;
                 }
-                p as *const AtomicI64 as *mut pfn_dev_pagemap
+                p as *const pin::Cell as *mut pfn_dev_pagemap
             }
             Err(e) => null_errno("pfn_pin_frame", e),
         }
@@ -102,12 +110,15 @@ pub extern "C" fn pfn_get_dev_pagemap(pfn: pfn_t) -> *mut pfn_dev_pagemap {
 /// with free().
 /// Cost: no lock; writes the pinning thread's counter only (the caller's own line when it
 /// pinned itself), plus a wake-up when an unregister waits.
-/// Thread rules: any thread. Async-signal-safe.
+/// Thread rules: any thread. Async-signal-safe, with one exception: a signal handler must not
+/// release a pin that its own thread took outside the handler (the thread's own count is a
+/// plain load and store, which the interrupted code may be in the middle of); a handler may
+/// release pins other threads took.
 #[no_mangle]
 pub extern "C" fn pfn_unpin(pin: *mut pfn_dev_pagemap) -> c_int {
     // SAFETY: NULL, or a counter pfn_pin returned (the caller's contract); counters are never
     // freed.
-    let Some(p) = (unsafe { (pin as *const AtomicI64).as_ref() }) else {
+    let Some(p) = (unsafe { (pin as *const pin::Cell).as_ref() }) else {
         return 0;
     };
     if pin::unpin(p) {

@@ -4,7 +4,9 @@
  * (each with a DRAM memmap, at scattered physical addresses), against the ABI floor (an
  * exported function in its own shared library that does nothing: the cost of any call into a
  * .so, bench/floor.c) and raw arithmetic (the descriptor computed from a known memmap base,
- * as the kernel's vmemmap + pfn: a lower bound no lookup reaches). Goal: <= 1.3x the floor.
+ * as the kernel's vmemmap + pfn: a lower bound no lookup reaches); and the header's
+ * pfn_t_to_page_inline against raw arithmetic. Goals: exported <= 1.3x the floor, inline <= 2x
+ * raw.
  *
  * Pins: pfn_pin + pfn_unpin of a frame, against kmap_atomic_pfn_t + kunmap_atomic_pfn_t of the
  * same frames, on 1 thread and on 2 threads at once, both pinning frames of the same range.
@@ -68,8 +70,9 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-enum op { RAW, FLOOR, TO_PAGE, KMAP, PIN, OPS };
+enum op { RAW, FLOOR, TO_PAGE, TO_PAGE_INLINE, SECTION_INLINE, KMAP, PIN, OPS };
 static const char *op_name[OPS] = {"raw arithmetic", "ABI floor", "pfn_t_to_page",
+                                   "pfn_t_to_page_inline", "pfn_section_to_page_inline",
                                    "kmap+kunmap", "pin+unpin"};
 
 /* `iters` operations of kind `op` over the frames from `first`; ns per operation. Pins and
@@ -77,6 +80,8 @@ static const char *op_name[OPS] = {"raw arithmetic", "ABI floor", "pfn_t_to_page
 static double run(enum op op, int same_range)
 {
     uintptr_t acc = 0;
+    /* The section-bound lookup runs in one read section for the whole loop. */
+    pfn_section sec = pfn_read_lock();
     double t0 = now_ns();
     for (long i = 0; i < iters; i++) {
         unsigned k = (unsigned)i & (FRAMES - 1);
@@ -91,6 +96,12 @@ static double run(enum op op, int same_range)
             break;
         case TO_PAGE:
             acc += (uintptr_t)pfn_t_to_page(f);
+            break;
+        case TO_PAGE_INLINE:
+            acc += (uintptr_t)pfn_t_to_page_inline(f);
+            break;
+        case SECTION_INLINE:
+            acc += (uintptr_t)pfn_section_to_page_inline(&sec, f);
             break;
         case KMAP: {
             void *a = kmap_atomic_pfn_t(f);
@@ -109,6 +120,7 @@ static double run(enum op op, int same_range)
         }
     }
     double t = now_ns() - t0;
+    pfn_read_unlock();
     sink += acc;
     return t / (double)iters;
 }
@@ -153,12 +165,17 @@ static double run_threads(enum op op, int n)
 static int verify(void)
 {
     int failed = 0, passed = 0;
+    pfn_section sec = pfn_read_lock();
     for (int k = 0; k < FRAMES; k++) {
         struct pfn_page *p = pfn_t_to_page(frames[k]);
-        if (p == memmap_of[frame_range[k]] + frame_page[k] && pfn_page_to_pfn_t(p).val == frames[k].val)
+        if (p == memmap_of[frame_range[k]] + frame_page[k] && pfn_page_to_pfn_t(p).val == frames[k].val &&
+            pfn_t_to_page_inline(frames[k]) == p && pfn_section_to_page_inline(&sec, frames[k]) == p)
             passed++;
         else
             failed++;
+    }
+    pfn_read_unlock();
+    for (int k = 0; k < FRAMES; k++) {
         pfn_dev_pagemap *pin = pfn_pin(frames[k]);
         if (pin && pfn_unpin(pin) == 0)
             passed++;
@@ -236,9 +253,11 @@ int main(int argc, char **argv)
 
     printf("pages: %ld operations per round, median of %d rounds (ns per operation)\n", iters, rounds);
     for (int op = 0; op < OPS; op++)
-        printf("  %-16s %7.2f ns\n", op_name[op], m[op]);
+        printf("  %-27s %7.2f ns\n", op_name[op], m[op]);
     printf("  pfn_t_to_page / ABI floor:      %.2fx (goal <= 1.3)\n", m[TO_PAGE] / m[FLOOR]);
     printf("  pfn_t_to_page / raw arithmetic: %.2fx\n", m[TO_PAGE] / m[RAW]);
+    printf("  pfn_t_to_page_inline / raw:     %.2fx (goal <= 2)\n", m[TO_PAGE_INLINE] / m[RAW]);
+    printf("  pfn_section_to_page_inline / raw: %.2fx (goal <= 2)\n", m[SECTION_INLINE] / m[RAW]);
     printf("  pin+unpin / kmap+kunmap:        %.2fx (goal <= 2)\n", m[PIN] / m[KMAP]);
     printf("  2 threads, same range: kmap+kunmap %.2f ns, pin+unpin %.2f ns per thread\n", kmap2, pin2);
     printf("  2-thread scaling: kmap %.2fx, pin %.2fx (goal >= 1.8)\n", kmap_scale, pin_scale);
@@ -256,6 +275,10 @@ int main(int argc, char **argv)
             fprintf(csv, "raw arithmetic,%.3f,,\n", m[RAW]);
             fprintf(csv, "ABI floor,%.3f,,\n", m[FLOOR]);
             fprintf(csv, "pfn_t_to_page,%.3f,%.3f,ABI floor\n", m[TO_PAGE], m[TO_PAGE] / m[FLOOR]);
+            fprintf(csv, "pfn_t_to_page_inline,%.3f,%.3f,raw arithmetic\n", m[TO_PAGE_INLINE],
+                    m[TO_PAGE_INLINE] / m[RAW]);
+            fprintf(csv, "pfn_section_to_page_inline,%.3f,%.3f,raw arithmetic\n", m[SECTION_INLINE],
+                    m[SECTION_INLINE] / m[RAW]);
             fprintf(csv, "kmap+kunmap,%.3f,,\n", m[KMAP]);
             fprintf(csv, "pin+unpin,%.3f,%.3f,kmap+kunmap\n", m[PIN], m[PIN] / m[KMAP]);
             fprintf(csv, "kmap+kunmap 2 threads,%.3f,%.3f,scaling\n", kmap2, kmap_scale);

@@ -73,6 +73,26 @@ static void dram_memmap(pfn_device *dev)
     check_message();
     CHECK_NULL_ERRNO(pfn_t_to_page(dev_map(PHYS + pages * PAGE)), ENXIO);
 
+    /* The header-inline version agrees everywhere, misses included (with the same errno). */
+    for (uint64_t k = 0; k < pages; k++)
+        CHECK(pfn_t_to_page_inline(dev_map(PHYS + k * PAGE)) == first + k);
+    CHECK(pfn_t_to_page_inline(phys_to_pfn_t(PHYS + PAGE, 0)) == first + 1);
+    CHECK_NULL_ERRNO(pfn_t_to_page_inline(phys_to_pfn_t(PHYS, PFN_DEV)), EINVAL);
+    CHECK_NULL_ERRNO(pfn_t_to_page_inline(phys_to_pfn_t(PHYS, PFN_SG_CHAIN | PFN_MAP)), EINVAL);
+    CHECK_NULL_ERRNO(pfn_t_to_page_inline(dev_map(PHYS - PAGE)), ENXIO);
+    CHECK_NULL_ERRNO(pfn_t_to_page_inline(dev_map(PHYS + pages * PAGE)), ENXIO);
+    {
+        pfn_section sec = pfn_read_lock();
+        for (uint64_t k = 0; k < pages; k++)
+            CHECK(pfn_section_to_page_inline(&sec, dev_map(PHYS + k * PAGE)) == first + k);
+        CHECK(pfn_section_to_page_inline(&sec, phys_to_pfn_t(PHYS, 0)) == first);
+        CHECK(pfn_section_to_page_inline(&sec, phys_to_pfn_t(PHYS, PFN_DEV)) == NULL);
+        CHECK(pfn_section_to_page_inline(&sec, phys_to_pfn_t(PHYS, PFN_SG_CHAIN | PFN_MAP)) == NULL);
+        CHECK(pfn_section_to_page_inline(&sec, dev_map(PHYS - PAGE)) == NULL);
+        CHECK(pfn_section_to_page_inline(&sec, dev_map(PHYS + pages * PAGE)) == NULL);
+        pfn_read_unlock();
+    }
+
     for (uint64_t k = 0; k < pages; k++) {
         struct pfn_page *p = first + k;
         pfn_t f = pfn_page_to_pfn_t(p);
@@ -192,6 +212,9 @@ static void in_range_memmap(pfn_device *dev)
     CHECK_NULL_ERRNO(kmap_atomic_pfn_t(dev_map(first_phys - PAGE)), ENXIO);
     CHECK_NULL_ERRNO(pfn_t_to_page(dev_map(PHYS + PAGE)), ENXIO);
     CHECK_NULL_ERRNO(pfn_t_to_virt(dev_map(PHYS)), ENXIO);
+    CHECK_NULL_ERRNO(pfn_t_to_page_inline(dev_map(PHYS + PAGE)), ENXIO);
+    CHECK(pfn_t_to_page_inline(dev_map(first_phys)) == first);
+    CHECK(pfn_t_to_page_inline(dev_map(PHYS + (pages - 1) * PAGE)) == last);
     void *a = kmap_atomic_pfn_t(dev_map(first_phys));
     CHECK(a == base + reserved);
     if (a)
@@ -269,6 +292,7 @@ static void no_memmap(pfn_device *dev)
     CHECK_NULL_ERRNO(pfn_t_to_page(dev_map(PHYS)), ENXIO);
     check_message();
     CHECK_NULL_ERRNO(pfn_t_to_page(phys_to_pfn_t(PHYS, 0)), ENXIO);
+    CHECK_NULL_ERRNO(pfn_t_to_page_inline(dev_map(PHYS)), ENXIO);
     CHECK(pfn_t_to_virt(phys_to_pfn_t(PHYS + PAGE, 0)) == base + PAGE);
     CHECK(pfn_t_to_virt(dev_map(PHYS + PAGE)) == base + PAGE);
     CHECK_NULL_ERRNO(pfn_t_to_virt(phys_to_pfn_t(PHYS, PFN_DEV)), EINVAL);

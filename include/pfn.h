@@ -1778,6 +1778,51 @@ static inline void *kmap_atomic_pfn_t_inline(struct pfn_t p)
     return kmap_atomic_pfn_t(p);
 }
 
+/** The descriptor of `pfn` found by a walk from root word `root` (NULL when no range holds
+ *  the frame, its range has no memmap, or the slot changed under the walk). */
+static inline struct pfn_page *pfn__page_walk(uintptr_t root, uint64_t pfn)
+{
+    const uintptr_t *at;
+    uintptr_t slot = pfn__find(root, pfn, &at);
+    if (slot == 0)
+        return NULL;
+    /* The leaf's extent sits 512 words after its slot: first pfn (word 0), memmap (word 5). */
+    const uint64_t *e = (const uint64_t *)__atomic_load_n(&at[512], __ATOMIC_ACQUIRE);
+    if (e == NULL || __atomic_load_n(at, __ATOMIC_ACQUIRE) != slot || e[5] == 0)
+        return NULL;
+    return (struct pfn_page *)(uintptr_t)e[5] + (pfn - e[0]);
+}
+
+/** The page descriptor of frame `p` inside open section `s`, with no call and nothing
+ *  written: NULL (errno untouched) when `p` has no page, no range the section sees holds the
+ *  frame, or its range has no memmap. The descriptor is valid while the section is open (or
+ *  while something else holds the range). The cheapest lookup when many are made together. */
+static inline struct pfn_page *pfn_section_to_page_inline(const struct pfn_section *s,
+                                                          struct pfn_t p)
+{
+    if ((p.val & PFN_MAP) == 0 && (p.val & PFN_DEV) != 0)
+        return NULL;
+    return pfn__page_walk(s->root, p.val & (PFN_SG_CHAIN | ~PFN_FLAGS_MASK));
+}
+
+/** pfn_t_to_page without a call when the thread is set up: the same walk in a read section
+ *  of its own; otherwise, and for every miss (so that errno says why), it calls
+ *  pfn_t_to_page. Same result, same lifetime rule (see struct pfn_page). */
+static inline struct pfn_page *pfn_t_to_page_inline(struct pfn_t p)
+{
+    struct pfn_reader *r = pfn_reader_self();
+    /* pfn_t_has_page; PFN_SG_CHAIN stays in the key, so the walk misses for it. */
+    if (r != NULL && ((p.val & PFN_MAP) != 0 || (p.val & PFN_DEV) == 0)) {
+        pfn__enter(r);
+        struct pfn_page *page = pfn__page_walk(__atomic_load_n(&pfn_table_root, __ATOMIC_ACQUIRE),
+                                               p.val & (PFN_SG_CHAIN | ~PFN_FLAGS_MASK));
+        pfn__leave(r);
+        if (page != NULL)
+            return page;
+    }
+    return pfn_t_to_page(p);
+}
+
 /** kunmap_atomic_pfn_t without a call when the thread's newest kmap begins at `addr`'s page;
  *  otherwise it calls kunmap_atomic_pfn_t. Returns what kunmap_atomic_pfn_t returns. */
 static inline int kunmap_atomic_pfn_t_inline(void *addr)

@@ -61,6 +61,8 @@ const _: () = {
     assert!(std::mem::offset_of!(Extent, last) == 8);
     assert!(std::mem::offset_of!(Extent, target) == 16);
     assert!(std::mem::offset_of!(Extent, run_last) == 24);
+    // pfn_t_to_page_inline reads the memmap.
+    assert!(std::mem::offset_of!(Extent, memmap) == 40);
 };
 
 /// A registered extent as a table sees it. Its address must stay valid while it is in the

@@ -1813,10 +1813,14 @@ static inline struct pfn_page *pfn_t_to_page_inline(struct pfn_t p)
     struct pfn_reader *r = pfn_reader_self();
     /* pfn_t_has_page; PFN_SG_CHAIN stays in the key, so the walk misses for it. */
     if (r != NULL && ((p.val & PFN_MAP) != 0 || (p.val & PFN_DEV) == 0)) {
-        pfn__enter(r);
+        /* A thread inside a section or holding a kmap is protected by it already. */
+        int outer = (r->ctl & PFN__NEST_MASK) != 0;
+        if (!outer)
+            pfn__enter(r);
         struct pfn_page *page = pfn__page_walk(__atomic_load_n(&pfn_table_root, __ATOMIC_ACQUIRE),
                                                p.val & (PFN_SG_CHAIN | ~PFN_FLAGS_MASK));
-        pfn__leave(r);
+        if (!outer)
+            pfn__leave(r);
         if (page != NULL)
             return page;
     }

@@ -1595,13 +1595,21 @@ pub fn pfn_to_page_fast(pfn: Pfn) -> Option<usize> {
         return None;
     }
     let r = rcu::current()?;
-    r.enter();
+    // A thread already inside a section (or holding a kmap) is protected by it: no node it can
+    // reach is freed before it leaves, so the lookup needs no section of its own (the common
+    // case under the descriptor's lifetime rule, and the cheaper one).
+    let outer = r.nesting() != 0;
+    if !outer {
+        r.enter();
+    }
     let key = pfn.0 & (SG_CHAIN | crate::encoding::MAX_PFN);
-    // SAFETY: inside the read-side section just entered.
+    // SAFETY: inside a read-side section (the thread's own, or the one just entered).
     let page = unsafe { FORWARD.leaf(key) }
         .filter(|(_, e)| e.memmap != 0)
         .map(|(_, e)| e.memmap + (key.wrapping_sub(e.first) * memmap::PAGE_BYTES) as usize);
-    r.leave();
+    if !outer {
+        r.leave();
+    }
     page
 }
 

@@ -103,6 +103,18 @@ static void dram_memmap(pfn_device *dev)
         /* DRAM descriptors start zeroed. */
         CHECK_EQ(p->refcount | p->flags | p->data, 0);
     }
+    /* On a thread that holds a kmap (the lookup then uses that hold as its section): alike,
+     * misses included. */
+    void *held = kmap_atomic_pfn_t(dev_map(PHYS));
+    REQUIRE(held != NULL);
+    for (uint64_t k = 0; k < pages; k++) {
+        CHECK(pfn_t_to_page(dev_map(PHYS + k * PAGE)) == first + k);
+        CHECK(pfn_t_to_page_inline(dev_map(PHYS + k * PAGE)) == first + k);
+    }
+    CHECK_NULL_ERRNO(pfn_t_to_page(dev_map(PHYS + pages * PAGE)), ENXIO);
+    CHECK_NULL_ERRNO(pfn_t_to_page_inline(dev_map(PHYS - PAGE)), ENXIO);
+    CHECK_EQ(kunmap_atomic_pfn_t(held), 0);
+
     /* Reverse translation reports the frames with PFN_DEV | PFN_MAP. */
     pfn_t rev = {0};
     CHECK_EQ(pfn_virt_to_pfn_t(base + 3 * PAGE + 5, &rev), 0);

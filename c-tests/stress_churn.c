@@ -221,6 +221,15 @@ static void *reader(void *arg)
         }
         if (!check_page(a, phys))
             BAD();
+        /* Reader 0, under its kmap, looks up the frame's descriptor (slots with a memmap): the
+         * lookup by pfn may miss only once an unregister has begun; a descriptor found names
+         * this frame and its address. */
+        if (who == 0 && (r % SLOTS) % 2 == 1 && (r & 0x300) == 0) {
+            pfn_t f = phys_to_pfn_t(phys, PFN_DEV | PFN_MAP);
+            struct pfn_page *pg = pfn_t_to_page(f);
+            if (pg ? pfn_page_to_pfn_t(pg).val != f.val || pfn_page_address(pg) != a : errno != ENXIO)
+                BAD();
+        }
         /* A write through the mapping, to words 1..3 only: the scatterlist worker checks bytes
          * from 64 on. */
         ((volatile uint64_t *)a)[1 + (uintptr_t)arg % 3] = r;

@@ -17,7 +17,9 @@
  * to the thread that took them and are released by it (or by its exit); object-bound sections
  * (pfn_section_open) belong to their pfn_section and are closed from any thread. Calls that
  * wait for readers (pfn_unregister_range, pfn_device_free, pfn_pmem_unmap) return -EDEADLK on a
- * thread that holds a kmap or thread-bound section. After fork(), see README: the child keeps
+ * thread that holds a kmap or thread-bound section; unregister and device free also on a
+ * thread that took a pin (pfn_pin) of the range and has not released it. Pins belong to no
+ * thread: any thread releases them, and they outlive the thread that took them. After fork(), see README: the child keeps
  * the forking thread's holds (its kmaps, thread-bound sections and the object-bound sections
  * it opened) and drops every other thread's (a later pfn_section_close of a dropped
  * object-bound section is -EINVAL).
@@ -27,7 +29,9 @@
  * kmap_atomic_pfn_phys, kunmap_atomic_pfn_t, pfn_read_lock, pfn_read_unlock, pfn_section_close
  * of a thread-bound section, pfn_section_translate*, their *_inline versions, the pfn_t /
  * pfn_phys_t helpers, pfn_sg_to_iovec and the scatterlist walking helpers (pfn_sg_next and
- * the others of the header's scatterlist block). A signal handler may use them on a thread
+ * the others of the header's scatterlist block), pfn_t_to_page, pfn_t_to_page_inline,
+ * pfn_section_to_page_inline, pfn_pin_waiters, and pfn_unpin (except of a pin the handler's
+ * own thread took outside the handler). A signal handler may use them on a thread
  * that is itself inside any of them, provided the handler releases what it takes before it
  * returns (no longjmp out of a handler that holds a kmap or section) and releases only what
  * it took. Nothing else is async-signal-safe. Before set-up, a handler's kmap may fail with

@@ -295,7 +295,14 @@ pub fn wait_unpinned(slot: u32) {
         if count(slot) == 0 {
             break;
         }
-        rcu::futex(&WAKE, libc::FUTEX_WAIT, seen, None);
+        // Woken by the unpin that matters; the timeout only bounds the cost of a wake-up lost
+        // to a bug, as the grace period's own wait does.
+        rcu::futex(
+            &WAKE,
+            libc::FUTEX_WAIT,
+            seen,
+            Some(std::time::Duration::from_millis(10)),
+        );
     }
     WAITERS.fetch_sub(1, Ordering::SeqCst);
 }

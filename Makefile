@@ -58,7 +58,7 @@ endif
 .PHONY: all help deps deps-demo lib demo test clean install install-strip uninstall \
         lint cargo-test header-check header-names rust-version c-test check-cxx check-sanitizers \
         check-asan check-valgrind check-examples check-demo-deps check-python check-install \
-        bench bench-check bench-persist bench-chase bench-grace bench-sg
+        bench bench-check bench-persist bench-chase bench-grace bench-sg bench-pages
 
 all: lib
 
@@ -74,7 +74,7 @@ help:
 	@echo '  make install-strip the same, with the libraries stripped (about 5 MB -> 0.4 MB)'
 	@echo '  make uninstall     remove what install installed (same variables)'
 	@echo '  make bench         the benchmarks (QUICK=1: under a minute); results in bench/results/'
-	@echo '                     (parts alone: make bench-persist, make bench-sg)'
+	@echo '                     (parts alone: make bench-persist, make bench-sg, make bench-pages)'
 	@echo '  make clean         remove target/ and build/ (with build/venv)'
 	@echo 'Parts of make test: lint cargo-test header-check rust-version c-test check-cxx'
 	@echo '  check-asan check-valgrind check-sanitizers check-examples check-demo-deps'
@@ -165,7 +165,8 @@ EXAMPLE_TESTS  := examples/demo examples/plog
 DEMO_DEPS_TESTS := demo-deps
 PYTHON_TESTS   := python/tree python/installed
 INSTALL_TESTS  := install
-BENCH_TESTS    := bench-verify bench-verify-persist bench-verify-chase bench-verify-sg
+BENCH_TESTS    := bench-verify bench-verify-persist bench-verify-chase bench-verify-sg \
+                  bench-verify-pages
 TESTS := $(LINT_TESTS) $(RUST_TESTS) $(C_RUNS) $(CXX_RUNS) $(ASAN_RUNS) $(VALGRIND_RUNS) \
          $(EXAMPLE_TESTS) $(DEMO_DEPS_TESTS) $(PYTHON_TESTS) $(INSTALL_TESTS) $(BENCH_TESTS)
 runs = $(addprefix run/,$(1))
@@ -256,6 +257,8 @@ run/bench-verify-chase: $(OUT)/bench/chase
 	$(RUN) $(@:run/%=%) ./$(OUT)/bench/chase --verify
 run/bench-verify-sg: $(OUT)/bench/sg
 	$(RUN) $(@:run/%=%) ./$(OUT)/bench/sg --verify
+run/bench-verify-pages: $(OUT)/bench/pages
+	$(RUN) $(@:run/%=%) ./$(OUT)/bench/pages --verify
 
 # Parts of `make test`, each ending with its own count.
 lint: $(call runs,$(LINT_TESTS))
@@ -372,8 +375,15 @@ $(BENCH_OUT)/sg: bench/sg.c include/pfn.h $(SHARED)
 	$(say) CC $@
 	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -o $@ bench/sg.c -L$(LIBDIR) -lpfn $(BENCH_RPATH)
 
+# Page descriptors and pins against the ABI floor, raw arithmetic and kmap.
+$(BENCH_OUT)/pages: bench/pages.c bench/floor.h include/pfn.h $(BENCH_OUT)/libpfnfloor.so $(SHARED)
+	@mkdir -p $(@D)
+	$(say) CC $@
+	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -Ibench -o $@ bench/pages.c \
+		-L$(BENCH_OUT) -lpfnfloor -L$(LIBDIR) -lpfn -lpthread $(BENCH_RPATH)
+
 # QUICK=1: a run of under a minute. The results go to bench/results/.
-bench: lib $(BENCH_OUT)/bench bench-persist bench-chase bench-grace bench-sg
+bench: lib $(BENCH_OUT)/bench bench-persist bench-chase bench-grace bench-sg bench-pages
 	@mkdir -p bench/results
 	./$(BENCH_OUT)/bench $(if $(QUICK),--quick) --out bench/results
 	@bash bench/callgrind.sh $(BENCH_OUT)/bench bench/results $(if $(QUICK),quick)
@@ -395,6 +405,12 @@ bench-persist: lib $(BENCH_OUT)/persist
 	@mkdir -p bench/results
 	./$(BENCH_OUT)/persist $(if $(QUICK),--quick) --out bench/results
 	@bash bench/callgrind_persist.sh $(BENCH_OUT)/persist bench/results
+
+# The page-descriptor and pin part alone (about 5 s; QUICK=1: about 1 s). Results:
+# bench/results/pages.csv.
+bench-pages: lib $(BENCH_OUT)/pages
+	@mkdir -p bench/results
+	./$(BENCH_OUT)/pages $(if $(QUICK),--quick) --out bench/results
 
 # The scatterlist part alone (about 2 s; QUICK=1: under 1 s). Results: bench/results/sg.csv.
 bench-sg: lib $(BENCH_OUT)/sg

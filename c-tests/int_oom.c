@@ -332,8 +332,37 @@ int main(void)
     REQUIRE(pthread_create(&nl, NULL, nesting_limit, NULL) == 0);
     pthread_join(nl, NULL);
 
+    /* A thread's first pin allocates its counters (a directory, then a chunk): each failure
+     * is ENOMEM and leaves nothing held; the pin that finally succeeds is the only one. */
+    int fails = 0, rc_ = 0;
+    pfn_dev_pagemap *pin = NULL;
+    REQUIRE(pfn_thread_init() == 0);
+    EACH_ALLOCATION("pfn_pin", fails, (errno = 0, pin = pfn_pin(phys_to_pfn_t(PHYS, 0))) != NULL,
+                    errno == ENOMEM);
+    CHECK(pin != NULL);
+    CHECK(fails >= 1);
+    CHECK_EQ(pfn_unpin(pin), 0);
+    CHECK_EQ(pfn_unpin(pin), -EINVAL); /* no other pin was counted */
+    printf("int_oom: pfn_pin failed cleanly at %d allocations\n", fails);
+
+    /* A registration with a memmap also fills the memmap table: nothing registered until the
+     * attempt that succeeds. */
+    fails = 0;
+    pfn_resource mr = {PHYS + (2ull << 40), PHYS + (2ull << 40) + 300 * PAGE - 1, NULL};
+    int unchanged = 1;
+    EACH_ALLOCATION("pfn_register_range_memmap", fails,
+                    (errno = 0, (rc_ = pfn_register_range_memmap(dev, &mr, base + 400 * PAGE,
+                                                                 PFN_MEMMAP_IN_RANGE)) == 0),
+                    (unchanged &= pfn_t_to_page(phys_to_pfn_t(mr.start + 2 * PAGE, 0)) == NULL,
+                     rc_ == -ENOMEM));
+    CHECK(unchanged);
+    CHECK(fails >= 1);
+    CHECK(pfn_t_to_page(phys_to_pfn_t(mr.start + 2 * PAGE, 0)) == (struct pfn_page *)(base + 400 * PAGE)); /* 2 frames reserved */
+    CHECK_EQ(pfn_unregister_range(dev, mr.start), 0);
+    printf("int_oom: pfn_register_range_memmap failed cleanly at %d allocations\n", fails);
+
     /* pfn_pmem_map of an existing file. */
-    int fails = 0;
+    fails = 0;
     pfn_pmem *m2 = NULL;
     EACH_ALLOCATION("pfn_pmem_map", fails, (errno = 0, m2 = pfn_pmem_map(path, 0, 0)) != NULL, errno == ENOMEM);
     CHECK(m2 != NULL);

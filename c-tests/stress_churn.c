@@ -8,7 +8,10 @@
  * signals to the readers, whose handler kmaps and opens sections while the interrupted
  * reader is anywhere in its own kmap, kunmap or section; and a thread copying through
  * scatterlists (entries on two ranges, one crossing from one into the other; copies out,
- * durable writes read back, the mapping iterator). A reader still using a range after
+ * durable writes read back, the mapping iterator); and two pin workers that pin random frames,
+ * check them through their page descriptors (a quarter of the slots have a memmap in DRAM, a
+ * quarter one at the head of the range) while holding the pin across a pause, and release
+ * every fourth pin on the other worker's thread. A reader still using a range after
  * its grace period would fault (or see another range's pattern): the test proves the grace
  * period, not just the bookkeeping.
  *
@@ -65,6 +68,9 @@ enum {
     W_HANDLER,
     W_SG_COPIES,
     W_SG_WRITES,
+    W_PINS,
+    W_PIN_HANDOFFS,
+    W_PAGES,
     W_KINDS /* reader i counts in work[W_KINDS + i] */
 };
 static int readers_n = 3;
@@ -79,6 +85,9 @@ static struct check_work work[W_KINDS + MAX_READERS] = {
     [W_HANDLER] = {"signal handlers: pages checked while their thread was reading", 0, 0},
     [W_SG_COPIES] = {"scatterlist worker: lists over two ranges copied out and checked", 0, 0},
     [W_SG_WRITES] = {"scatterlist worker: lists written and read back in one section", 0, 0},
+    [W_PINS] = {"pin workers: pins held across a pause, frames checked before and after", 0, 0},
+    [W_PIN_HANDOFFS] = {"pin workers: pins released on the other worker's thread", 0, 0},
+    [W_PAGES] = {"pin workers: page descriptors checked both ways and referenced", 0, 0},
 };
 
 /* Under valgrind (PFN_TEST_QUICK) one thread runs at a time: the busy threads yield now and
@@ -115,9 +124,24 @@ static void set_minimums(void)
     work[W_HANDLER].want = quick ? 10 : readers_n > 3 ? 1000 : 20000;
     work[W_SG_COPIES].want = quick ? 100 : readers_n > 3 ? 2000 : 20000;
     work[W_SG_WRITES].want = quick ? 30 : readers_n > 3 ? 500 : 5000;
+    work[W_PINS].want = quick ? 60 : readers_n > 3 ? 500 : 5000;
+    work[W_PIN_HANDOFFS].want = quick ? 10 : readers_n > 3 ? 100 : 1000;
+    work[W_PAGES].want = quick ? 20 : readers_n > 3 ? 200 : 2000;
 }
 
 static uint64_t phys_of(int s, int page) { return PHYS + ((uint64_t)s * SLOT_PAGES + page) * PAGE; }
+
+/* Slot s % 4 == 1 has a memmap in DRAM, s % 4 == 3 one at the head of its range (whose first
+ * page then holds it and is not translatable); the others have none. */
+static int register_slot(int s, char *mem)
+{
+    pfn_resource r = {phys_of(s, 0), phys_of(s, SLOT_PAGES) - 1, NULL};
+    if (s % 4 == 1)
+        return pfn_register_range_memmap(dev, &r, mem, PFN_MEMMAP_DRAM);
+    if (s % 4 == 3)
+        return pfn_register_range_memmap(dev, &r, mem, PFN_MEMMAP_IN_RANGE);
+    return devm_register_kmap_pfn_range(dev, &r, mem);
+}
 
 /* Each page starts with its physical address ^ MAGIC (and ends with its complement, for
  * copies of whole pages): a translation to the wrong memory, or to memory reused for another
@@ -197,6 +221,15 @@ static void *reader(void *arg)
         }
         if (!check_page(a, phys))
             BAD();
+        /* Reader 0, under its kmap, looks up the frame's descriptor (slots with a memmap): the
+         * lookup by pfn may miss only once an unregister has begun; a descriptor found names
+         * this frame and its address. */
+        if (who == 0 && (r % SLOTS) % 2 == 1 && (r & 0x300) == 0) {
+            pfn_t f = phys_to_pfn_t(phys, PFN_DEV | PFN_MAP);
+            struct pfn_page *pg = pfn_t_to_page(f);
+            if (pg ? pfn_page_to_pfn_t(pg).val != f.val || pfn_page_address(pg) != a : errno != ENXIO)
+                BAD();
+        }
         /* A write through the mapping, to words 1..3 only: the scatterlist worker checks bytes
          * from 64 on. */
         ((volatile uint64_t *)a)[1 + (uintptr_t)arg % 3] = r;
@@ -459,6 +492,115 @@ static void on_signal(int sig)
     errno = saved;
 }
 
+/* Pin workers: a pin of a random frame, checked through pfn_t_to_virt and (when its slot has
+ * a memmap) its page descriptor, both ways; held across a pause (the "I/O"), checked again,
+ * then released, or every fourth time swapped with the other worker's (each releases the
+ * pin the other took). The writer unmaps a range as soon as its unregister returns, so a pin
+ * that did not hold the range would fault or see another range's pattern. */
+struct held_pin {
+    pfn_dev_pagemap *pin;
+    uint64_t phys;
+    char *addr;
+};
+static _Atomic(struct held_pin *) pin_exchange;
+
+static int held_ok(const struct held_pin *h) { return check_page(h->addr, h->phys); }
+
+static void release_held(struct held_pin *h)
+{
+    if (!held_ok(h))
+        BAD();
+    if (pfn_unpin(h->pin) != 0)
+        BAD();
+    free(h);
+}
+
+static void *pin_worker(void *arg)
+{
+    uint64_t x = 0xB1B1B1 ^ (uintptr_t)arg, pins = 0, handoffs = 0, pages = 0;
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        uint64_t r = rnd(&x);
+        int s = (int)(r % SLOTS), pg = (int)((r >> 32) % SLOT_PAGES);
+        uint64_t phys = phys_of(s, pg);
+        pfn_t pfn = phys_to_pfn_t(phys, PFN_DEV | PFN_MAP);
+        /* The address and descriptor come with the pin (pfn_pin_frame): lookups by pfn would
+         * miss the range once the writer has begun to unregister it, pin or no pin. */
+        void *addr = NULL;
+        struct pfn_page *page = NULL;
+        pfn_dev_pagemap *pin = (r & 0x10000) ? pfn_pin_frame(pfn, &addr, &page) : pfn_pin(pfn);
+        if (!pin) {
+            if (errno != ENXIO)
+                BAD();
+            continue;
+        }
+        if (!addr) {
+            /* A plain pin: look up by pfn, which may miss (ENXIO) only if an unregister has
+             * begun meanwhile. */
+            addr = pfn_t_to_virt(pfn);
+            page = pfn_t_to_page(pfn);
+            if (!addr) {
+                if (errno != ENXIO)
+                    BAD();
+                pfn_unpin(pin);
+                continue;
+            }
+            if (!page && s % 2 == 1) {
+                pfn_unpin(pin);
+                continue;
+            }
+        }
+        struct held_pin *h = malloc(sizeof *h);
+        REQUIRE(h != NULL);
+        *h = (struct held_pin){pin, phys, addr};
+        if (!held_ok(h)) {
+            BAD();
+            pfn_unpin(pin);
+            free(h);
+            continue;
+        }
+        if (s % 2 == 1) {
+            if (!page || pfn_page_to_pfn_t(page).val != pfn.val || pfn_page_address(page) != h->addr ||
+                pfn_get_page(page) < 1) {
+                BAD();
+            } else {
+                page->data = phys;
+                if (pfn_put_page(page) < 0)
+                    BAD();
+                pages++;
+            }
+        } else if (page) {
+            BAD();
+        }
+        /* The pause a pin is for: blocking work while the range stays. */
+        if ((r & 3) == 0)
+            usleep(quick ? 200 : 20);
+        else
+            sched_yield();
+        if (!held_ok(h) || (page && page->data != phys && page->data != 0))
+            BAD();
+        if (((r >> 8) & 3) == 0) {
+            struct held_pin *other = atomic_exchange(&pin_exchange, h);
+            if (other) {
+                release_held(other);
+                handoffs++;
+            }
+        } else {
+            release_held(h);
+        }
+        pins++;
+        if (pins >= 16) {
+            check_work_add(&work[W_PINS], pins);
+            check_work_add(&work[W_PIN_HANDOFFS], handoffs);
+            check_work_add(&work[W_PAGES], pages);
+            pins = handoffs = pages = 0;
+        }
+    }
+    check_work_add(&work[W_PINS], pins);
+    check_work_add(&work[W_PIN_HANDOFFS], handoffs);
+    check_work_add(&work[W_PAGES], pages);
+    return NULL;
+}
+
 static pthread_t readers[MAX_READERS];
 
 static void *signaller(void *arg)
@@ -493,10 +635,9 @@ int main(void)
     REQUIRE(dev != NULL);
     for (int s = 0; s < SLOTS; s += 2) {
         slots[s].mem = make_range(s);
-        pfn_resource r = {phys_of(s, 0), phys_of(s, SLOT_PAGES) - 1, NULL};
-        REQUIRE(devm_register_kmap_pfn_range(dev, &r, slots[s].mem) == 0);
+        REQUIRE(register_slot(s, slots[s].mem) == 0);
     }
-    pthread_t *t = readers, others[5];
+    pthread_t *t = readers, others[7];
     for (int i = 0; i < readers_n; i++)
         REQUIRE(pthread_create(&t[i], NULL, reader, (void *)(uintptr_t)i) == 0);
     REQUIRE(pthread_create(&others[0], NULL, section_reader, NULL) == 0);
@@ -504,6 +645,8 @@ int main(void)
     REQUIRE(pthread_create(&others[2], NULL, section_closer, NULL) == 0);
     REQUIRE(pthread_create(&others[3], NULL, signaller, NULL) == 0);
     REQUIRE(pthread_create(&others[4], NULL, sg_worker, NULL) == 0);
+    REQUIRE(pthread_create(&others[5], NULL, pin_worker, (void *)1) == 0);
+    REQUIRE(pthread_create(&others[6], NULL, pin_worker, (void *)2) == 0);
 
     /* The writer churns until every kind of work reached its minimum. */
     struct check_run run;
@@ -512,15 +655,17 @@ int main(void)
     while (check_run_more(&run)) {
         int s = (int)(rnd(&x) % SLOTS);
         if (slots[s].mem) {
-            fails += pfn_unregister_range(dev, phys_of(s, 0)) != 0;
+            int rc = pfn_unregister_range(dev, phys_of(s, 0));
+            if (rc == -EBUSY)
+                continue; /* a pin worker holds a page reference for a moment: try later */
+            fails += rc != 0;
             /* The grace period is over: unmap at once. A late reader would now fault. */
             fails += munmap(slots[s].mem, SLOT_PAGES * PAGE) != 0;
             slots[s].mem = NULL;
             check_work_add(&work[W_UNREGISTERED], 1);
         } else {
             slots[s].mem = make_range(s);
-            pfn_resource r = {phys_of(s, 0), phys_of(s, SLOT_PAGES) - 1, NULL};
-            fails += devm_register_kmap_pfn_range(dev, &r, slots[s].mem) != 0;
+            fails += register_slot(s, slots[s].mem) != 0;
             check_work_add(&work[W_REGISTERED], 1);
         }
         if ((++steps & 63) == 0) {
@@ -538,6 +683,11 @@ int main(void)
     for (int i = 0; i < 3; i++)
         pthread_join(others[i], NULL);
     pthread_join(others[4], NULL);
+    pthread_join(others[5], NULL);
+    pthread_join(others[6], NULL);
+    struct held_pin *left = atomic_exchange(&pin_exchange, NULL);
+    if (left)
+        release_held(left);
     close_handoffs(); /* what the opener left after the closer stopped */
     CHECK_EQ(fails, 0);
     CHECK_EQ(atomic_load(&bad_pattern), 0);

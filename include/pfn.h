@@ -17,7 +17,9 @@
  * to the thread that took them and are released by it (or by its exit); object-bound sections
  * (pfn_section_open) belong to their pfn_section and are closed from any thread. Calls that
  * wait for readers (pfn_unregister_range, pfn_device_free, pfn_pmem_unmap) return -EDEADLK on a
- * thread that holds a kmap or thread-bound section. After fork(), see README: the child keeps
+ * thread that holds a kmap or thread-bound section; unregister and device free also on a
+ * thread that took a pin (pfn_pin) of the range and has not released it. Pins belong to no
+ * thread: any thread releases them, and they outlive the thread that took them. After fork(), see README: the child keeps
  * the forking thread's holds (its kmaps, thread-bound sections and the object-bound sections
  * it opened) and drops every other thread's (a later pfn_section_close of a dropped
  * object-bound section is -EINVAL).
@@ -27,7 +29,9 @@
  * kmap_atomic_pfn_phys, kunmap_atomic_pfn_t, pfn_read_lock, pfn_read_unlock, pfn_section_close
  * of a thread-bound section, pfn_section_translate*, their *_inline versions, the pfn_t /
  * pfn_phys_t helpers, pfn_sg_to_iovec and the scatterlist walking helpers (pfn_sg_next and
- * the others of the header's scatterlist block). A signal handler may use them on a thread
+ * the others of the header's scatterlist block), pfn_t_to_page, pfn_t_to_page_inline,
+ * pfn_section_to_page_inline, pfn_pin_waiters, and pfn_unpin (except of a pin the handler's
+ * own thread took outside the handler). A signal handler may use them on a thread
  * that is itself inside any of them, provided the handler releases what it takes before it
  * returns (no longjmp out of a handler that holds a kmap or section) and releases only what
  * it took. Nothing else is async-signal-safe. Before set-up, a handler's kmap may fail with
@@ -107,6 +111,30 @@
  * Special mapping, never pinned.
  */
 #define PFN_SPECIAL (1ull << 59)
+
+/**
+ * pfn_register_range_memmap: the descriptors live in memory the library maps (zeroed, freed
+ * after the range is unregistered).
+ */
+#define PFN_MEMMAP_DRAM 0
+
+/**
+ * pfn_register_range_memmap: the descriptors live at the head of the range itself (the
+ * kernel's vmem_altmap): its first pfn_memmap_reserved_bytes() bytes hold them, so that their
+ * flags and data persist with the range's bytes; those frames are not translatable.
+ */
+#define PFN_MEMMAP_IN_RANGE 1
+
+/**
+ * Bytes of one page descriptor: the memmap costs 16 bytes per 4 KiB frame (0.39 %).
+ */
+#define PFN_PAGE_BYTES 16
+
+/**
+ * The bits of pfn_page.flags that belong to the caller (bits 0..23). Bits 24..31 are reserved
+ * for the library: it leaves them zero today; do not set them.
+ */
+#define PFN_PAGE_FLAGS_USER ((1u << 24) - 1)
 
 /**
  * pfn_memcpy / pfn_memmove / pfn_memset flag: flush, but leave the final drain to the caller
@@ -196,6 +224,11 @@
 #define PFN_SG_CHUNK_ENTRIES 255
 
 /**
+ * A pin of a range (mainline's `struct dev_pagemap` reference). Opaque; from pfn_pin.
+ */
+typedef struct pfn_dev_pagemap pfn_dev_pagemap;
+
+/**
  * An owner of ranges (the seed's `struct device`). Opaque; from pfn_device_new.
  */
 typedef struct pfn_device pfn_device;
@@ -232,6 +265,36 @@ typedef struct pfn_resource {
 typedef struct pfn_t {
   uint64_t val;
 } pfn_t;
+
+/**
+ * A page descriptor (the kernel's `struct page`, cut to 16 bytes): one per translatable
+ * frame of a range registered with pfn_register_range_memmap. Sizes: 16 bytes per 4 KiB frame
+ * (the kernel's is 64).
+ *
+ * - `refcount`: a reference count, changed only by pfn_get_page / pfn_put_page (atomically);
+ *   read it with pfn_page_ref_count. A nonzero count makes pfn_unregister_range and
+ *   pfn_device_free refuse with -EBUSY (see there). It starts at zero whenever the range is
+ *   registered.
+ * - `flags`: bits PFN_PAGE_FLAGS_USER are the caller's (the library never reads or writes
+ *   them); the others are reserved.
+ * - `data`: the caller's own word (the library never reads or writes it).
+ *
+ * In a PFN_MEMMAP_DRAM memmap `flags` and `data` start at zero; in a PFN_MEMMAP_IN_RANGE one
+ * they keep whatever the range's memory holds (they persist with it). Change `flags` and
+ * `data` as you would any shared memory (atomics when threads race).
+ *
+ * Lifetime: a descriptor, and the frame address it yields, stay valid while the caller holds
+ * a kmap of the frame's range, a read section that found the range, or a pin of the range
+ * (pfn_pin); after an unregister has returned they are gone. While an unregister waits for
+ * the range's pins, the descriptors still answer every call by descriptor (pfn_page_to_pfn_t,
+ * pfn_page_address, pfn_get_page, pfn_put_page, pfn_page_ref_count), though lookups by pfn
+ * (pfn_t_to_page, kmaps, new pins) already miss the range.
+ */
+typedef struct pfn_page {
+  uint32_t refcount;
+  uint32_t flags;
+  uint64_t data;
+} pfn_page;
 
 /**
  * A byte handle: the physical address of one byte (bits 0..55) plus pfn_t flags (bits
@@ -503,6 +566,150 @@ int pfn_thread_init(void);
 void pfn_reader_wake(void *reader);
 
 /**
+ * Registers physical range `res` (owned by `dev`) mapped at `base`, as
+ * devm_register_kmap_pfn_range does, with a page descriptor (struct pfn_page) for every
+ * translatable frame. `memmap` says where the descriptors live:
+ * - PFN_MEMMAP_DRAM: memory the library maps (16 bytes per frame, zeroed; freed after the
+ *   range is unregistered); every frame of the range is translatable.
+ * - PFN_MEMMAP_IN_RANGE: the head of the range itself (the kernel's vmem_altmap): its first
+ *   pfn_memmap_reserved_bytes(size, PFN_MEMMAP_IN_RANGE) bytes hold the descriptors of the
+ *   frames after them; those reserved frames are not translatable (kmap and pfn_t_to_page
+ *   of them fail with ENXIO) and belong to the range (no other range may overlap them). The
+ *   descriptors' flags and data are kept as the memory holds them (they persist with it);
+ *   their reference counts are set to zero, which writes the reserved bytes.
+ *
+ * Reverse translation (pfn_virt_to_pfn_t) reports the range's frames with PFN_DEV | PFN_MAP,
+ * and pfn_t_to_page finds the descriptor of a pfn_t carrying PFN_MAP (or no PFN_DEV).
+ * Unregister as any range (pfn_unregister_range with `res->start`, or pfn_device_free).
+ *
+ * Returns 0, or:
+ * -EINVAL: as devm_register_kmap_pfn_range, or `memmap` is neither value, or an in-range
+ *          memmap would leave no frame to translate (a range of one frame);
+ * -EBUSY:  as devm_register_kmap_pfn_range, or the in-range memmap's memory already holds
+ *          another range's memmap (two ranges sharing memory);
+ * -ENOMEM.
+ * Thread rules: any thread.
+ *
+ * # Safety
+ * `res` is NULL or points to a readable pfn_resource; with PFN_MEMMAP_IN_RANGE, `base` maps
+ * the range's memory writable.
+ */
+int pfn_register_range_memmap(struct pfn_device *dev,
+                              const struct pfn_resource *res,
+                              void *base,
+                              uint32_t memmap);
+
+/**
+ * Bytes at the head of a range of `size` bytes that a memmap placed `memmap` takes: for
+ * PFN_MEMMAP_IN_RANGE, whole frames enough to describe every frame after them (the first
+ * translatable byte is then `res->start` plus this); 0 for PFN_MEMMAP_DRAM.
+ *
+ * Returns the bytes (>= 0), or -EINVAL when `size` is 0 or not a page multiple, `memmap` is
+ * neither value, or an in-range memmap would leave no frame to translate.
+ */
+int64_t pfn_memmap_reserved_bytes(uint64_t size, uint32_t memmap);
+
+/**
+ * The page descriptor of frame `pfn` (the kernel's pfn_t_to_page): O(1) whatever the number
+ * of ranges, no lock, no shared write.
+ *
+ * Returns the descriptor, or NULL with errno: EINVAL when `pfn` has no page
+ * (pfn_t_has_page() is false: PFN_DEV without PFN_MAP) or has PFN_SG_CHAIN set; ENXIO when no
+ * registered range holds the frame, or its range has no memmap (registered without one, or
+ * the frame holds an in-range memmap); ENOMEM / EAGAIN as for a thread's first kmap.
+ * Lifetime: see struct pfn_page (valid while a kmap, section or pin holds the range). The
+ * lookup misses (ENXIO) once an unregister of the range has begun, pin or no pin: a pin
+ * holder takes the descriptor with pfn_pin_frame.
+ * Thread rules: any thread. Async-signal-safe once the thread is set up.
+ */
+struct pfn_page *pfn_t_to_page(struct pfn_t pfn);
+
+/**
+ * The seed's name for pfn_t_to_page (same function).
+ */
+struct pfn_page *__pfn_t_to_page(struct pfn_t pfn);
+
+/**
+ * The frame that descriptor `page` describes, with PFN_DEV | PFN_MAP (the kernel's
+ * page_to_pfn_t): O(1), no lock. Any pointer may be passed: one that is not a descriptor of
+ * a registered range's memmap is refused, never dereferenced.
+ *
+ * Returns the pfn_t, or the value 0 (no frame has it: the flags are always set on success)
+ * with errno EINVAL when `page` is NULL or no descriptor (also one inside a descriptor, or of
+ * a range unregistered since); ENOMEM / EAGAIN as for a thread's first kmap.
+ * Thread rules: any thread.
+ */
+struct pfn_t pfn_page_to_pfn_t(const struct pfn_page *page);
+
+/**
+ * The address of the frame that descriptor `page` describes (the kernel's page_address): the
+ * range's `base` plus the frame's offset, as a kmap of it would return. Valid while the
+ * caller holds the range (see struct pfn_page); no kmap is taken.
+ *
+ * Returns the address, or NULL with errno as pfn_page_to_pfn_t.
+ * Thread rules: any thread.
+ */
+void *pfn_page_address(const struct pfn_page *page);
+
+/**
+ * The address of frame `pfn` without taking a kmap (the kernel's pfn_t_to_virt), for a frame
+ * that has a page (pfn_t_has_page()); the range need not have a memmap. The address stays
+ * valid while the caller holds the range by a kmap, a section or a pin; the lookup itself
+ * misses (ENXIO) once an unregister of the range has begun, pin or no pin (see
+ * pfn_pin_frame).
+ *
+ * Returns the address, or NULL with errno: EINVAL when `pfn` has PFN_DEV without PFN_MAP
+ * (use kmap_atomic_pfn_t) or PFN_SG_CHAIN; ENXIO when no registered range holds the frame;
+ * ENOMEM / EAGAIN as for a thread's first kmap.
+ * Thread rules: any thread.
+ */
+void *pfn_t_to_virt(struct pfn_t pfn);
+
+/**
+ * Takes a reference on descriptor `page` (the kernel's get_page). The caller holds the range
+ * (a kmap, section or pin). While any descriptor of a range has a reference, unregistering
+ * the range (or freeing its device) refuses with -EBUSY.
+ *
+ * Returns the new count (> 0), or -EINVAL when `page` is not a descriptor (as
+ * pfn_page_to_pfn_t), -EOVERFLOW when the count is INT_MAX (nothing changes).
+ * Thread rules: any thread; atomic.
+ */
+int pfn_get_page(struct pfn_page *page);
+
+/**
+ * Drops a reference on descriptor `page` (the kernel's put_page), taken by pfn_get_page on
+ * any thread.
+ *
+ * Returns the count left (>= 0), or -EINVAL when `page` is not a descriptor (as
+ * pfn_page_to_pfn_t) or its count is already zero (nothing changes).
+ * Thread rules: any thread; atomic.
+ */
+int pfn_put_page(struct pfn_page *page);
+
+/**
+ * The reference count of descriptor `page` (the kernel's page_ref_count).
+ *
+ * Returns the count (>= 0), or -EINVAL when `page` is not a descriptor (as
+ * pfn_page_to_pfn_t).
+ * Thread rules: any thread.
+ */
+int pfn_page_ref_count(const struct pfn_page *page);
+
+/**
+ * Diagnostics: the memmaps of the registered ranges. Writes (each pointer may be NULL) the
+ * frames they describe, the bytes the library mapped for PFN_MEMMAP_DRAM memmaps (16 per
+ * frame, rounded up to whole pages per range) and the bytes PFN_MEMMAP_IN_RANGE memmaps take
+ * at the head of their ranges. Bytes per frame is (*dram_bytes + *in_range_bytes) / *frames.
+ *
+ * Returns 0 (it cannot fail).
+ * Thread rules: any thread; takes the registration lock briefly.
+ *
+ * # Safety
+ * Each pointer is NULL or points to a writable uint64_t.
+ */
+int pfn_memmap_usage(uint64_t *frames, uint64_t *dram_bytes, uint64_t *in_range_bytes);
+
+/**
  * Writes back the CPU cache lines holding `addr .. addr + len`, with the instruction
  * pfn_flush_method names, without waiting for them (pfn_drain waits). Nothing for `len` 0 or
  * a NULL `addr`. Bytes in a PFN_GRANULARITY_PAGE mapping need msync instead: see
@@ -670,6 +877,88 @@ int pfn_virt_to_pfn_t(const void *addr, struct pfn_t *out);
  * `out` is NULL or points to a writable pfn_phys_t.
  */
 int pfn_virt_to_phys(const void *addr, struct pfn_phys_t *out);
+
+/**
+ * Pins the registered range that holds frame `pfn` (mainline's get_dev_pagemap): until the
+ * pin is released with pfn_unpin, the range stays registered and its memory in use. Unlike a
+ * kmap or a section, a pin may be held for long (across blocking I/O, a queued request) and
+ * belongs to no thread: any thread releases it, and it stays held when the thread that took
+ * it exits. Unregistering the range (pfn_unregister_range, pfn_device_free) first makes new
+ * pins of it fail, then waits until every pin of it is released; pfn_pmem_unmap refuses
+ * (-EBUSY) until then. Addresses and page descriptors of the range's frames stay valid while
+ * the pin is held; but once an unregister has begun, lookups by pfn (pfn_t_to_virt,
+ * pfn_t_to_page, kmaps) miss the range: take the frame's address with the pin
+ * (pfn_pin_frame) to use it for as long as the pin lasts. The pin covers the whole range,
+ * not only `pfn`.
+ *
+ * The value returned identifies a per-thread counter of the range: pins of one range taken
+ * on one thread return the same value. Release each pin exactly once.
+ *
+ * Returns the pin, or NULL with errno: ENXIO when no registered range holds the frame
+ * (including one being unregistered); EINVAL when PFN_SG_CHAIN is set; ENOMEM when the
+ * thread's pin counters cannot grow (4 KiB per 255 ranges, on the thread's first pin of a
+ * range in that group); EOVERFLOW when over half a million ranges are registered at once (pins
+ * count ranges by slot) or the thread's kmaps and sections are nested too deep; EAGAIN as
+ * for a thread's first kmap.
+ * Cost: O(1) whatever the number of ranges; no lock; in the common case it writes only the
+ * calling thread's own counter (no shared cache line).
+ * Thread rules: any thread. Not async-signal-safe (its first use on a range may allocate).
+ * Not a cancellation point. After fork(), the child holds a copy of every pin the parent held
+ * (of any thread): unregistering in the child waits for them, so release them in the child
+ * (pfn_unpin from any thread) before unregistering there.
+ */
+struct pfn_dev_pagemap *pfn_pin(struct pfn_t pfn);
+
+/**
+ * As pfn_pin, and writes (when the call succeeds) the frame's address to `*addr` and its page
+ * descriptor to `*page` (NULL when the range has no memmap), each when not NULL, found in the
+ * same lookup as the pin: they stay valid for as long as the pin is held, even after an
+ * unregister of the range has begun (from then on lookups by pfn, such as pfn_t_to_virt and
+ * pfn_t_to_page, miss the range, pin or no pin). Storage code that holds a pin across I/O
+ * takes the address this way. On failure nothing is written.
+ *
+ * Returns the pin, or NULL with errno as pfn_pin.
+ *
+ * # Safety
+ * `addr` and `page` are each NULL or point to a writable pointer.
+ */
+struct pfn_dev_pagemap *pfn_pin_frame(struct pfn_t pfn, void **addr, struct pfn_page **page);
+
+/**
+ * The mainline name for pfn_pin (same function).
+ */
+struct pfn_dev_pagemap *pfn_get_dev_pagemap(struct pfn_t pfn);
+
+/**
+ * Releases a pin taken by pfn_pin (mainline's put_dev_pagemap), on any thread; when it was
+ * the last pin of a range being unregistered, the unregister completes. NULL is a no-op
+ * (returns 0), as put_dev_pagemap(NULL) is.
+ *
+ * Returns 0; -EINVAL when more pins are released than were taken of that counter (a pin
+ * released twice): nothing changes (with PFN_DEBUG set, prints a message and aborts). `pin`
+ * must be a value pfn_pin returned: any other non-NULL pointer is undefined behaviour, as
+ * with free().
+ * Cost: no lock; writes the pinning thread's counter only (the caller's own line when it
+ * pinned itself), plus a wake-up when an unregister waits.
+ * Thread rules: any thread. Async-signal-safe, with one exception: a signal handler must not
+ * release a pin that its own thread took outside the handler (the thread's own count is a
+ * plain load and store, which the interrupted code may be in the middle of); a handler may
+ * release pins other threads took.
+ */
+int pfn_unpin(struct pfn_dev_pagemap *pin);
+
+/**
+ * The mainline name for pfn_unpin (same function).
+ */
+int pfn_put_dev_pagemap(struct pfn_dev_pagemap *pin);
+
+/**
+ * Diagnostics and tests: how many unregisters (and device frees) are waiting right now for
+ * pins to be released. A test can wait for it to become nonzero to know that an unregister on
+ * another thread has stopped new pins and is waiting.
+ * Thread rules: any thread; async-signal-safe.
+ */
+unsigned int pfn_pin_waiters(void);
 
 /**
  * Maps `size` bytes of the regular file or device-DAX device at `path` shared, read-write
@@ -1491,6 +1780,55 @@ static inline void *kmap_atomic_pfn_t_inline(struct pfn_t p)
         pfn__leave(r);
     }
     return kmap_atomic_pfn_t(p);
+}
+
+/** The descriptor of `pfn` found by a walk from root word `root` (NULL when no range holds
+ *  the frame, its range has no memmap, or the slot changed under the walk). */
+static inline struct pfn_page *pfn__page_walk(uintptr_t root, uint64_t pfn)
+{
+    const uintptr_t *at;
+    uintptr_t slot = pfn__find(root, pfn, &at);
+    if (slot == 0)
+        return NULL;
+    /* The leaf's extent sits 512 words after its slot: first pfn (word 0), memmap (word 5). */
+    const uint64_t *e = (const uint64_t *)__atomic_load_n(&at[512], __ATOMIC_ACQUIRE);
+    if (e == NULL || __atomic_load_n(at, __ATOMIC_ACQUIRE) != slot || e[5] == 0)
+        return NULL;
+    return (struct pfn_page *)(uintptr_t)e[5] + (pfn - e[0]);
+}
+
+/** The page descriptor of frame `p` inside open section `s`, with no call and nothing
+ *  written: NULL (errno untouched) when `p` has no page, no range the section sees holds the
+ *  frame, or its range has no memmap. The descriptor is valid while the section is open (or
+ *  while something else holds the range). The cheapest lookup when many are made together. */
+static inline struct pfn_page *pfn_section_to_page_inline(const struct pfn_section *s,
+                                                          struct pfn_t p)
+{
+    if ((p.val & PFN_MAP) == 0 && (p.val & PFN_DEV) != 0)
+        return NULL;
+    return pfn__page_walk(s->root, p.val & (PFN_SG_CHAIN | ~PFN_FLAGS_MASK));
+}
+
+/** pfn_t_to_page without a call when the thread is set up: the same walk in a read section
+ *  of its own; otherwise, and for every miss (so that errno says why), it calls
+ *  pfn_t_to_page. Same result, same lifetime rule (see struct pfn_page). */
+static inline struct pfn_page *pfn_t_to_page_inline(struct pfn_t p)
+{
+    struct pfn_reader *r = pfn_reader_self();
+    /* pfn_t_has_page; PFN_SG_CHAIN stays in the key, so the walk misses for it. */
+    if (r != NULL && ((p.val & PFN_MAP) != 0 || (p.val & PFN_DEV) == 0)) {
+        /* A thread inside a section or holding a kmap is protected by it already. */
+        int outer = (r->ctl & PFN__NEST_MASK) != 0;
+        if (!outer)
+            pfn__enter(r);
+        struct pfn_page *page = pfn__page_walk(__atomic_load_n(&pfn_table_root, __ATOMIC_ACQUIRE),
+                                               p.val & (PFN_SG_CHAIN | ~PFN_FLAGS_MASK));
+        if (!outer)
+            pfn__leave(r);
+        if (page != NULL)
+            return page;
+    }
+    return pfn_t_to_page(p);
 }
 
 /** kunmap_atomic_pfn_t without a call when the thread's newest kmap begins at `addr`'s page;

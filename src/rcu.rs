@@ -105,6 +105,11 @@ pub struct Reader {
     cache_len: AtomicUsize,
     /// The thread's last failure's message (see `errmsg`).
     message: crate::errmsg::Message,
+    /// The thread's pin counters (see `pin`; opaque here). They outlive the thread: a record
+    /// taken from the pool keeps the counters of the thread that had it before.
+    pub pins: AtomicPtr<u8>,
+    /// Which thread owns the record now: a number no other thread setting up ever gets.
+    pub owner: AtomicU64,
 }
 
 // The C header's `struct pfn_reader` mirrors these offsets.
@@ -217,7 +222,7 @@ pub fn debug() -> bool {
 
 /// Every record ever published, newest first. Records are never freed and `next` never
 /// changes after publication, so the walk needs no lock.
-fn records() -> impl Iterator<Item = &'static Reader> {
+pub(crate) fn records() -> impl Iterator<Item = &'static Reader> {
     let mut p = READERS.load(Acquire) as *const Reader;
     std::iter::from_fn(move || {
         // SAFETY: null or a published record, which lives for the rest of the process.
@@ -280,6 +285,8 @@ fn new_record(kind: u32) -> Option<&'static Reader> {
                 cache_head: AtomicPtr::new(ptr::null_mut()),
                 cache_len: AtomicUsize::new(0),
                 message: Default::default(),
+                pins: AtomicPtr::new(ptr::null_mut()),
+                owner: AtomicU64::new(0),
             })
         };
         match READERS.compare_exchange(head, p, AcqRel, Acquire) {
@@ -333,6 +340,8 @@ fn register_thread() -> Result<&'static Reader, SetupError> {
             pool_push(&THREAD_POOL, r);
             return Err(SetupError::OutOfMemory);
         }
+        static OWNERS: AtomicU64 = AtomicU64::new(0);
+        r.owner.store(OWNERS.fetch_add(1, Relaxed) + 1, Relaxed);
         // SAFETY: plain syscall.
         r.tid
             .store(unsafe { libc::syscall(libc::SYS_gettid) } as i32, Relaxed);
@@ -423,8 +432,10 @@ pub fn report(args: std::fmt::Arguments<'_>) {
 }
 
 impl Reader {
+    /// What a reader does between a store and a load a writer must see in order: a compiler
+    /// barrier when the writer's heavy barrier covers it, else a full fence.
     #[inline(always)]
-    fn barrier(&self) {
+    pub fn barrier(&self) {
         if self.signal.load(Relaxed) & SIGNAL_FENCE != 0 {
             fence(SeqCst);
         }
@@ -709,7 +720,7 @@ pub fn wake_writer(r: &Reader) {
     wake(r)
 }
 
-fn futex(word: &AtomicU32, op: libc::c_int, val: u32, timeout: Option<Duration>) {
+pub(crate) fn futex(word: &AtomicU32, op: libc::c_int, val: u32, timeout: Option<Duration>) {
     let ts = timeout.map(|t| libc::timespec {
         tv_sec: t.as_secs() as libc::time_t,
         tv_nsec: t.subsec_nanos() as libc::c_long,
@@ -733,7 +744,7 @@ fn futex(word: &AtomicU32, op: libc::c_int, val: u32, timeout: Option<Duration>)
 
 /// A full fence on every thread of the process that runs right now: membarrier, with
 /// fallbacks that are as strong. Where readers fence themselves, a local fence is enough.
-fn heavy_barrier() {
+pub(crate) fn heavy_barrier() {
     if READER_FENCE.load(Relaxed) {
         fence(SeqCst);
         return;

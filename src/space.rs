@@ -14,10 +14,12 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::encoding::{Pfn, DEV, PAGE_SHIFT, PAGE_SIZE, SG_CHAIN};
+use crate::encoding::{Pfn, DEV, MAP, PAGE_SHIFT, PAGE_SIZE, SG_CHAIN};
 use crate::errmsg;
 use crate::error::{Error, Result};
 use crate::index::{Links, Rng, Slab, Treap, NIL};
+use crate::memmap::{self, Placement};
+use crate::pin;
 use crate::rcu::{self, Reader};
 pub use crate::table::Block;
 use crate::table::{self, Detached, Extent, Table};
@@ -27,6 +29,8 @@ use crate::table::{self, Detached, Extent, Table};
 static FORWARD: Table = Table::new();
 /// virtual page -> physical address (reverse translation).
 static REVERSE: Table = Table::new();
+/// page of a memmap -> the memmap's extent (page descriptors back to their frames).
+static MEMMAP: Table = Table::new();
 static STATE: Mutex<State> = Mutex::new(State::new());
 
 /// When every live range forms one run (one pool, however it is split into ranges), that
@@ -77,6 +81,16 @@ struct RangeRec {
     fwd: Extent,
     /// virtual page -> physical address, in the reverse table.
     rev: Extent,
+    /// The memmap's pages, in the memmap table (`memmap` 0: the range has none).
+    mm: Extent,
+    /// First frame of the range as registered: `fwd.first` less the frames a memmap at its
+    /// head takes. The physical index orders and compares by it.
+    phys_first: u64,
+    /// A memmap the library mapped, unmapped when the range is forgotten.
+    dram: crate::memmap::DramMemmap,
+    /// The memmap is in the memmap table (from registration until the range's pins have
+    /// dropped after its unpublish).
+    mm_live: bool,
     device: u32,
     state: u8,
     /// The grace period after which a retiring range is finalized.
@@ -140,7 +154,7 @@ impl Treap for PhysTree<'_> {
         self.0.get_mut(i).phys = l;
     }
     fn less(&self, a: u32, b: u32) -> bool {
-        self.0.get(a).fwd.first < self.0.get(b).fwd.first
+        self.0.get(a).phys_first < self.0.get(b).phys_first
     }
 }
 
@@ -191,7 +205,7 @@ impl State {
         let (mut t, mut best) = (self.phys_root, None);
         while t != NIL {
             let r = self.rec(t);
-            if r.fwd.first <= pfn {
+            if r.phys_first <= pfn {
                 best = Some(t);
                 t = r.phys.right;
             } else {
@@ -206,7 +220,7 @@ impl State {
         let (mut t, mut best) = (self.phys_root, None);
         while t != NIL {
             let r = self.rec(t);
-            if r.fwd.first >= pfn {
+            if r.phys_first >= pfn {
                 best = Some(t);
                 t = r.phys.left;
             } else {
@@ -261,7 +275,7 @@ impl State {
     }
 
     fn pred(&self, i: u32) -> Option<u32> {
-        let first = self.rec(i).fwd.first;
+        let first = self.rec(i).phys_first;
         first.checked_sub(1).and_then(|p| self.phys_floor(p))
     }
 
@@ -366,6 +380,8 @@ impl State {
             let r = self.ranges.get(i);
             FORWARD.remove(&r.fwd, &mut gone);
             REVERSE.remove(&r.rev, &mut gone);
+            // The memmap stays findable by descriptor while pins may still use it: it leaves
+            // its table once they have dropped (see `finalize_expired`).
         }
         self.ranges.get_mut(i).state = RETIRING;
         self.cut_runs(i);
@@ -405,7 +421,17 @@ impl State {
         let mut i = self.retire_head;
         while i != NIL {
             let next = self.rec(i).retire_next;
-            if rcu::completed(self.rec(i).retire_at) {
+            // A range stays until its pins drop (an unregister that did not wait for them:
+            // a device freed on a thread that was reading).
+            if rcu::completed(self.rec(i).retire_at) && pin::count(i) == 0 && self.rec(i).mm_live {
+                // Unpinned: the memmap leaves its table now, and the range is forgotten after
+                // the grace period that follows.
+                let r = self.ranges.get_mut(i);
+                MEMMAP.remove(&r.mm, &mut r.detached);
+                r.mm_live = false;
+                r.retire_at = rcu::snapshot();
+                prev = i;
+            } else if rcu::completed(self.rec(i).retire_at) && pin::count(i) == 0 {
                 if prev == NIL {
                     self.retire_head = next;
                 } else {
@@ -436,6 +462,7 @@ impl State {
             self.ranges.get_mut(next).dev_prev = prev;
         }
         drop(std::mem::take(&mut self.ranges.get_mut(i).detached));
+        drop(std::mem::take(&mut self.ranges.get_mut(i).dram));
         self.ranges.free(i);
         let d = self.device_mut(dev);
         d.ranges -= 1;
@@ -518,6 +545,50 @@ pub(crate) fn check_not_reading() -> Result<()> {
     }
 }
 
+/// Refuses to wait for pins of range `i` that the calling thread took itself and still holds.
+fn check_no_own_pins(i: u32) -> Result<()> {
+    match pin::held_here(i) {
+        0 => Ok(()),
+        n => Err(errmsg::with(
+            Error::Deadlock,
+            format_args!(
+                "this thread took {n} pin(s) of the range and has not released them: waiting \
+                 for pins would wait for itself"
+            ),
+        )),
+    }
+}
+
+/// Refuses to unregister a range while a page descriptor of it is referenced.
+fn check_no_page_refs(r: &RangeRec) -> Result<()> {
+    if r.fwd.memmap == 0 {
+        return Ok(());
+    }
+    let pages = r.fwd.last - r.fwd.first + 1;
+    let busy = (0..pages).find(|&d| {
+        // SAFETY: the range is registered, so its memmap is mapped.
+        unsafe { memmap::page(r.fwd.memmap + (d * memmap::PAGE_BYTES) as usize) }
+            .refcount
+            .load(Ordering::Acquire)
+            != 0
+    });
+    match busy {
+        None => Ok(()),
+        Some(d) => Err(errmsg::with(
+            Error::Busy,
+            format_args!(
+                "the page descriptor of pfn {:#x} has a reference count of {} (pfn_put_page \
+                 first)",
+                r.fwd.first + d,
+                // SAFETY: as above.
+                unsafe { memmap::page(r.fwd.memmap + (d * memmap::PAGE_BYTES) as usize) }
+                    .refcount
+                    .load(Ordering::Relaxed)
+            ),
+        )),
+    }
+}
+
 /// Validates a range and its virtual placement. Returns (first pfn, last pfn, bytes).
 fn check_range(start: u64, end: u64, base: usize) -> Result<(u64, u64, u64)> {
     let page_mask = PAGE_SIZE - 1;
@@ -569,7 +640,7 @@ fn overlap(st: &State, first: u64, last: u64, i: u32) -> Error {
             } else {
                 "registered "
             },
-            r.fwd.first << PAGE_SHIFT,
+            r.phys_first << PAGE_SHIFT,
             (r.fwd.last << PAGE_SHIFT) | (PAGE_SIZE - 1)
         ),
     )
@@ -638,7 +709,50 @@ impl Device {
         if st.closing_overlaps(base, bytes as usize) {
             return Err(closing(base, bytes));
         }
-        insert_range(&mut st, self.slot, first, last, base, bytes, flags)
+        insert_range(&mut st, self.slot, first, last, base, bytes, flags, None)
+    }
+
+    /// As [`Device::register`], with a page descriptor for every translatable frame (see
+    /// `memmap`): in memory the library maps, or at the head of the range (whose first
+    /// [`memmap::reserved_frames`] frames then hold them and are not translatable). Reverse
+    /// translation reports the frames with PFN_DEV | PFN_MAP.
+    ///
+    /// Errors: as [`Device::register`]; also `Invalid` when an in-range memmap would leave no
+    /// frame to translate; `Busy` when the memmap's memory holds another range's memmap.
+    pub fn register_memmap(
+        &self,
+        start: u64,
+        end: u64,
+        base: usize,
+        placement: Placement,
+    ) -> Result<()> {
+        let (first, last, bytes) = check_range(start, end, base)?;
+        if placement == Placement::InRange
+            && memmap::reserved_frames(last - first + 1) > last - first
+        {
+            return Err(errmsg::invalid(format_args!(
+                "a range of {} frame(s) has no frame left beside its own memmap",
+                last - first + 1
+            )));
+        }
+        let mut st = state();
+        st.device(self)?;
+        if let Some(i) = st.phys_overlap(first, last) {
+            return Err(overlap(&st, first, last, i));
+        }
+        if st.closing_overlaps(base, bytes as usize) {
+            return Err(closing(base, bytes));
+        }
+        insert_range(
+            &mut st,
+            self.slot,
+            first,
+            last,
+            base,
+            bytes,
+            DEV | MAP,
+            Some(placement),
+        )
     }
 
     /// Registers `size` bytes at virtual address `base` in physical space that nothing else
@@ -690,11 +804,11 @@ impl Device {
             }
             match st.phys_overlap(start >> PAGE_SHIFT, (start + size - 1) >> PAGE_SHIFT) {
                 None => break start,
-                Some(i) => end = st.rec(i).fwd.first << PAGE_SHIFT,
+                Some(i) => end = st.rec(i).phys_first << PAGE_SHIFT,
             }
         };
         let (first, last, bytes) = check_range(start, start + size - 1, base)?;
-        insert_range(&mut st, self.slot, first, last, base, bytes, flags)?;
+        insert_range(&mut st, self.slot, first, last, base, bytes, flags, None)?;
         Ok(start)
     }
 
@@ -708,7 +822,8 @@ impl Device {
     /// returns).
     pub fn unregister(&self, start: u64) -> Result<()> {
         check_not_reading()?;
-        let (target, result) = {
+        let had_memmap;
+        let (slot, target, result) = {
             let mut st = state();
             st.device(self)?;
             let found = (start & (PAGE_SIZE - 1) == 0)
@@ -716,7 +831,7 @@ impl Device {
                 .flatten()
                 .filter(|&i| {
                     let r = st.rec(i);
-                    r.fwd.first == start >> PAGE_SHIFT && r.device == self.slot
+                    r.phys_first == start >> PAGE_SHIFT && r.device == self.slot
                 });
             match found {
                 None => {
@@ -726,15 +841,38 @@ impl Device {
                     ))
                 }
                 Some(i) if st.rec(i).state == RETIRING => {
-                    (st.rec(i).retire_at, Err(Error::NotFound))
+                    had_memmap = st.rec(i).mm.memmap != 0;
+                    (i, st.rec(i).retire_at, Err(Error::NotFound))
                 }
                 Some(i) => {
+                    check_no_own_pins(i)?;
+                    check_no_page_refs(st.rec(i))?;
+                    had_memmap = st.rec(i).mm.memmap != 0;
                     st.unpublish(i);
-                    (st.rec(i).retire_at, Ok(()))
+                    (i, st.rec(i).retire_at, Ok(()))
                 }
             }
         };
         rcu::wait_for(target);
+        // No new pin can reach the range now: wait for the ones held. The range is not
+        // finalized (so its slot not reused) while any is held; the check that it is still
+        // this range matters only when another call finalized it meanwhile.
+        let first = start >> PAGE_SHIFT;
+        while {
+            let st = state();
+            let r = st.rec(slot);
+            r.state == RETIRING && r.phys_first == first && r.device == self.slot
+        } {
+            if pin::count(slot) == 0 {
+                break;
+            }
+            pin::wait_unpinned(slot);
+        }
+        if had_memmap {
+            // The next writer takes the memmap out of its table; then one more grace period.
+            drop(state());
+            rcu::wait_for(rcu::snapshot());
+        }
         drop(state());
         result.map_err(|e| {
             errmsg::with(
@@ -753,13 +891,49 @@ impl Device {
     /// `Invalid` when the device was freed already.
     pub fn kill(&self) -> Result<()> {
         check_not_reading()?;
-        self.kill_unchecked(true)
+        self.kill_unchecked(true, true)
     }
 
-    fn kill_unchecked(&self, wait: bool) -> Result<()> {
+    /// Refuses a kill that would wait for the calling thread's own pins (`Deadlock`) or that
+    /// finds a page descriptor referenced (`Busy`). `Invalid` when the device was freed.
+    pub fn check_kill(&self) -> Result<()> {
+        check_not_reading()?;
+        let st = state();
+        st.device(self)?;
+        for i in st.device_ranges(self.slot) {
+            if st.rec(i).state == LIVE {
+                check_no_own_pins(i)?;
+                check_no_page_refs(st.rec(i))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the calling thread holds pins it took on one of this device's ranges.
+    fn own_pins(&self) -> bool {
+        let st = state();
+        st.device(self).is_ok()
+            && st
+                .device_ranges(self.slot)
+                .any(|i| check_no_own_pins(i).is_err())
+    }
+
+    fn kill_unchecked(&self, wait: bool, refuse: bool) -> Result<()> {
+        let any_memmap;
         let target = {
             let mut st = state();
             st.device(self)?;
+            if refuse {
+                for i in st.device_ranges(self.slot) {
+                    if st.rec(i).state == LIVE {
+                        check_no_own_pins(i)?;
+                        check_no_page_refs(st.rec(i))?;
+                    }
+                }
+            }
+            any_memmap = st
+                .device_ranges(self.slot)
+                .any(|i| st.rec(i).mm.memmap != 0);
             self.killed.store(true, Ordering::Relaxed);
             st.device_mut(self.slot).dead = true;
             let mut target = rcu::snapshot();
@@ -785,6 +959,23 @@ impl Device {
             target
         };
         rcu::wait_for(target);
+        // Then for the pins of each range still in the bookkeeping, one at a time.
+        loop {
+            let pinned = {
+                let st = state();
+                let found = st.device_ranges(self.slot).find(|&i| pin::count(i) != 0);
+                found
+            };
+            match pinned {
+                Some(i) => pin::wait_unpinned(i),
+                None => break,
+            }
+        }
+        if any_memmap {
+            // Memmaps leave their table at the next writer; then one more grace period.
+            drop(state());
+            rcu::wait_for(rcu::snapshot());
+        }
         let mut st = state();
         // Every range of the device retired before `target`: all are finalized now.
         debug_assert_eq!(st.devices[self.slot as usize].ranges, 0);
@@ -813,14 +1004,17 @@ impl Drop for Device {
         if self.killed.load(Ordering::Relaxed) {
             return;
         }
-        // A thread that is reading cannot wait for readers: the ranges are unpublished now and
+        // A thread that is reading cannot wait for readers (nor one holding pins of its own for
+        // pins): the ranges are unpublished now and
         // finalized by a later writer once their grace period has ended.
-        let wait = check_not_reading().is_ok();
-        let _ = self.kill_unchecked(wait);
+        let wait = check_not_reading().is_ok() && !self.own_pins();
+        let _ = self.kill_unchecked(wait, false);
     }
 }
 
-/// Allocates, publishes and indexes a range. On any failure nothing changes.
+/// Allocates, publishes and indexes a range, with a memmap when `placement` says where. On
+/// any failure nothing changes.
+#[allow(clippy::too_many_arguments)]
 fn insert_range(
     st: &mut State,
     device: u32,
@@ -829,15 +1023,58 @@ fn insert_range(
     base: usize,
     bytes: u64,
     flags: u64,
+    placement: Option<Placement>,
 ) -> Result<()> {
     let oom = || errmsg::with(Error::OutOfMemory, format_args!("no memory for the range"));
+    // Frames at the head that hold the memmap, the memmap's address, and one the library maps.
+    let (reserved, mm_addr, dram) = match placement {
+        None => (0, 0, None),
+        Some(Placement::InRange) => (memmap::reserved_frames(last - first + 1), base, None),
+        Some(Placement::Dram) => {
+            let m = memmap::DramMemmap::new(last - first + 1).ok_or_else(|| {
+                errmsg::with(
+                    Error::OutOfMemory,
+                    format_args!("no memory for the range's page descriptors"),
+                )
+            })?;
+            (0, m.addr, Some(m))
+        }
+    };
+    let described = last - first + 1 - reserved;
+    let mm = Extent {
+        first: (mm_addr >> PAGE_SHIFT) as u64,
+        last: ((mm_addr as u64 + described * memmap::PAGE_BYTES - 1) >> PAGE_SHIFT),
+        target: mm_addr,
+        memmap: mm_addr,
+        pfn0: first + reserved,
+        run_last: AtomicU64::new(last),
+        virt: base + (reserved << PAGE_SHIFT) as usize,
+        ..Default::default()
+    };
+    if mm_addr != 0 {
+        // SAFETY: writers are serialized (the caller holds the lock), so no node is freed.
+        let taken = (mm.first..=mm.last).any(|p| unsafe { MEMMAP.translate(p) }.is_some());
+        if taken {
+            return Err(errmsg::with(
+                Error::Busy,
+                format_args!(
+                    "the memmap at {mm_addr:#x} would share memory with another range's memmap"
+                ),
+            ));
+        }
+    }
     let i = st.ranges.alloc().ok_or_else(oom)?;
     let prio = st.rng.next_u32();
     {
         let r = st.ranges.get_mut(i);
-        r.fwd.first = first;
+        r.phys_first = first;
+        r.fwd.first = first + reserved;
         r.fwd.last = last;
-        r.fwd.target = base;
+        r.fwd.target = base + (reserved << PAGE_SHIFT) as usize;
+        r.fwd.memmap = mm_addr;
+        r.fwd.range = i;
+        r.mm = Extent { range: i, ..mm };
+        r.dram = dram.unwrap_or_default();
         r.fwd.run_last = AtomicU64::new(last);
         r.rev.first = (base >> PAGE_SHIFT) as u64;
         r.rev.last = (base as u64 + (bytes - 1)) >> PAGE_SHIFT;
@@ -849,13 +1086,32 @@ fn insert_range(
         r.va.prio = prio;
     }
     let r = st.ranges.stable(i);
-    let (fwd, rev) = match (FORWARD.reserve(&r.fwd), REVERSE.reserve(&r.rev)) {
-        (Ok(f), Ok(v)) => (f, v),
+    let mmr = if mm_addr != 0 {
+        MEMMAP.reserve(&r.mm).map(Some)
+    } else {
+        Ok(None)
+    };
+    let (fwd, rev, mmr) = match (FORWARD.reserve(&r.fwd), REVERSE.reserve(&r.rev), mmr) {
+        (Ok(f), Ok(v), Ok(m)) => (f, v, m),
         _ => {
+            drop(std::mem::take(&mut st.ranges.get_mut(i).dram));
             st.ranges.free(i);
             return Err(oom());
         }
     };
+    if placement == Some(Placement::InRange) {
+        // Reference counts restart at zero; flags and data persist with the range.
+        for d in 0..described {
+            // SAFETY: the caller maps the range's memory at `base`; the memmap is its head.
+            unsafe { memmap::page(mm_addr + (d * memmap::PAGE_BYTES) as usize) }
+                .refcount
+                .store(0, Ordering::Relaxed);
+        }
+    }
+    if let Some(m) = mmr {
+        MEMMAP.commit(&r.mm, m);
+        st.ranges.get_mut(i).mm_live = true;
+    }
     FORWARD.commit(&r.fwd, fwd);
     REVERSE.commit(&r.rev, rev);
     st.phys_root = PhysTree(&mut st.ranges).insert(st.phys_root, i);
@@ -934,7 +1190,7 @@ pub fn begin_unmap(id: &MappingId) -> Result<()> {
                 } else {
                     "registered "
                 },
-                r.fwd.first << PAGE_SHIFT
+                r.phys_first << PAGE_SHIFT
             ),
         ));
     }
@@ -1269,10 +1525,209 @@ pub unsafe fn translate_len_in_section(root: usize, cache: &Block, pfn: Pfn) -> 
     })
 }
 
+// ---- pins and page descriptors (no lock) ----
+
+/// Takes a long-lived pin on the range holding `pfn` (mainline's get_dev_pagemap): until it is
+/// released with [`pin::unpin`] (on any thread), unregistering the range waits. Errors:
+/// `Invalid` for PFN_SG_CHAIN; `NotMapped` when no live range holds the frame (also one being
+/// unregistered); `OutOfMemory` when the thread's counters cannot grow; `Overflow` past 522,240
+/// range slots; set-up errors as [`kmap`].
+pub fn pin(pfn: Pfn) -> Result<pin::Pin> {
+    pin_frame(pfn).map(|(p, _, _)| p)
+}
+
+/// [`pin`] when nothing unusual happens (the thread is set up and has counted pins of this
+/// range's slot group before), else None with nothing changed. Allocates nothing, takes no
+/// lock, cannot panic.
+#[inline(always)]
+pub fn pin_fast(pfn: Pfn) -> Option<pin::Pin> {
+    let r = rcu::current()?;
+    r.enter();
+    // PFN_SG_CHAIN stays in the key: it never matches, and pin() reports it.
+    let key = pfn.0 & (SG_CHAIN | crate::encoding::MAX_PFN);
+    // SAFETY: inside the read-side section just entered.
+    let p = unsafe { FORWARD.leaf(key) }.and_then(|(_, e)| pin::take_fast(r, e.range));
+    if p.is_some() {
+        r.leave();
+    } else {
+        r.leave_quietly();
+    }
+    p
+}
+
+/// As [`pin`], also returning the frame's address and its page descriptor (0 when the range
+/// has no memmap), found in the same lookup: valid for as long as the pin is held, also after
+/// an unregister has begun (when lookups by pfn already miss the range).
+pub fn pin_frame(pfn: Pfn) -> Result<(pin::Pin, usize, usize)> {
+    if pfn.sg_chain() {
+        return Err(chain_err(pfn));
+    }
+    let r = reader()?;
+    if !r.has_room(1) {
+        return Err(errmsg::with(
+            Error::Os(libc::EOVERFLOW),
+            format_args!("this thread's kmaps and sections are nested too deep to pin"),
+        ));
+    }
+    r.enter();
+    // SAFETY: inside the read-side section just entered.
+    let p = pfn.pfn();
+    let found = unsafe { FORWARD.leaf(p) }.map(|(leaf, e)| {
+        let page = match e.memmap {
+            0 => 0,
+            m => m + (p.wrapping_sub(e.first) * memmap::PAGE_BYTES) as usize,
+        };
+        (e.range, leaf.addr(p), page)
+    });
+    let result = match found {
+        Some((slot, addr, page)) => pin::take(r, slot).map(|pin| (pin, addr, page)),
+        None => Err(not_mapped(pfn)),
+    };
+    r.leave();
+    result
+}
+
+/// The page descriptor of `pfn` (its address), with no error detail: None when `pfn` has no
+/// page (see [`Pfn::has_page`]), no range holds it, or its range has no memmap.
+#[inline(always)]
+pub fn pfn_to_page_fast(pfn: Pfn) -> Option<usize> {
+    if !pfn.has_page() {
+        return None;
+    }
+    let r = rcu::current()?;
+    // A thread already inside a section (or holding a kmap) is protected by it: no node it can
+    // reach is freed before it leaves, so the lookup needs no section of its own (the common
+    // case under the descriptor's lifetime rule, and the cheaper one).
+    let outer = r.nesting() != 0;
+    if !outer {
+        r.enter();
+    }
+    let key = pfn.0 & (SG_CHAIN | crate::encoding::MAX_PFN);
+    // SAFETY: inside a read-side section (the thread's own, or the one just entered).
+    let page = unsafe { FORWARD.leaf(key) }
+        .filter(|(_, e)| e.memmap != 0)
+        .map(|(_, e)| e.memmap + (key.wrapping_sub(e.first) * memmap::PAGE_BYTES) as usize);
+    if !outer {
+        r.leave();
+    }
+    page
+}
+
+/// As [`pfn_to_page_fast`], with the reason for a miss. Errors: `Invalid` when `pfn` has no
+/// page (PFN_DEV without PFN_MAP) or is a scatterlist link; `NotMapped` when no range holds the
+/// frame or its range has no memmap; set-up errors as [`kmap`].
+pub fn pfn_to_page(pfn: Pfn) -> Result<usize> {
+    if pfn.sg_chain() {
+        return Err(chain_err(pfn));
+    }
+    if !pfn.has_page() {
+        return Err(errmsg::invalid(format_args!(
+            "pfn_t {:#x} has PFN_DEV without PFN_MAP: it has no page descriptor",
+            pfn.0
+        )));
+    }
+    reader()?;
+    if let Some(p) = pfn_to_page_fast(pfn) {
+        return Ok(p);
+    }
+    let r = reader()?;
+    r.enter();
+    // SAFETY: inside the read-side section just entered.
+    let mapped = unsafe { FORWARD.leaf(pfn.pfn()) }.is_some();
+    r.leave();
+    Err(if mapped {
+        errmsg::with(
+            Error::NotMapped,
+            format_args!(
+                "pfn {:#x} lies in a range registered without a memmap",
+                pfn.pfn()
+            ),
+        )
+    } else {
+        not_mapped(pfn)
+    })
+}
+
+/// A page descriptor found by its address: the pfn it describes and that frame's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageOf {
+    pub pfn: Pfn,
+    pub addr: usize,
+}
+
+/// What page descriptor `page` describes (O(1), no lock). Errors: `Invalid` when `page` is not
+/// the address of a descriptor of a live range's memmap; set-up errors as [`kmap`].
+pub fn page_of(page: usize) -> Result<PageOf> {
+    let r = reader()?;
+    r.enter();
+    let vpn = (page >> PAGE_SHIFT) as u64;
+    // SAFETY: inside the read-side section just entered.
+    let found = unsafe { MEMMAP.leaf(vpn) }.and_then(|(_, e)| {
+        let off = page.wrapping_sub(e.memmap) as u64;
+        let d = off / memmap::PAGE_BYTES;
+        (off % memmap::PAGE_BYTES == 0 && d <= e.run_last.load(Ordering::Relaxed) - e.pfn0).then(
+            || PageOf {
+                pfn: Pfn::new(e.pfn0 + d, DEV | MAP),
+                addr: e.virt + (d << PAGE_SHIFT) as usize,
+            },
+        )
+    });
+    r.leave();
+    found.ok_or_else(|| {
+        errmsg::invalid(format_args!(
+            "{page:#x} is not a page descriptor of a registered range"
+        ))
+    })
+}
+
+/// The descriptor at `page`, checked to be one (see [`page_of`]).
+pub fn page_checked(page: usize) -> Result<&'static memmap::Page> {
+    page_of(page)?;
+    // SAFETY: a descriptor of a live range; the caller holds the range (the header's rule).
+    Ok(unsafe { memmap::page(page) })
+}
+
+/// The address of frame `pfn` without a kmap (the kernel's pfn_t_to_virt), for a frame with a
+/// page. Errors: `Invalid` when `pfn` has no page or is a scatterlist link; `NotMapped`; set-up
+/// errors as [`kmap`].
+pub fn pfn_to_virt(pfn: Pfn) -> Result<usize> {
+    if pfn.sg_chain() {
+        return Err(chain_err(pfn));
+    }
+    if !pfn.has_page() {
+        return Err(errmsg::invalid(format_args!(
+            "pfn_t {:#x} has PFN_DEV without PFN_MAP: it has no page (use kmap_atomic_pfn_t)",
+            pfn.0
+        )));
+    }
+    let r = reader()?;
+    r.enter();
+    // SAFETY: inside the read-side section just entered.
+    let addr = unsafe { FORWARD.translate(pfn.pfn()) };
+    r.leave();
+    addr.ok_or_else(|| not_mapped(pfn))
+}
+
+/// Memmaps of live ranges: frames described, bytes of memory the library mapped for them, and
+/// bytes they take at the head of their ranges.
+pub fn memmap_usage() -> (u64, u64, u64) {
+    let st = state();
+    let (mut frames, mut dram, mut in_range) = (0, 0, 0);
+    for i in 0..st.ranges.capacity() {
+        let r = st.rec(i);
+        if r.state == LIVE && r.fwd.memmap != 0 {
+            frames += r.fwd.last - r.fwd.first + 1;
+            dram += r.dram.len as u64;
+            in_range += (r.fwd.first - r.phys_first) << PAGE_SHIFT;
+        }
+    }
+    (frames, dram, in_range)
+}
+
 /// Bytes of translation-table memory in use (both tables).
 pub fn table_bytes() -> usize {
     let _st = state();
-    FORWARD.memory_bytes() + REVERSE.memory_bytes()
+    FORWARD.memory_bytes() + REVERSE.memory_bytes() + MEMMAP.memory_bytes()
 }
 
 /// The forward table's blocks of the range registered at `start` (first pfn, pages): how the
@@ -1280,7 +1735,7 @@ pub fn table_bytes() -> usize {
 pub fn blocks_of(start: u64) -> Vec<(u64, u64)> {
     let st = state();
     match st.phys_floor(start >> PAGE_SHIFT) {
-        Some(i) if st.rec(i).fwd.first == start >> PAGE_SHIFT => FORWARD.blocks_of(&st.rec(i).fwd),
+        Some(i) if st.rec(i).phys_first == start >> PAGE_SHIFT => FORWARD.blocks_of(&st.rec(i).fwd),
         _ => Vec::new(),
     }
 }
@@ -1316,6 +1771,118 @@ mod tests {
         assert_eq!(kmap(p), Err(Error::NotMapped));
         assert_eq!(virt_to_phys(addr), Err(Error::NotMapped));
         assert_eq!(dev.unregister(start), Err(Error::NotFound));
+    }
+
+    fn anon(len: usize) -> usize {
+        // SAFETY: a fresh anonymous mapping, leaked by the test.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        p as usize
+    }
+
+    #[test]
+    fn memmap_descriptors_round_trip_in_dram_and_in_range() {
+        let dev = Device::new().unwrap();
+        let pages = 600u64;
+        let base = anon((pages * PAGE_SIZE) as usize);
+        let start = 200 * GIB;
+        let end = start + pages * PAGE_SIZE - 1;
+        for placement in [Placement::Dram, Placement::InRange] {
+            dev.register_memmap(start, end, base, placement).unwrap();
+            let reserved = if placement == Placement::InRange {
+                memmap::reserved_frames(pages)
+            } else {
+                0
+            };
+            assert_eq!(
+                reserved,
+                if placement == Placement::InRange {
+                    3
+                } else {
+                    0
+                }
+            );
+            for k in [reserved, reserved + 1, pages - 1] {
+                let pfn = Pfn::new((start >> PAGE_SHIFT) + k, DEV | MAP);
+                let page = pfn_to_page(pfn).unwrap();
+                let of = page_of(page).unwrap();
+                assert_eq!(of.pfn, pfn);
+                assert_eq!(of.addr, base + (k << PAGE_SHIFT) as usize);
+                assert_eq!(pfn_to_virt(pfn).unwrap(), of.addr);
+                assert_eq!(page_of(page + 8), Err(Error::Invalid));
+            }
+            if reserved > 0 {
+                // The frames holding the memmap are not translatable; the memmap is their bytes.
+                let held = Pfn::new((start >> PAGE_SHIFT) + reserved - 1, DEV | MAP);
+                assert_eq!(pfn_to_page(held), Err(Error::NotMapped));
+                assert_eq!(kmap(held), Err(Error::NotMapped));
+                assert!(pfn_to_page(Pfn::new(start >> PAGE_SHIFT, 0)).is_err());
+                let first = pfn_to_page(Pfn::new((start >> PAGE_SHIFT) + reserved, DEV | MAP));
+                assert_eq!(first, Ok(base));
+            }
+            assert_eq!(
+                pfn_to_page(Pfn::new(start >> PAGE_SHIFT, DEV)),
+                Err(Error::Invalid)
+            );
+            assert_eq!(
+                virt_to_phys(base + ((pages - 1) << PAGE_SHIFT) as usize)
+                    .unwrap()
+                    .1,
+                DEV | MAP
+            );
+            // A referenced descriptor refuses unregister; released, it is removed.
+            let pfn = Pfn::new((start >> PAGE_SHIFT) + pages - 1, DEV | MAP);
+            let page = page_checked(pfn_to_page(pfn).unwrap()).unwrap();
+            assert_eq!(memmap::get(page), Some(1));
+            assert_eq!(dev.unregister(start), Err(Error::Busy));
+            assert_eq!(memmap::put(page), Some(0));
+            dev.unregister(start).unwrap();
+            assert_eq!(pfn_to_page(pfn), Err(Error::NotMapped));
+        }
+        // A range too small to hold its own memmap and one frame more.
+        assert_eq!(
+            dev.register_memmap(start, start + PAGE_SIZE - 1, base, Placement::InRange),
+            Err(Error::Invalid)
+        );
+    }
+
+    #[test]
+    fn unregister_waits_for_a_pin_released_on_another_thread() {
+        let dev = Device::new().unwrap();
+        let start = 210 * GIB;
+        dev.register(start, start + 4 * PAGE_SIZE - 1, 0x7100_0000_0000)
+            .unwrap();
+        let p = pin(Pfn::from_phys(start + PAGE_SIZE, 0)).unwrap();
+        // The pinning thread itself cannot wait for its pin.
+        assert_eq!(dev.unregister(start), Err(Error::Deadlock));
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                dev.unregister(start).unwrap();
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        while pin::waiters() == 0 {
+            std::thread::yield_now();
+        }
+        assert!(!done.load(Ordering::SeqCst));
+        assert_eq!(pin(Pfn::from_phys(start, 0)).err(), Some(Error::NotMapped));
+        let releaser = std::thread::spawn(move || assert!(pin::unpin(p)));
+        releaser.join().unwrap();
+        waiter.join().unwrap();
+        assert!(done.load(Ordering::SeqCst));
+        // Released twice: refused, nothing changes.
+        assert!(!pin::unpin(p));
     }
 
     #[test]
@@ -1417,7 +1984,7 @@ mod race_tests {
             }
             let r = st.rec(t);
             walk(st, r.phys.left, out);
-            out.push((r.fwd.first, r.fwd.last, t));
+            out.push((r.phys_first, r.fwd.last, t));
             walk(st, r.phys.right, out);
         }
         let mut v = Vec::new();

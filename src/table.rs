@@ -61,6 +61,8 @@ const _: () = {
     assert!(std::mem::offset_of!(Extent, last) == 8);
     assert!(std::mem::offset_of!(Extent, target) == 16);
     assert!(std::mem::offset_of!(Extent, run_last) == 24);
+    // pfn_t_to_page_inline reads the memmap.
+    assert!(std::mem::offset_of!(Extent, memmap) == 40);
 };
 
 /// A registered extent as a table sees it. Its address must stay valid while it is in the
@@ -75,9 +77,18 @@ pub struct Extent {
     /// Last page of the run of adjacent extents that starts with this one (forward table:
     /// following ranges that continue it both physically and virtually). Writers update it;
     /// readers load it.
+    /// Memmap table: the last pfn the memmap describes.
     pub run_last: AtomicU64,
     /// pfn_t flags a reverse translation of this extent carries.
     pub flags: u64,
+    /// Page descriptors: the address of `first`'s (forward table), or of the memmap's first
+    /// (memmap table); 0 when the range has none.
+    pub memmap: usize,
+    /// Memmap table: the first pfn the memmap describes and its address.
+    pub pfn0: u64,
+    pub virt: usize,
+    /// The range's slot in the space's bookkeeping (pins count by it).
+    pub range: u32,
 }
 
 #[repr(C, align(64))]

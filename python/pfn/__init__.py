@@ -29,6 +29,7 @@ import weakref
 
 from ._lib import c_u64 as _u64_t
 from ._lib import load as _load
+from ._lib import pfn_page as _page_t
 from ._lib import pfn_phys_t as _phys_t
 from ._lib import pfn_resource as _resource
 from ._lib import pfn_section as _section_t
@@ -44,6 +45,9 @@ __all__ = [
     "__version__",
     "GRANULARITY_BYTE", "GRANULARITY_CACHE_LINE", "GRANULARITY_PAGE", "persist",
     "flush_method", "movnt_method", "LABEL_SIZE", "ScatterList",
+    "MEMMAP_DRAM", "MEMMAP_IN_RANGE", "PAGE_BYTES", "PAGE_FLAGS_USER", "Page", "Pin",
+    "pfn_to_page", "pfn_to_virt", "memmap_reserved_bytes", "memmap_usage", "pin",
+    "pin_waiters",
 ]
 
 PAGE_SHIFT = 12
@@ -54,6 +58,10 @@ SG_LAST = 1 << 62
 DEV = 1 << 61
 MAP = 1 << 60
 SPECIAL = 1 << 59
+MEMMAP_DRAM = 0
+MEMMAP_IN_RANGE = 1
+PAGE_BYTES = 16
+PAGE_FLAGS_USER = (1 << 24) - 1
 _PFN_LIMIT = 1 << 52
 _PHYS_LIMIT = 1 << 56
 _PHYS_FLAGS_MASK = 0xFF00000000000000
@@ -483,6 +491,27 @@ class Device(_Handle):
         _check(library().pfn_pmem_register_labeled(self._live(), mapping._live(),
                                                    ctypes.byref(phys)), "register_labeled")
         return phys.value
+
+    def register_memmap(self, start, size, base, in_range=False, name=None):
+        """Registers a range as register() does, with a page descriptor (Page) for every
+        translatable frame: in memory the library maps (default), or with in_range=True at
+        the head of the range itself, whose first memmap_reserved_bytes(size) bytes then hold
+        the descriptors (their flags and data persist with the range's bytes) and are not
+        translatable. OSError EINVAL as register(), or for an in-range memmap of a one-frame
+        range; EBUSY as register(), or when the memory already holds another in-range
+        memmap."""
+        start = _u64(start, "start")
+        size = _u64(size, "size")
+        base = _u64(base, "base")
+        if size == 0:
+            raise ValueError("size must be positive")
+        end = start + size - 1
+        if end >= _U64_LIMIT:
+            raise OverflowError(f"start + size - 1 = {end:#x} is beyond the 64-bit physical space")
+        res = _resource(start, end, _name(name, "name"))
+        _check(library().pfn_register_range_memmap(
+            self._live(), ctypes.byref(res), base,
+            MEMMAP_IN_RANGE if in_range else MEMMAP_DRAM), "register_memmap")
 
     def unregister(self, start):
         """Unregisters the range this device registered at physical address `start`, waiting
@@ -1061,3 +1090,171 @@ class ScatterList:
         if self.closed:
             return "<pfn.ScatterList closed>"
         return f"<pfn.ScatterList of {len(self)} entries>"
+
+
+# ---- page descriptors and pins
+
+def memmap_reserved_bytes(size, in_range=True):
+    """Bytes at the head of a range of `size` bytes that an in-range memmap takes (0 for a
+    memmap in library memory): the first translatable byte is start plus this. OSError EINVAL
+    when size is 0, not a page multiple, or one page (in range)."""
+    rc = library().pfn_memmap_reserved_bytes(_u64(size, "size"),
+                                             MEMMAP_IN_RANGE if in_range else MEMMAP_DRAM)
+    return _check(rc, "memmap_reserved_bytes")
+
+
+def memmap_usage():
+    """(frames, dram_bytes, in_range_bytes) of the memmaps of registered ranges: frames with a
+    descriptor, bytes the library mapped for them, bytes they take at the head of ranges."""
+    out = [_u64_t(0), _u64_t(0), _u64_t(0)]
+    _check(library().pfn_memmap_usage(*(ctypes.byref(v) for v in out)), "memmap_usage")
+    return tuple(v.value for v in out)
+
+
+class Page:
+    """A page descriptor (C's struct pfn_page), by address. `desc` is a ctypes view of the
+    16 bytes (refcount, flags, data); flags and data are also properties, and yours (flags
+    bits PAGE_FLAGS_USER). Like the address it yields, a Page is valid only while something
+    holds its range: a kmap, a section or a Pin."""
+
+    __slots__ = ("addr",)
+
+    def __init__(self, addr):
+        """Wraps the descriptor at address `addr` (an int), as pfn_to_page returns it."""
+        self.addr = _u64(addr, "addr")
+
+    @property
+    def desc(self):
+        """The descriptor as a ctypes structure over its own memory."""
+        return _page_t.from_address(self.addr)
+
+    @property
+    def flags(self):
+        """The descriptor's flags word (bits PAGE_FLAGS_USER are yours); assignable."""
+        return self.desc.flags
+
+    @flags.setter
+    def flags(self, value):
+        self.desc.flags = _int(value, "flags")
+
+    @property
+    def data(self):
+        """The descriptor's data word (yours); assignable."""
+        return self.desc.data
+
+    @data.setter
+    def data(self, value):
+        self.desc.data = _u64(value, "data")
+
+    @property
+    def pfn(self):
+        """The frame it describes, with DEV | MAP (C's pfn_page_to_pfn_t). OSError EINVAL when
+        the address is no descriptor of a registered range."""
+        lib = library()
+        ctypes.set_errno(0)
+        val = lib.pfn_page_to_pfn_t(self.addr).val
+        if val == 0:
+            _raise(ctypes.get_errno() or _errno.EINVAL, "Page.pfn")
+        return Pfn(val)
+
+    @property
+    def address(self):
+        """The address (an int) of the frame it describes (C's pfn_page_address)."""
+        return _null_check(library().pfn_page_address(self.addr), "Page.address")
+
+    @property
+    def ref_count(self):
+        """The reference count (C's pfn_page_ref_count)."""
+        return _check(library().pfn_page_ref_count(self.addr), "Page.ref_count")
+
+    def get(self):
+        """Takes a reference (C's pfn_get_page); returns the new count. While a descriptor of
+        a range is referenced, unregistering the range is OSError EBUSY."""
+        return _check(library().pfn_get_page(self.addr), "Page.get")
+
+    def put(self):
+        """Drops a reference (C's pfn_put_page); returns the count left. OSError EINVAL when
+        it is already zero."""
+        return _check(library().pfn_put_page(self.addr), "Page.put")
+
+    def __eq__(self, other):
+        return isinstance(other, Page) and other.addr == self.addr
+
+    def __hash__(self):
+        return hash(self.addr)
+
+    def __repr__(self):
+        return f"Page({self.addr:#x})"
+
+
+def pfn_to_page(p):
+    """The Page of frame `p` (a Pfn or int pfn_t value; C's pfn_t_to_page). OSError EINVAL when
+    `p` has DEV without MAP; ENXIO when no range holds it or its range has no memmap."""
+    return Page(_null_check(library().pfn_t_to_page(_pfn_t(_pfn_val(p))), "pfn_to_page"))
+
+
+def pfn_to_virt(p):
+    """The address (an int) of frame `p` without a kmap (C's pfn_t_to_virt): valid while
+    something holds its range. OSError EINVAL for DEV without MAP, ENXIO."""
+    return _null_check(library().pfn_t_to_virt(_pfn_t(_pfn_val(p))), "pfn_to_virt")
+
+
+class Pin:
+    """A long-lived pin of the range holding a frame (C's pfn_pin_frame / pfn_unpin): until it
+    is released, unregistering the range waits (on other threads; from the thread that pinned
+    it, unregister is OSError EDEADLK). `addr` is the frame's address and `page` its Page (None
+    without a memmap), valid while the pin is held. Release it from any thread, once: with
+    release(), or by leaving the with block.
+
+        with pfn.pin(h) as p:
+            ... p.addr ...
+
+    OSError ENXIO when no live range holds the frame (or it is being unregistered)."""
+
+    def __init__(self, p):
+        """Pins the range holding frame `p` (a Pfn or int pfn_t value)."""
+        lib = library()
+        addr = ctypes.c_void_p()
+        page = ctypes.c_void_p()
+        self._lock = threading.Lock()
+        self._pin = _null_check(lib.pfn_pin_frame(_pfn_t(_pfn_val(p)), ctypes.byref(addr),
+                                                  ctypes.byref(page)), "pin")
+        self.addr = addr.value
+        self.page = Page(page.value) if page.value else None
+
+    @property
+    def released(self):
+        """True once release() has run."""
+        return self._pin is None
+
+    def release(self):
+        """Releases the pin (any thread); a second call does nothing."""
+        with self._lock:
+            pin, self._pin = self._pin, None
+        if pin is not None:
+            _check(library().pfn_unpin(pin), "Pin.release")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def __del__(self):
+        if getattr(self, "_pin", None) is not None and _lib is not None:
+            _lib.pfn_unpin(self._pin)
+
+    def __repr__(self):
+        state = "released" if self._pin is None else f"addr={self.addr:#x}"
+        return f"Pin({state})"
+
+
+def pin(p):
+    """Pins the range holding frame `p` (a Pfn or int pfn_t value): a Pin, also a context
+    manager."""
+    return Pin(p)
+
+
+def pin_waiters():
+    """How many unregisters are waiting right now for pins to be released."""
+    return library().pfn_pin_waiters()

@@ -50,6 +50,14 @@ class pfn_section(ctypes.Structure):
     ]
 
 
+class pfn_page(ctypes.Structure):
+    """struct pfn_page: a page descriptor (16 bytes): an atomic reference count (change it
+    only through pfn_get_page / pfn_put_page), flags (bits 0..23 the caller's) and a data word
+    (the caller's)."""
+
+    _fields_ = [("refcount", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("data", c_u64)]
+
+
 class pfn_sg(ctypes.Structure):
     """struct pfn_sg: one scatterlist entry (a pfn_t, an offset into its frame, a length)."""
 
@@ -126,6 +134,29 @@ _SIGNATURES = {
     ),
     "pfn_pmem_register": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p, c_u64]),
     "pfn_virt_to_pfn_t": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(pfn_t)]),
+    "pfn_register_range_memmap": (
+        ctypes.c_int,
+        [ctypes.c_void_p, ctypes.POINTER(pfn_resource), ctypes.c_void_p, ctypes.c_uint32],
+    ),
+    "pfn_memmap_reserved_bytes": (ctypes.c_int64, [c_u64, ctypes.c_uint32]),
+    "pfn_t_to_page": (ctypes.c_void_p, [pfn_t]),
+    "pfn_page_to_pfn_t": (pfn_t, [ctypes.c_void_p]),
+    "pfn_page_address": (ctypes.c_void_p, [ctypes.c_void_p]),
+    "pfn_t_to_virt": (ctypes.c_void_p, [pfn_t]),
+    "pfn_get_page": (ctypes.c_int, [ctypes.c_void_p]),
+    "pfn_put_page": (ctypes.c_int, [ctypes.c_void_p]),
+    "pfn_page_ref_count": (ctypes.c_int, [ctypes.c_void_p]),
+    "pfn_memmap_usage": (
+        ctypes.c_int,
+        [ctypes.POINTER(c_u64), ctypes.POINTER(c_u64), ctypes.POINTER(c_u64)],
+    ),
+    "pfn_pin": (ctypes.c_void_p, [pfn_t]),
+    "pfn_pin_frame": (
+        ctypes.c_void_p,
+        [pfn_t, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p)],
+    ),
+    "pfn_unpin": (ctypes.c_int, [ctypes.c_void_p]),
+    "pfn_pin_waiters": (ctypes.c_uint, []),
     "pfn_virt_to_phys": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(pfn_phys_t)]),
     "pfn_section_open": (ctypes.c_int, [ctypes.POINTER(pfn_section)]),
     "pfn_section_close": (ctypes.c_int, [ctypes.POINTER(pfn_section)]),

@@ -83,6 +83,10 @@ pub extern "C" fn pfn_device_free(dev: *mut pfn_device) -> c_int {
         if let Err(e) = crate::space::check_not_reading() {
             return fail(CALL, e);
         }
+        // Refusals (own pins, referenced page descriptors) before the handle dies.
+        if let Err(e) = device(dev).and_then(|d| d.check_kill()) {
+            return fail(CALL, e);
+        }
         let killed = match DEVICES.kill(dev as usize) {
             Ok(k) => k,
             Err(e) => return fail(CALL, handle_error(dev, e)),

@@ -55,6 +55,24 @@ static int child(const char *mode)
         pfn_read_unlock();
         return 0;
     }
+    if (!strcmp(mode, "section-close-twice")) {
+        REQUIRE(kunmap_atomic_pfn_t(a) == 0);
+        struct pfn_section s;
+        REQUIRE(pfn_section_open(&s) == 0);
+        REQUIRE(pfn_section_close(&s) == 0);
+        return pfn_section_close(&s) == -EINVAL ? 0 : 1;
+    }
+    if (!strcmp(mode, "section-close-outer")) {
+        REQUIRE(kunmap_atomic_pfn_t(a) == 0);
+        struct pfn_section outer = pfn_read_lock();
+        REQUIRE(outer.reader != NULL);
+        struct pfn_section inner = pfn_read_lock();
+        REQUIRE(inner.reader != NULL);
+        int rc = pfn_section_close(&outer); /* not the innermost */
+        REQUIRE(pfn_section_close(&inner) == 0);
+        REQUIRE(pfn_section_close(&outer) == 0);
+        return rc == -EINVAL ? 0 : 1;
+    }
     if (!strcmp(mode, "free-while-holding")) {
         int rc = pfn_device_free(dev);
         REQUIRE(kunmap_atomic_pfn_t(a) == 0);
@@ -115,6 +133,16 @@ int main(int argc, char **argv)
 
     /* The report names the page held: the mapping's first page (the child's own address,
      * so only the shape is checked: "kmaps of 0x...000 (newest first)"). */
+    CHECK_EQ(run("section-close-twice", true), 128 + SIGABRT);
+    CHECK(strstr(out, "libpfn: misuse: pfn_section_close") != NULL);
+    CHECK_EQ(run("section-close-twice", false), 0);
+    CHECK(strstr(out, "libpfn:") == NULL);
+
+    CHECK_EQ(run("section-close-outer", true), 128 + SIGABRT);
+    CHECK(strstr(out, "libpfn: misuse: pfn_section_close") != NULL);
+    CHECK_EQ(run("section-close-outer", false), 0);
+    CHECK(strstr(out, "libpfn:") == NULL);
+
     CHECK_EQ(run("free-while-holding", true), 0);
     CHECK(strstr(out, "refused (EDEADLK): this thread holds 1 kmap(s) and 0 read section(s); kmaps of 0x") != NULL);
     CHECK(strstr(out, "000 (newest first)") != NULL);

@@ -583,6 +583,18 @@ fn closing(base: usize, bytes: u64) -> Error {
     )
 }
 
+/// A registered range as [`Device::range_at`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeInfo {
+    /// Its first frame.
+    pub first: u64,
+    pub pages: u64,
+    /// The address its first frame translates to.
+    pub base: usize,
+    /// The pfn_t flags it was registered with (what reverse translation reports).
+    pub flags: u64,
+}
+
 /// An owner of ranges (the seed's `struct device`). Dropping it unregisters its ranges.
 #[derive(Debug)]
 pub struct Device {
@@ -794,6 +806,35 @@ impl Device {
             st.device_mut(self.slot).orphan = true;
         }
         Ok(())
+    }
+
+    /// The live range this device registered at physical `start`, as registered (for objects
+    /// that wrap one range, like a DAX device).
+    ///
+    /// Errors: `Invalid` when the device has been freed; `NotFound` when it has no live range
+    /// starting at `start` (none, or one being unregistered).
+    pub fn range_at(&self, start: u64) -> Result<RangeInfo> {
+        let st = state();
+        st.device(self)?;
+        (start & (PAGE_SIZE - 1) == 0)
+            .then(|| st.phys_floor(start >> PAGE_SHIFT))
+            .flatten()
+            .map(|i| st.rec(i))
+            .filter(|r| {
+                r.fwd.first == start >> PAGE_SHIFT && r.device == self.slot && r.state == LIVE
+            })
+            .map(|r| RangeInfo {
+                first: r.fwd.first,
+                pages: r.fwd.last - r.fwd.first + 1,
+                base: r.fwd.target,
+                flags: r.rev.flags,
+            })
+            .ok_or_else(|| {
+                errmsg::with(
+                    Error::NotFound,
+                    format_args!("the device has no registered range at {start:#x}"),
+                )
+            })
     }
 
     /// Number of live ranges this device has registered.

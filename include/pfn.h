@@ -196,6 +196,13 @@
 #define PFN_SG_CHUNK_ENTRIES 255
 
 /**
+ * A DAX device: one registered range exposed by page offset (mainline's `struct dax_device`
+ * with the pmem driver's direct_access). Opaque; from pfn_dax_create, freed by
+ * pfn_dax_destroy. Handles are checked on every call and never reused.
+ */
+typedef struct pfn_dax pfn_dax;
+
+/**
  * An owner of ranges (the seed's `struct device`). Opaque; from pfn_device_new.
  */
 typedef struct pfn_device pfn_device;
@@ -204,6 +211,15 @@ typedef struct pfn_device pfn_device;
  * A mapped pmem file or device-DAX device. Opaque; from pfn_pmem_map.
  */
 typedef struct pfn_pmem pfn_pmem;
+
+/**
+ * A page-frame number (bits 0..51) plus flags (bits 52..63), mainline Linux's layout: a
+ * flag-less pfn_t equals the raw pfn. Stable and position-independent: it may be stored on
+ * media.
+ */
+typedef struct pfn_t {
+  uint64_t val;
+} pfn_t;
 
 /**
  * A physical range (the seed's `struct resource`).
@@ -223,15 +239,6 @@ typedef struct pfn_resource {
    */
   const char *name;
 } pfn_resource;
-
-/**
- * A page-frame number (bits 0..51) plus flags (bits 52..63), mainline Linux's layout: a
- * flag-less pfn_t equals the raw pfn. Stable and position-independent: it may be stored on
- * media.
- */
-typedef struct pfn_t {
-  uint64_t val;
-} pfn_t;
 
 /**
  * A byte handle: the physical address of one byte (bits 0..55) plus pfn_t flags (bits
@@ -346,6 +353,144 @@ typedef struct pfn_t __pfn_t;
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Creates a DAX device over the range that `dev` registered at physical address `start`
+ * (the pmem driver's role): page offset 0 is the range's first frame, and the device has as
+ * many pages as the range. The range stays `dev`'s: the DAX device does not keep it
+ * registered, and unregistering it (or freeing `dev`) makes every later access fail with
+ * ENXIO; kill or destroy the DAX device before, as a driver kills its dax_device before it
+ * releases the memory. Several DAX devices may wrap one range.
+ *
+ * Returns the device, to be destroyed with pfn_dax_destroy, or NULL with errno: EINVAL when
+ * `dev` is not a live device; ENOENT when `dev` has no registered range at `start` (none, or
+ * one being unregistered); ENOMEM.
+ * Thread rules: any thread.
+ */
+struct pfn_dax *pfn_dax_create(struct pfn_device *dev, uint64_t start);
+
+/**
+ * Kills `dax` (if it is alive) and frees it: as pfn_dax_kill, then the handle is invalid
+ * (EINVAL) for every later call, also once other DAX devices are created. NULL is a no-op.
+ * When two calls destroy the same device at once, one destroys it and the other returns
+ * -EINVAL. The range under it stays registered.
+ *
+ * Returns 0; -EINVAL when `dax` is not a live DAX device; -EDEADLK when the calling thread
+ * holds a kmap or read section (it would wait for itself): nothing changes and `dax` stays
+ * valid; -ENOMEM / -EAGAIN as for a thread's first use.
+ * Not a cancellation point (cancellation is held off while it waits).
+ */
+int pfn_dax_destroy(struct pfn_dax *dax);
+
+/**
+ * Mainline's kill_dax (the "unbind" of the seed thread): from the moment it is called, every
+ * new pfn_dax_direct_access and every I/O chunk on `dax` fails with ENXIO (pfn_dax_alive
+ * returns 0); then it waits until every read section that could have seen `dax` alive, on
+ * any thread, has closed (a grace period), so addresses from direct_access are no longer in
+ * use when it returns, and the range may be unregistered and unmapped. I/O calls in flight
+ * stop at their next chunk (they return the bytes done so far). Killing a dead device waits
+ * the same way and returns 0. A killed device cannot be revived; destroy it.
+ *
+ * Returns 0; -EINVAL when `dax` is not a live DAX device; -EDEADLK when the calling thread
+ * holds a kmap or read section (nothing changes: `dax` stays alive).
+ * Not a cancellation point (cancellation is held off while it waits).
+ */
+int pfn_dax_kill(struct pfn_dax *dax);
+
+/**
+ * Mainline's dax_alive: 1 while `dax` is alive, 0 once pfn_dax_kill has begun on it (also
+ * while the kill still waits for sections), -EINVAL when `dax` is not a live DAX device
+ * (destroyed, or never one). Takes no lock. Thread rules: any thread.
+ */
+int pfn_dax_alive(const struct pfn_dax *dax);
+
+/**
+ * The number of pages `dax` exposes (page offsets 0 .. pages - 1; bytes: pages *
+ * PFN_PAGE_SIZE), also after a kill; or -EINVAL when `dax` is not a live DAX device.
+ */
+int64_t pfn_dax_pages(const struct pfn_dax *dax);
+
+/**
+ * Mainline's dax_direct_access: how many pages from page offset `pgoff` are contiguous in
+ * memory and mapped, at most `nr_pages` (the rest of the device at most: a frame past the
+ * range's end is not the device's); the first one's address in `*kaddr` and its pfn_t in
+ * `*pfn`, with PFN_DEV, and PFN_MAP when the range was registered with page descriptors
+ * (pfn_t_devmap is then true). `nr_pages` 0 returns 0 and still fills both. `kaddr` and
+ * `pfn` may be NULL (not wanted); they are written only on success.
+ *
+ * Valid only inside a read section of the calling thread, as mainline requires
+ * dax_read_lock(): open one with pfn_read_lock (or PFN_SECTION_SCOPE) first. The address
+ * stays valid until that section closes; pfn_dax_kill and unregistering the range wait for it.
+ * Object-bound sections (pfn_section_open) are not accepted: the call cannot see them.
+ *
+ * Returns the page count (>= 0), or:
+ * -EINVAL: `dax` not a live DAX device, or no thread-bound read section open on this thread;
+ * -ERANGE: `pgoff` at or beyond the device's pages;
+ * -ENXIO:  the device has been killed (or a kill has begun), or its range is no longer
+ *          registered.
+ * Takes no lock and writes nothing shared. Thread rules: any thread, inside its own section.
+ *
+ * # Safety
+ * `kaddr` is NULL or points to a writable `void *`; `pfn` is NULL or points to a writable
+ * pfn_t.
+ */
+int64_t pfn_dax_direct_access(const struct pfn_dax *dax,
+                              uint64_t pgoff,
+                              uint64_t nr_pages,
+                              void **kaddr,
+                              struct pfn_t *pfn);
+
+/**
+ * Reads `len` bytes at byte offset `off` of `dax` into `buf` (mainline's dax_iomap_rw for a
+ * read): through direct_access, page and chunk boundaries crossed as needed, each chunk (up to
+ * 256 KiB) inside a read section of its own, so a kill waits for one chunk at most.
+ *
+ * Returns the bytes read, like pread: `len`, or fewer when the device ends first (0 at or
+ * after its end, and for `len` 0 on a live device), or when an error stopped it after some bytes (the next call
+ * reports the error); or, when nothing was read:
+ * -EINVAL:    `dax` not a live DAX device; `buf` NULL with `len` > 0;
+ * -EOVERFLOW: `off + len` passes 2^64;
+ * -ENXIO:     the device has been killed, or its range is no longer registered;
+ * -ENOMEM, -EAGAIN as for a thread's first use.
+ * On an error, `buf` may hold part of the bytes. Thread rules: any thread, also inside its own
+ * sections and kmaps; concurrent reads and writes of the same bytes see each other's bytes in
+ * no promised order (as memcpy would).
+ *
+ * # Safety
+ * `buf` is NULL or writable for `len` bytes (it may lie in registered memory).
+ */
+int64_t pfn_dax_read(const struct pfn_dax *dax,
+                     uint64_t off,
+                     void *buf,
+                     size_t len);
+
+/**
+ * Writes `len` bytes from `buf` at byte offset `off` of `dax`, and makes them durable before
+ * it returns, with the memory's method (chosen by address, as pfn_persist does): plain stores
+ * and msync in a PAGE-granularity mapping of this library (pfn_pmem_map), otherwise
+ * non-temporal or flushed stores and a drain (CACHE_LINE, BYTE, and memory mapped by other
+ * means). Chunked like pfn_dax_read.
+ *
+ * Returns the bytes written, like pwrite: `len`, or fewer at the device's end (0 at or after
+ * it, and for `len` 0), or when an error stopped it after some bytes; every byte counted is
+ * written and durable, bytes past the count may or may not have been written. When nothing
+ * was written: -EINVAL, -EOVERFLOW, -ENXIO as pfn_dax_read; an msync error (e.g. -EIO) as a
+ * negative errno.
+ * Thread rules: as pfn_dax_read.
+ *
+ * # Safety
+ * `buf` is NULL or readable for `len` bytes (it may overlap the device's memory).
+ */
+int64_t pfn_dax_write(struct pfn_dax *dax, uint64_t off, const void *buf, size_t len);
+
+/**
+ * Zeroes `len` bytes at byte offset `off` of `dax`, durably (as pfn_dax_write of zeroes).
+ *
+ * Returns the bytes zeroed (fewer at the device's end; 0 at or after it, and for `len` 0), or
+ * when nothing was zeroed: -EINVAL (`dax` not a live DAX device), -EOVERFLOW, -ENXIO, an msync
+ * error, as pfn_dax_write. Thread rules: as pfn_dax_read.
+ */
+int64_t pfn_dax_zero(struct pfn_dax *dax, uint64_t off, uint64_t len);
 
 /**
  * Creates a device. `name` may be NULL; it is not kept (kept for the seed's signature).

@@ -31,7 +31,7 @@ use crate::{persist, pmem};
 
 /// Bytes the I/O path copies inside one read section: a kill waits for at most this much of a
 /// copy in flight (tens of microseconds), while the section's cost stays negligible beside it.
-pub const CHUNK: usize = 256 << 10;
+const CHUNK: usize = 256 << 10;
 
 /// A DAX device over one registered range.
 #[derive(Debug)]

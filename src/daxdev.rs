@@ -215,7 +215,7 @@ impl DaxDev {
     /// error after some bytes were done returns those bytes (a short count, as pread and
     /// pwrite do); the next call reports it.
     ///
-    /// Errors: `Overflow` when `off + len` passes 2^64; `NotMapped` when the device is dead or
+    /// Errors: `Overflow` when `off + len` reaches 2^64; `NotMapped` when the device is dead or
     /// its range is no longer registered; `Os(errno)` of msync; setup errors of the thread's
     /// first use.
     ///
@@ -226,7 +226,7 @@ impl DaxDev {
         if off.checked_add(len).is_none() {
             return Err(errmsg::with(
                 Error::Overflow,
-                format_args!("offset {off:#x} + length {len:#x} passes 2^64"),
+                format_args!("offset {off:#x} + length {len:#x} reaches 2^64"),
             ));
         }
         if !self.alive() {

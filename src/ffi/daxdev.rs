@@ -222,7 +222,7 @@ unsafe fn io(call: &str, dax: *const pfn_dax, off: u64, len: u64, op: Io, buf_nu
 /// after its end, and for `len` 0 on a live device), or when an error stopped it after some bytes (the next call
 /// reports the error); or, when nothing was read:
 /// -EINVAL:    `dax` not a live DAX device; `buf` NULL with `len` > 0;
-/// -EOVERFLOW: `off + len` passes 2^64;
+/// -EOVERFLOW: `off + len` reaches 2^64 (is not a 64-bit offset);
 /// -ENXIO:     the device has been killed, or its range is no longer registered;
 /// -ENOMEM, -EAGAIN as for a thread's first use.
 /// On an error, `buf` may hold part of the bytes. Thread rules: any thread, also inside its own

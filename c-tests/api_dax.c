@@ -1,0 +1,293 @@
+/* DAX devices (issue 11, patch 4's lifetime fix): every pfn_dax_* function and every error it
+ * documents: bad handles (NULL, foreign, stale, destroyed), direct_access only inside a
+ * thread-bound section, page offsets at the edges (a frame past the range's end is not the
+ * device's, even when the next range continues it), reads and writes across pages with short
+ * counts at the end, NULL buffers, length 0, off + len past 2^64, kill, and a range that was
+ * unregistered under the device. Data written is checked by reading the file with pread. Runs
+ * itself again with every mapping in flush mode (PFN_FORCE_GRANULARITY=cache_line). */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+#include "pfn.h"
+#include "check.h"
+#include "rerun.h"
+
+#define PAGE 4096ull
+#define PAGES 8ull
+#define POOL (PAGES * PAGE)
+#define PHYS (0x5a00000000ull)
+#define HALF (POOL / 2)
+
+static char path[256];
+
+/* The file's bytes at `off`, read past the mapping (what the writes left in the page cache). */
+static int file_equals(int fd, uint64_t off, const unsigned char *want, size_t len)
+{
+    unsigned char *got = malloc(len ? len : 1);
+    REQUIRE(got != NULL);
+    int ok = pread(fd, got, len, (off_t)off) == (ssize_t)len && memcmp(got, want, len) == 0;
+    free(got);
+    return ok;
+}
+
+static int msg_has(const char *s) { return strstr(pfn_errormsg(), s) != NULL; }
+
+int main(int argc, char **argv)
+{
+    const char *mode = argc > 1 ? argv[1] : "default";
+    test_path(path, sizeof path, "api_dax");
+    unlink(path);
+
+    pfn_pmem *m = pfn_pmem_map(path, POOL, PFN_PMEM_CREATE);
+    REQUIRE(m != NULL);
+    unsigned char *base = pfn_pmem_addr(m);
+    CHECK_EQ(pfn_pmem_granularity(m),
+             strcmp(mode, "default") == 0 ? PFN_GRANULARITY_PAGE : PFN_GRANULARITY_CACHE_LINE);
+    int fd = open(path, O_RDONLY);
+    REQUIRE(fd >= 0);
+    pfn_device *dev = pfn_device_new("dax");
+    REQUIRE(dev != NULL);
+    /* Two ranges back to back in physical and virtual space: one run of 8 pages. The DAX
+     * device wraps the first one only. */
+    pfn_resource lo = {PHYS, PHYS + HALF - 1, "lo"}, hi = {PHYS + HALF, PHYS + POOL - 1, "hi"};
+    REQUIRE(devm_register_kmap_pfn_range(dev, &lo, base) == 0);
+    REQUIRE(devm_register_kmap_pfn_range(dev, &hi, base + HALF) == 0);
+
+    /* ---- create ---- */
+    CHECK_NULL_ERRNO(pfn_dax_create(NULL, PHYS), EINVAL);
+    CHECK(msg_has("pfn_dax_create"));
+    CHECK_NULL_ERRNO(pfn_dax_create((pfn_device *)m, PHYS), EINVAL); /* foreign handle */
+    CHECK_NULL_ERRNO(pfn_dax_create(dev, PHYS + PAGE), ENOENT);      /* inside, not a start */
+    CHECK(msg_has("no registered range"));
+    CHECK_NULL_ERRNO(pfn_dax_create(dev, PHYS + 1), ENOENT);
+    CHECK_NULL_ERRNO(pfn_dax_create(dev, 0x1000), ENOENT);
+    pfn_device *other = pfn_device_new("other");
+    REQUIRE(other != NULL);
+    CHECK_NULL_ERRNO(pfn_dax_create(other, PHYS), ENOENT); /* another device's range */
+    pfn_dax *dax = pfn_dax_create(dev, PHYS);
+    REQUIRE(dax != NULL);
+    pfn_dax *dax_hi = pfn_dax_create(dev, PHYS + HALF);
+    REQUIRE(dax_hi != NULL);
+    CHECK(dax != dax_hi);
+    CHECK_EQ(pfn_dax_pages(dax), HALF / PAGE);
+    CHECK_EQ(pfn_dax_alive(dax), 1);
+
+    /* ---- bad handles everywhere ---- */
+    pfn_dax *bad[] = {NULL, (pfn_dax *)(uintptr_t)0x1237, (pfn_dax *)dev, (pfn_dax *)m};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char b[8];
+        void *k = NULL;
+        pfn_t p = {0};
+        CHECK_EQ(pfn_dax_alive(bad[i]), -EINVAL);
+        CHECK(msg_has("not a live DAX device"));
+        CHECK_EQ(pfn_dax_pages(bad[i]), -EINVAL);
+        CHECK_EQ(pfn_dax_kill(bad[i]), -EINVAL);
+        CHECK_EQ(pfn_dax_read(bad[i], 0, b, sizeof b), -EINVAL);
+        CHECK_EQ(pfn_dax_write(bad[i], 0, b, sizeof b), -EINVAL);
+        CHECK_EQ(pfn_dax_zero(bad[i], 0, 8), -EINVAL);
+        pfn_section s = pfn_read_lock();
+        CHECK_EQ(pfn_dax_direct_access(bad[i], 0, 1, &k, &p), -EINVAL);
+        pfn_read_unlock();
+        CHECK(k == NULL && p.val == 0);
+        if (bad[i] != NULL)
+            CHECK_EQ(pfn_dax_destroy(bad[i]), -EINVAL);
+        (void)s;
+    }
+    CHECK_EQ(pfn_dax_destroy(NULL), 0);
+
+    /* ---- direct_access ---- */
+    void *kaddr = (void *)1;
+    pfn_t pfn = {7};
+    CHECK_EQ(pfn_dax_direct_access(dax, 0, 1, &kaddr, &pfn), -EINVAL); /* no section */
+    CHECK(msg_has("pfn_dax_direct_access") && msg_has("read section"));
+    CHECK(kaddr == (void *)1 && pfn.val == 7);
+    {
+        pfn_section os;
+        REQUIRE(pfn_section_open(&os) == 0);
+        /* An object-bound section is not the thread's: refused. */
+        CHECK_EQ(pfn_dax_direct_access(dax, 0, 1, &kaddr, &pfn), -EINVAL);
+        CHECK_EQ(pfn_section_close(&os), 0);
+        /* Nor is a kmap. */
+        void *km = kmap_atomic_pfn_t(pfn_to_pfn_t(PHYS / PAGE));
+        REQUIRE(km != NULL);
+        CHECK_EQ(pfn_dax_direct_access(dax, 0, 1, &kaddr, &pfn), -EINVAL);
+        CHECK_EQ(kunmap_atomic_pfn_t(km), 0);
+    }
+    {
+        PFN_SECTION_SCOPE(s);
+        (void)s;
+        CHECK_EQ(pfn_dax_direct_access(dax, 0, 1, &kaddr, &pfn), 1);
+        CHECK(kaddr == base);
+        CHECK_EQ(pfn.val, (PHYS / PAGE) | PFN_DEV);
+        CHECK(pfn_t_devmap(pfn) == 0); /* registered without page descriptors: no PFN_MAP */
+        /* All four pages from 0; at most nr_pages; the last page alone: the next range
+         * continues it in memory but is not this device's. */
+        CHECK_EQ(pfn_dax_direct_access(dax, 0, 1000, &kaddr, &pfn), HALF / PAGE);
+        CHECK_EQ(pfn_dax_direct_access(dax, 1, 2, &kaddr, &pfn), 2);
+        CHECK(kaddr == base + PAGE);
+        CHECK_EQ(pfn_dax_direct_access(dax, HALF / PAGE - 1, 8, &kaddr, &pfn), 1);
+        CHECK(kaddr == base + HALF - PAGE);
+        CHECK_EQ(pfn.val, (PHYS / PAGE + HALF / PAGE - 1) | PFN_DEV);
+        CHECK_EQ(pfn_dax_direct_access(dax, 2, UINT64_MAX, NULL, NULL), 2);
+        /* nr_pages 0: 0, and the outputs are still filled. */
+        kaddr = NULL;
+        CHECK_EQ(pfn_dax_direct_access(dax, 3, 0, &kaddr, &pfn), 0);
+        CHECK(kaddr == base + 3 * PAGE);
+        /* Past the end: -ERANGE, outputs untouched. */
+        kaddr = (void *)1;
+        CHECK_EQ(pfn_dax_direct_access(dax, HALF / PAGE, 1, &kaddr, &pfn), -ERANGE);
+        CHECK(msg_has("beyond"));
+        CHECK_EQ(pfn_dax_direct_access(dax, UINT64_MAX, 1, &kaddr, &pfn), -ERANGE);
+        CHECK(kaddr == (void *)1);
+        /* The other device starts where this one ends. */
+        CHECK_EQ(pfn_dax_direct_access(dax_hi, 0, 100, &kaddr, &pfn), HALF / PAGE);
+        CHECK(kaddr == base + HALF);
+        /* The address is usable: a store through it reaches the file. */
+        CHECK_EQ(pfn_dax_direct_access(dax, 2, 1, &kaddr, &pfn), 1);
+        memcpy((char *)kaddr + 10, "direct", 6);
+        /* Waiting calls refuse inside the section. */
+        CHECK_EQ(pfn_dax_kill(dax), -EDEADLK);
+        CHECK_EQ(pfn_dax_destroy(dax), -EDEADLK);
+        CHECK_EQ(pfn_dax_alive(dax), 1);
+    }
+    CHECK_EQ(pfn_pmem_persist(m, base + 2 * PAGE, PAGE), 0);
+    CHECK(file_equals(fd, 2 * PAGE + 10, (const unsigned char *)"direct", 6));
+
+    /* ---- read / write / zero ---- */
+    size_t size = HALF;
+    unsigned char *data = malloc(POOL), *out = malloc(POOL);
+    REQUIRE(data && out);
+    for (size_t i = 0; i < POOL; i++)
+        data[i] = (unsigned char)(i * 131 + 7);
+    CHECK_EQ(pfn_dax_write(dax, 0, data, size), size); /* the whole device */
+    CHECK(file_equals(fd, 0, data, size));
+    CHECK(memcmp(base, data, size) == 0);
+    memset(out, 0, POOL);
+    CHECK_EQ(pfn_dax_read(dax, 0, out, size), size);
+    CHECK(memcmp(out, data, size) == 0);
+    /* Across page boundaries, at odd offsets. */
+    CHECK_EQ(pfn_dax_write(dax, PAGE - 3, "ABCDEFGHIJ", 10), 10);
+    CHECK(file_equals(fd, PAGE - 3, (const unsigned char *)"ABCDEFGHIJ", 10));
+    CHECK(file_equals(fd, PAGE - 4, data + PAGE - 4, 1));
+    CHECK(file_equals(fd, PAGE + 7, data + PAGE + 7, 1));
+    CHECK_EQ(pfn_dax_read(dax, PAGE - 3, out, 10), 10);
+    CHECK(memcmp(out, "ABCDEFGHIJ", 10) == 0);
+    CHECK_EQ(pfn_dax_read(dax, 1, out, 3 * PAGE), 3 * PAGE);
+    CHECK(memcmp(out + PAGE - 4, "ABCDEFGHIJ", 10) == 0);
+    /* Short at the end: never into the next range (which continues it in memory). */
+    memset(out, 0, 100);
+    CHECK_EQ(pfn_dax_read(dax, size - 5, out, 100), 5);
+    CHECK(memcmp(out, data + size - 5, 5) == 0);
+    CHECK_EQ(pfn_dax_write(dax, size - 3, "xyzw", 4), 3);
+    CHECK(file_equals(fd, size - 3, (const unsigned char *)"xyz", 3));
+    CHECK(file_equals(fd, size, (const unsigned char *)"\0", 1)); /* the next range's: untouched */
+    CHECK_EQ(pfn_dax_zero(dax, size - 2, 10), 2);
+    CHECK(file_equals(fd, size - 2, (const unsigned char *)"\0\0", 2));
+    CHECK(file_equals(fd, size - 3, (const unsigned char *)"x", 1));
+    /* At and after the end, and length 0: 0. */
+    CHECK_EQ(pfn_dax_read(dax, size, out, 1), 0);
+    CHECK_EQ(pfn_dax_write(dax, size, "q", 1), 0);
+    CHECK_EQ(pfn_dax_zero(dax, size, 1), 0);
+    CHECK_EQ(pfn_dax_read(dax, size + 12345, out, 1), 0);
+    CHECK_EQ(pfn_dax_read(dax, 0, out, 0), 0);
+    CHECK_EQ(pfn_dax_write(dax, 0, "q", 0), 0);
+    CHECK_EQ(pfn_dax_zero(dax, 0, 0), 0);
+    /* NULL buffers: refused unless the length is 0. */
+    CHECK_EQ(pfn_dax_read(dax, 0, NULL, 1), -EINVAL);
+    CHECK(msg_has("pfn_dax_read") && msg_has("buf is NULL"));
+    CHECK_EQ(pfn_dax_write(dax, 0, NULL, 1), -EINVAL);
+    CHECK(msg_has("pfn_dax_write"));
+    CHECK_EQ(pfn_dax_read(dax, 0, NULL, 0), 0);
+    CHECK_EQ(pfn_dax_write(dax, 0, NULL, 0), 0);
+    /* off + len past 2^64. */
+    CHECK_EQ(pfn_dax_read(dax, UINT64_MAX - 3, out, 10), -EOVERFLOW);
+    CHECK(msg_has("reaches 2^64"));
+    CHECK_EQ(pfn_dax_write(dax, UINT64_MAX, "ab", 2), -EOVERFLOW);
+    CHECK_EQ(pfn_dax_zero(dax, 1, UINT64_MAX), -EOVERFLOW);
+    CHECK_EQ(pfn_dax_read(dax, UINT64_MAX, out, 1), -EOVERFLOW); /* reaches 2^64 */
+    CHECK_EQ(pfn_dax_read(dax, UINT64_MAX - 1, out, 1), 0);      /* the last byte: past the end */
+    /* Zeroing across pages. */
+    CHECK_EQ(pfn_dax_zero(dax, PAGE - 100, 300), 300);
+    {
+        unsigned char zeros[300] = {0};
+        CHECK(file_equals(fd, PAGE - 100, zeros, 300));
+        CHECK(file_equals(fd, PAGE - 101, data + PAGE - 101, 1));
+    }
+    /* Reads and writes from a thread that holds a section (nested sections). */
+    {
+        pfn_section s = pfn_read_lock();
+        CHECK_EQ(pfn_dax_write(dax, 5, "nested", 6), 6);
+        CHECK_EQ(pfn_dax_read(dax, 5, out, 6), 6);
+        CHECK(memcmp(out, "nested", 6) == 0);
+        CHECK_EQ(pfn_section_close(&s), 0);
+    }
+    /* A buffer inside the device itself (overlapping copies). */
+    CHECK_EQ(pfn_dax_write(dax, 100, base + 5, 6), 6);
+    CHECK(file_equals(fd, 100, (const unsigned char *)"nested", 6));
+
+    /* ---- kill ---- */
+    CHECK_EQ(pfn_dax_kill(dax), 0);
+    CHECK_EQ(pfn_dax_alive(dax), 0);
+    CHECK_EQ(pfn_dax_pages(dax), HALF / PAGE);
+    {
+        PFN_SECTION_SCOPE(s);
+        (void)s;
+        CHECK_EQ(pfn_dax_direct_access(dax, 0, 1, &kaddr, &pfn), -ENXIO);
+        CHECK(msg_has("killed"));
+        CHECK_EQ(pfn_dax_direct_access(dax_hi, 0, 1, &kaddr, &pfn), 1); /* the other lives */
+    }
+    CHECK_EQ(pfn_dax_read(dax, 0, out, 1), -ENXIO);
+    CHECK_EQ(pfn_dax_write(dax, 0, "z", 1), -ENXIO);
+    CHECK_EQ(pfn_dax_zero(dax, 0, 1), -ENXIO);
+    CHECK_EQ(pfn_dax_read(dax, 0, out, 0), -ENXIO);
+    CHECK_EQ(pfn_dax_kill(dax), 0); /* again: waits and returns 0 */
+    CHECK_EQ(pfn_dax_destroy(dax), 0);
+    CHECK_EQ(pfn_dax_destroy(dax), -EINVAL); /* double destroy */
+    CHECK_EQ(pfn_dax_alive(dax), -EINVAL);
+    /* A new device does not revive the old handle. */
+    pfn_dax *again = pfn_dax_create(dev, PHYS);
+    REQUIRE(again != NULL);
+    CHECK(again != dax);
+    CHECK_EQ(pfn_dax_alive(dax), -EINVAL);
+    CHECK_EQ(pfn_dax_alive(again), 1);
+    /* Destroy of a live device kills it. */
+    CHECK_EQ(pfn_dax_destroy(again), 0);
+
+    /* ---- the range goes away under a live device ---- */
+    CHECK_EQ(pfn_dax_alive(dax_hi), 1);
+    CHECK_EQ(pfn_unregister_range(dev, PHYS + HALF), 0);
+    CHECK_EQ(pfn_dax_alive(dax_hi), 1); /* not killed: its accesses fail */
+    {
+        PFN_SECTION_SCOPE(s);
+        (void)s;
+        CHECK_EQ(pfn_dax_direct_access(dax_hi, 0, 1, &kaddr, &pfn), -ENXIO);
+        CHECK(msg_has("no longer registered"));
+    }
+    CHECK_EQ(pfn_dax_read(dax_hi, 0, out, 1), -ENXIO);
+    CHECK_EQ(pfn_dax_write(dax_hi, 0, "z", 1), -ENXIO);
+    CHECK(file_equals(fd, HALF, (const unsigned char *)"\0", 1));
+    /* Registered again elsewhere in memory: another registration, still refused. */
+    REQUIRE(devm_register_kmap_pfn_range(other, &hi, base) == 0);
+    CHECK_EQ(pfn_dax_read(dax_hi, 0, out, 1), -ENXIO);
+    CHECK_EQ(pfn_dax_destroy(dax_hi), 0);
+    CHECK_EQ(pfn_device_free(other), 0);
+    /* A freed device's handle is refused by create. */
+    CHECK_EQ(pfn_device_free(dev), 0);
+    CHECK_NULL_ERRNO(pfn_dax_create(dev, PHYS), EINVAL);
+
+    free(data);
+    free(out);
+    close(fd);
+    CHECK_EQ(pfn_pmem_unmap(m), 0);
+    unlink(path);
+
+    if (strcmp(mode, "default") == 0) {
+        /* Once more with every mapping in flush mode: writes use flushing stores. */
+        const char *set[] = {"PFN_FORCE_GRANULARITY=cache_line", NULL};
+        const char *args[] = {"flush", NULL};
+        CHECK_EQ(check_rerun(set, args), 0);
+    }
+    return check_report(strcmp(mode, "default") == 0 ? "api_dax" : "api_dax (flush mode)");
+}

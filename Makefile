@@ -58,7 +58,7 @@ endif
 .PHONY: all help deps deps-demo lib demo test clean install install-strip uninstall \
         lint cargo-test header-check header-names rust-version c-test check-cxx check-sanitizers \
         check-asan check-valgrind check-examples check-demo-deps check-python check-install \
-        bench bench-check bench-persist bench-chase bench-grace bench-sg
+        bench bench-check bench-persist bench-chase bench-grace bench-sg bench-dax
 
 all: lib
 
@@ -74,7 +74,7 @@ help:
 	@echo '  make install-strip the same, with the libraries stripped (about 5 MB -> 0.4 MB)'
 	@echo '  make uninstall     remove what install installed (same variables)'
 	@echo '  make bench         the benchmarks (QUICK=1: under a minute); results in bench/results/'
-	@echo '                     (parts alone: make bench-persist, make bench-sg)'
+	@echo '                     (parts alone: make bench-persist, make bench-sg, make bench-dax)'
 	@echo '  make clean         remove target/ and build/ (with build/venv)'
 	@echo 'Parts of make test: lint cargo-test header-check rust-version c-test check-cxx'
 	@echo '  check-asan check-valgrind check-sanitizers check-examples check-demo-deps'
@@ -165,7 +165,8 @@ EXAMPLE_TESTS  := examples/demo examples/plog
 DEMO_DEPS_TESTS := demo-deps
 PYTHON_TESTS   := python/tree python/installed
 INSTALL_TESTS  := install
-BENCH_TESTS    := bench-verify bench-verify-persist bench-verify-chase bench-verify-sg
+BENCH_TESTS    := bench-verify bench-verify-persist bench-verify-chase bench-verify-sg \
+                  bench-verify-dax
 TESTS := $(LINT_TESTS) $(RUST_TESTS) $(C_RUNS) $(CXX_RUNS) $(ASAN_RUNS) $(VALGRIND_RUNS) \
          $(EXAMPLE_TESTS) $(DEMO_DEPS_TESTS) $(PYTHON_TESTS) $(INSTALL_TESTS) $(BENCH_TESTS)
 runs = $(addprefix run/,$(1))
@@ -256,6 +257,8 @@ run/bench-verify-chase: $(OUT)/bench/chase
 	$(RUN) $(@:run/%=%) ./$(OUT)/bench/chase --verify
 run/bench-verify-sg: $(OUT)/bench/sg
 	$(RUN) $(@:run/%=%) ./$(OUT)/bench/sg --verify
+run/bench-verify-dax: $(OUT)/bench/dax
+	$(RUN) $(@:run/%=%) ./$(OUT)/bench/dax --verify
 
 # Parts of `make test`, each ending with its own count.
 lint: $(call runs,$(LINT_TESTS))
@@ -372,8 +375,14 @@ $(BENCH_OUT)/sg: bench/sg.c include/pfn.h $(SHARED)
 	$(say) CC $@
 	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -o $@ bench/sg.c -L$(LIBDIR) -lpfn $(BENCH_RPATH)
 
+# DAX devices: direct_access, and reads and writes against memcpy of the same bytes.
+$(BENCH_OUT)/dax: bench/dax.c include/pfn.h $(SHARED)
+	@mkdir -p $(@D)
+	$(say) CC $@
+	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -o $@ bench/dax.c -L$(LIBDIR) -lpfn $(BENCH_RPATH)
+
 # QUICK=1: a run of under a minute. The results go to bench/results/.
-bench: lib $(BENCH_OUT)/bench bench-persist bench-chase bench-grace bench-sg
+bench: lib $(BENCH_OUT)/bench bench-persist bench-chase bench-grace bench-sg bench-dax
 	@mkdir -p bench/results
 	./$(BENCH_OUT)/bench $(if $(QUICK),--quick) --out bench/results
 	@bash bench/callgrind.sh $(BENCH_OUT)/bench bench/results $(if $(QUICK),quick)
@@ -400,6 +409,13 @@ bench-persist: lib $(BENCH_OUT)/persist
 bench-sg: lib $(BENCH_OUT)/sg
 	@mkdir -p bench/results
 	./$(BENCH_OUT)/sg $(if $(QUICK),--quick) --out bench/results
+
+# The DAX part alone, in the default (msync on tmpfs) and the flush mode (about 10 s; QUICK=1:
+# about 3 s). Results: bench/results/dax-page.csv and dax-cache_line.csv.
+bench-dax: lib $(BENCH_OUT)/dax
+	@mkdir -p bench/results
+	./$(BENCH_OUT)/dax $(if $(QUICK),--quick) --out bench/results
+	PFN_FORCE_GRANULARITY=cache_line ./$(BENCH_OUT)/dax $(if $(QUICK),--quick) --out bench/results
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,271 @@
+/* DAX devices: direct_access, and the I/O path against plain memcpy of the same bytes at the
+ * same addresses, in one run.
+ *
+ * One 2 MiB /dev/shm mapping registered as one range, wrapped by one DAX device (512 pages).
+ * direct_access of 1 page and of 512 pages inside one open read section, against
+ * pfn_section_translate_len of the same frame in the same section (the translation call it
+ * wraps: what a caller without the DAX layer would pay). pfn_dax_read / pfn_dax_write of
+ * 4 KiB (walking the device page by page) and of 1 MiB (its two halves in turn), against
+ * memcpy between the same buffer and the same device addresses; writes also against memcpy +
+ * pfn_persist, since a DAX write is durable when it returns. The mapping's granularity decides
+ * how writes persist: PAGE (tmpfs: msync) by default, flushes with
+ * PFN_FORCE_GRANULARITY=cache_line (make bench-dax runs both). Rounds alternate the sides;
+ * each figure is the median of the rounds; ratio = reference time / DAX time (goal for 1 MiB
+ * against memcpy: at least 0.9).
+ *
+ * usage: dax [--quick] [--verify] [--out DIR] */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pfn.h"
+
+#define PAGE 4096ull
+#define MIB (1ull << 20)
+#define DEV_BYTES (2 * MIB)
+#define PHYS (0x300ull << 30)
+
+static char *base;
+static pfn_dax *dax;
+static pfn_pmem *map;
+static unsigned char *buf;
+static int quick;
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static double median(double *v, int n)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            double t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "dax bench: %s failed: %s\n", what, pfn_errormsg());
+    exit(1);
+}
+
+/* One side of a measurement: `iters` operations starting at step `i`. */
+typedef void (*op_fn)(size_t len, unsigned i);
+
+static unsigned steps(size_t len) { return (unsigned)(DEV_BYTES / len); }
+static size_t at(size_t len, unsigned i) { return (size_t)(i % steps(len)) * len; }
+
+static void dax_read(size_t len, unsigned i)
+{
+    if (pfn_dax_read(dax, at(len, i), buf, len) != (int64_t)len)
+        die("pfn_dax_read");
+}
+static void memcpy_read(size_t len, unsigned i) { memcpy(buf, base + at(len, i), len); }
+static void dax_write(size_t len, unsigned i)
+{
+    if (pfn_dax_write(dax, at(len, i), buf, len) != (int64_t)len)
+        die("pfn_dax_write");
+}
+static void memcpy_write(size_t len, unsigned i) { memcpy(base + at(len, i), buf, len); }
+static void memcpy_persist_write(size_t len, unsigned i)
+{
+    memcpy(base + at(len, i), buf, len);
+    if (pfn_persist(base + at(len, i), len) != 0)
+        die("pfn_persist");
+}
+
+static volatile uint64_t sink;
+static void direct_access_n(size_t pages, unsigned i)
+{
+    void *k;
+    pfn_t p;
+    int64_t n = pfn_dax_direct_access(dax, i % 2 ? 0 : 512 - pages, pages, &k, &p);
+    sink += (uint64_t)n + (uintptr_t)k;
+}
+static pfn_section *open_section;
+static void translate_len(size_t pages, unsigned i)
+{
+    uint64_t len;
+    void *k = pfn_section_translate_len(open_section, pfn_to_pfn_t(PHYS / PAGE + (i % 2 ? 0 : 512 - pages)), &len);
+    sink += len + (uintptr_t)k;
+}
+
+/* Median ns per operation of each side over interleaved rounds. */
+static void measure(op_fn a, op_fn b, size_t len, int rounds, unsigned iters, double *a_ns, double *b_ns)
+{
+    double *ta = malloc(sizeof(double) * (size_t)rounds), *tb = malloc(sizeof(double) * (size_t)rounds);
+    if (!ta || !tb)
+        exit(1);
+    for (int r = 0; r < rounds; r++)
+        for (int side = 0; side < 2; side++) {
+            int first = (side + r) % 2 == 0;
+            op_fn f = first ? a : b;
+            double t0 = now_ns();
+            for (unsigned i = 0; i < iters; i++)
+                f(len, i);
+            (first ? ta : tb)[r] = (now_ns() - t0) / iters;
+        }
+    *a_ns = median(ta, rounds);
+    *b_ns = median(tb, rounds);
+    free(ta);
+    free(tb);
+}
+
+static int verify(void)
+{
+    int passed = 0, failed = 0;
+#define V(cond)                                                                      \
+    do {                                                                             \
+        if (cond)                                                                    \
+            passed++;                                                                \
+        else {                                                                       \
+            failed++;                                                                \
+            fprintf(stderr, "dax-verify: %s:%d: %s\n", __FILE__, __LINE__, #cond);   \
+        }                                                                            \
+    } while (0)
+    unsigned char *want = malloc(MIB);
+    if (!want)
+        return 1;
+    for (size_t len = PAGE; len <= MIB; len *= 256) {
+        for (unsigned i = 0; i < 3; i++) {
+            for (size_t j = 0; j < len; j++)
+                buf[j] = (unsigned char)(j * 13 + i + len);
+            memcpy(want, buf, len);
+            dax_write(len, i);
+            V(memcmp(base + at(len, i), want, len) == 0);
+            memset(buf, 0, len);
+            dax_read(len, i);
+            V(memcmp(buf, want, len) == 0);
+        }
+    }
+    pfn_section s = pfn_read_lock();
+    void *k;
+    pfn_t p;
+    V(pfn_dax_direct_access(dax, 0, 512, &k, &p) == 512 && k == base && p.val == ((PHYS / PAGE) | PFN_DEV));
+    V(pfn_dax_direct_access(dax, 511, 1, &k, &p) == 1 && k == base + 511 * PAGE);
+    uint64_t len;
+    V(pfn_section_translate_len(&s, pfn_to_pfn_t(PHYS / PAGE), &len) == base && len == DEV_BYTES);
+    pfn_read_unlock();
+    free(want);
+    printf("dax-verify: %d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *out_dir = NULL;
+    int verify_only = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick"))
+            quick = 1;
+        else if (!strcmp(argv[i], "--verify"))
+            verify_only = 1;
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc)
+            out_dir = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--quick] [--verify] [--out DIR]\n", argv[0]);
+            return 2;
+        }
+    }
+    char path[256];
+    const char *dir = getenv("PFN_TEST_DIR");
+    snprintf(path, sizeof path, "%s/libpfn-bench-dax-%ld.pmem", dir && *dir ? dir : "/dev/shm", (long)getpid());
+    map = pfn_pmem_map(path, DEV_BYTES, PFN_PMEM_CREATE);
+    if (!map) {
+        perror(path);
+        return 1;
+    }
+    unlink(path);
+    base = pfn_pmem_addr(map);
+    memset(base, 0x5A, DEV_BYTES);
+    pfn_device *dev = pfn_device_new("bench-dax");
+    if (!dev || pfn_pmem_register(dev, map, PHYS) != 0)
+        die("registration");
+    dax = pfn_dax_create(dev, PHYS);
+    if (!dax)
+        die("pfn_dax_create");
+    buf = aligned_alloc(4096, MIB);
+    if (!buf)
+        return 1;
+    memset(buf, 3, MIB);
+
+    int rc = 0;
+    if (verify_only) {
+        rc = verify();
+    } else {
+        static const char *gran[] = {"byte", "cache_line", "page"};
+        int g = pfn_pmem_granularity(map);
+        const char *mode = g >= 0 && g <= 2 ? gran[g] : "?";
+        int rounds = quick ? 7 : 15;
+        FILE *csv = NULL;
+        if (out_dir) {
+            char p[512];
+            snprintf(p, sizeof p, "%s/dax-%s.csv", out_dir, mode);
+            csv = fopen(p, "w");
+            if (!csv) {
+                perror(p);
+                return 1;
+            }
+            fprintf(csv, "operation,dax_ns,reference,reference_ns,ratio\n");
+        }
+        printf("DAX device of 2 MiB on /dev/shm, granularity %s; median of %d interleaved rounds;\n"
+               "ratio = reference time / DAX time\n\n", mode, rounds);
+        printf("%-28s %12s  %-28s %12s %7s\n", "operation", "DAX ns", "reference", "ref ns", "ratio");
+        double warm_until = now_ns() + (quick ? 1e8 : 3e8);
+        while (now_ns() < warm_until) {
+            dax_read(MIB, 0);
+            memcpy_read(MIB, 1);
+            dax_write(MIB, 0);
+            memcpy_write(MIB, 1);
+        }
+        struct row {
+            const char *name;
+            op_fn dax_op;
+            const char *ref_name;
+            op_fn ref_op;
+            size_t len;
+            unsigned iters;
+        } rows[] = {
+            {"direct_access 1 page", direct_access_n, "section_translate_len", translate_len, 1, 200000},
+            {"direct_access 512 pages", direct_access_n, "section_translate_len", translate_len, 512, 200000},
+            {"read 4 KiB", dax_read, "memcpy", memcpy_read, PAGE, 20000},
+            {"read 1 MiB", dax_read, "memcpy", memcpy_read, MIB, 200},
+            {"write 4 KiB", dax_write, "memcpy", memcpy_write, PAGE, 20000},
+            {"write 4 KiB", dax_write, "memcpy + pfn_persist", memcpy_persist_write, PAGE, 20000},
+            {"write 1 MiB", dax_write, "memcpy", memcpy_write, MIB, 200},
+            {"write 1 MiB", dax_write, "memcpy + pfn_persist", memcpy_persist_write, MIB, 200},
+        };
+        for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
+            unsigned iters = quick ? rows[r].iters / 4 : rows[r].iters;
+            double d, ref;
+            int in_section = rows[r].dax_op == direct_access_n;
+            pfn_section s;
+            if (in_section) {
+                s = pfn_read_lock();
+                open_section = &s;
+            }
+            measure(rows[r].dax_op, rows[r].ref_op, rows[r].len, rounds, iters, &d, &ref);
+            if (in_section)
+                pfn_read_unlock();
+            printf("%-28s %12.1f  %-28s %12.1f %7.2f\n", rows[r].name, d, rows[r].ref_name, ref, ref / d);
+            if (csv)
+                fprintf(csv, "%s,%.1f,%s,%.1f,%.3f\n", rows[r].name, d, rows[r].ref_name, ref, ref / d);
+        }
+        if (csv)
+            fclose(csv);
+    }
+    if (pfn_dax_destroy(dax) != 0 || pfn_device_free(dev) != 0 || pfn_pmem_unmap(map) != 0)
+        die("teardown");
+    free(buf);
+    return rc;
+}

@@ -238,15 +238,19 @@ pub unsafe extern "C" fn pfn_dax_read(
     buf: *mut c_void,
     len: usize,
 ) -> i64 {
-    ffi_call!(-i64::from(libc::ENOTRECOVERABLE), {
-        io(
-            "pfn_dax_read",
-            dax,
-            off,
-            len as u64,
-            Io::Read(buf as *mut u8),
-            buf.is_null(),
-        )
+    // Not ffi_call!: a read takes no lock and reaches no cancellation point once the thread
+    // is set up (setup_guard holds cancellation off for its set-up).
+    ffi_boundary!(-i64::from(libc::ENOTRECOVERABLE), {
+        setup_guard(|| {
+            io(
+                "pfn_dax_read",
+                dax,
+                off,
+                len as u64,
+                Io::Read(buf as *mut u8),
+                buf.is_null(),
+            )
+        })
     })
 }
 

@@ -276,15 +276,19 @@ pub unsafe extern "C" fn pfn_dax_write(
     buf: *const c_void,
     len: usize,
 ) -> i64 {
-    ffi_call!(-i64::from(libc::ENOTRECOVERABLE), {
-        io(
-            "pfn_dax_write",
-            dax,
-            off,
-            len as u64,
-            Io::Write(buf as *const u8),
-            buf.is_null(),
-        )
+    // As pfn_dax_read; msync is made as a raw system call (no cancellation point), as the
+    // durable scatterlist copies do.
+    ffi_boundary!(-i64::from(libc::ENOTRECOVERABLE), {
+        setup_guard(|| {
+            io(
+                "pfn_dax_write",
+                dax,
+                off,
+                len as u64,
+                Io::Write(buf as *const u8),
+                buf.is_null(),
+            )
+        })
     })
 }
 
@@ -295,9 +299,9 @@ pub unsafe extern "C" fn pfn_dax_write(
 /// error, as pfn_dax_write. Thread rules: as pfn_dax_read.
 #[no_mangle]
 pub extern "C" fn pfn_dax_zero(dax: *mut pfn_dax, off: u64, len: u64) -> i64 {
-    ffi_call!(-i64::from(libc::ENOTRECOVERABLE), {
+    ffi_boundary!(-i64::from(libc::ENOTRECOVERABLE), {
         // SAFETY: zeroing touches only the device's own memory.
-        let zeroed = get(dax).and_then(|d| unsafe { d.io(off, len, Io::Zero) });
+        let zeroed = setup_guard(|| get(dax).and_then(|d| unsafe { d.io(off, len, Io::Zero) }));
         count("pfn_dax_zero", zeroed)
     })
 }

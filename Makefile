@@ -146,8 +146,9 @@ CXX_TESTS := api_encoding int_section api_sg
 FENCE_TESTS := int_threads stress_churn
 # The churn stress runs once more with 64 kmap readers on this 2-CPU machine.
 CROWD_TESTS := stress_churn
-# The durability, truncation and scatterlist tests run once more with every mapping in flush mode.
-FLUSH_TESTS := int_durability int_truncate int_sg
+# The durability, truncation, scatterlist and DAX tests run once more with every mapping in
+# flush mode.
+FLUSH_TESTS := int_durability int_truncate int_sg int_dax
 # Tests that bring their own malloc (allocation-failure injection) cannot run under ASan or
 # valgrind, which bring theirs.
 OWN_MALLOC_TESTS := int_oom int_free_race int_sg_oom

@@ -378,7 +378,9 @@ struct pfn_dax *pfn_dax_create(struct pfn_device *dev, uint64_t start);
  * Returns 0; -EINVAL when `dax` is not a live DAX device; -EDEADLK when the calling thread
  * holds a kmap or read section (it would wait for itself): nothing changes and `dax` stays
  * valid; -ENOMEM / -EAGAIN as for a thread's first use.
- * Not a cancellation point (cancellation is held off while it waits).
+ * Thread rules: any thread, concurrently with every other call on `dax` (those in flight
+ * finish or fail with ENXIO; later ones get EINVAL). Not a cancellation point (cancellation
+ * is held off while it waits).
  */
 int pfn_dax_destroy(struct pfn_dax *dax);
 
@@ -392,8 +394,10 @@ int pfn_dax_destroy(struct pfn_dax *dax);
  * the same way and returns 0. A killed device cannot be revived; destroy it.
  *
  * Returns 0; -EINVAL when `dax` is not a live DAX device; -EDEADLK when the calling thread
- * holds a kmap or read section (nothing changes: `dax` stays alive).
- * Not a cancellation point (cancellation is held off while it waits).
+ * holds a kmap or read section (nothing changes: `dax` stays alive); -ENOMEM / -EAGAIN as
+ * for a thread's first use.
+ * Thread rules: any thread; concurrent kills all wait and all return 0. Not a cancellation
+ * point (cancellation is held off while it waits).
  */
 int pfn_dax_kill(struct pfn_dax *dax);
 
@@ -407,6 +411,7 @@ int pfn_dax_alive(const struct pfn_dax *dax);
 /**
  * The number of pages `dax` exposes (page offsets 0 .. pages - 1; bytes: pages *
  * PFN_PAGE_SIZE), also after a kill; or -EINVAL when `dax` is not a live DAX device.
+ * Takes no lock. Thread rules: any thread.
  */
 int64_t pfn_dax_pages(const struct pfn_dax *dax);
 

@@ -80,7 +80,9 @@ pub extern "C" fn pfn_dax_create(dev: *mut pfn_device, start: u64) -> *mut pfn_d
 /// Returns 0; -EINVAL when `dax` is not a live DAX device; -EDEADLK when the calling thread
 /// holds a kmap or read section (it would wait for itself): nothing changes and `dax` stays
 /// valid; -ENOMEM / -EAGAIN as for a thread's first use.
-/// Not a cancellation point (cancellation is held off while it waits).
+/// Thread rules: any thread, concurrently with every other call on `dax` (those in flight
+/// finish or fail with ENXIO; later ones get EINVAL). Not a cancellation point (cancellation
+/// is held off while it waits).
 #[no_mangle]
 pub extern "C" fn pfn_dax_destroy(dax: *mut pfn_dax) -> c_int {
     ffi_call!(-libc::ENOTRECOVERABLE, {
@@ -112,8 +114,10 @@ pub extern "C" fn pfn_dax_destroy(dax: *mut pfn_dax) -> c_int {
 /// the same way and returns 0. A killed device cannot be revived; destroy it.
 ///
 /// Returns 0; -EINVAL when `dax` is not a live DAX device; -EDEADLK when the calling thread
-/// holds a kmap or read section (nothing changes: `dax` stays alive).
-/// Not a cancellation point (cancellation is held off while it waits).
+/// holds a kmap or read section (nothing changes: `dax` stays alive); -ENOMEM / -EAGAIN as
+/// for a thread's first use.
+/// Thread rules: any thread; concurrent kills all wait and all return 0. Not a cancellation
+/// point (cancellation is held off while it waits).
 #[no_mangle]
 pub extern "C" fn pfn_dax_kill(dax: *mut pfn_dax) -> c_int {
     ffi_call!(-libc::ENOTRECOVERABLE, {
@@ -140,6 +144,7 @@ pub extern "C" fn pfn_dax_alive(dax: *const pfn_dax) -> c_int {
 
 /// The number of pages `dax` exposes (page offsets 0 .. pages - 1; bytes: pages *
 /// PFN_PAGE_SIZE), also after a kill; or -EINVAL when `dax` is not a live DAX device.
+/// Takes no lock. Thread rules: any thread.
 #[no_mangle]
 pub extern "C" fn pfn_dax_pages(dax: *const pfn_dax) -> i64 {
     ffi_boundary!(-i64::from(libc::ENOTRECOVERABLE), {

@@ -152,6 +152,7 @@ impl DaxDev {
     /// # Safety
     /// The calling thread is inside a read section (its nesting count is non-zero), which it
     /// keeps open while it uses the address.
+    #[inline]
     unsafe fn locate(&self, pgoff: u64) -> Result<(usize, u64)> {
         if !self.alive() {
             return Err(self.dead());
@@ -185,6 +186,7 @@ impl DaxDev {
     /// Errors: `Invalid` when the thread has no thread-bound section open; `Os(ERANGE)` when
     /// `pgoff` is at or beyond `pages()`; `NotMapped` when the device is dead or its range is
     /// no longer registered.
+    #[inline]
     pub fn direct_access(&self, pgoff: u64, nr_pages: u64) -> Result<Access> {
         let in_section = rcu::current().is_some_and(|r| r.sections.load(Ordering::Relaxed) != 0);
         if !in_section {

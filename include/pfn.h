@@ -389,9 +389,11 @@ int pfn_dax_destroy(struct pfn_dax *dax);
  * new pfn_dax_direct_access and every I/O chunk on `dax` fails with ENXIO (pfn_dax_alive
  * returns 0); then it waits until every read section that could have seen `dax` alive, on
  * any thread, has closed (a grace period), so addresses from direct_access are no longer in
- * use when it returns, and the range may be unregistered and unmapped. I/O calls in flight
- * stop at their next chunk (they return the bytes done so far). Killing a dead device waits
- * the same way and returns 0. A killed device cannot be revived; destroy it.
+ * use when it returns, and the range may be unregistered and unmapped (grace periods are
+ * global: it also waits for unrelated kmaps and sections open when it began, as
+ * pfn_unregister_range does). I/O calls in flight stop at their next chunk (they return the
+ * bytes done so far). Killing a dead device waits the same way and returns 0. A killed
+ * device cannot be revived; destroy it.
  *
  * Returns 0; -EINVAL when `dax` is not a live DAX device; -EDEADLK when the calling thread
  * holds a kmap or read section (nothing changes: `dax` stays alive); -ENOMEM / -EAGAIN as

@@ -303,6 +303,36 @@ static void *nesting_limit(void *arg)
     return NULL;
 }
 
+/* DAX devices (issue 11): pfn_dax_create fails cleanly at each of its allocations; once the
+ * device exists, direct_access, reads, writes, zeroes and kill allocate nothing. */
+static void dax_calls(void)
+{
+    int fails = 0;
+    pfn_dax *dax = NULL;
+    EACH_ALLOCATION("pfn_dax_create", fails, (errno = 0, dax = pfn_dax_create(dev, PHYS)) != NULL,
+                    errno == ENOMEM);
+    CHECK(dax != NULL);
+    CHECK(fails >= 1);
+    printf("int_oom: pfn_dax_create failed cleanly at %d allocations\n", fails);
+    char buf[3 * PAGE];
+    memset(buf, 0x3C, sizeof buf);
+    oom_fail_at(0); /* the next allocation fails: there must be none */
+    int ok = pfn_dax_write(dax, PAGE - 5, buf, sizeof buf) == (int64_t)sizeof buf;
+    ok &= pfn_dax_read(dax, 10, buf, sizeof buf) == (int64_t)sizeof buf;
+    ok &= pfn_dax_zero(dax, 0, PAGE) == (int64_t)PAGE;
+    pfn_section s = pfn_read_lock();
+    void *k = NULL;
+    ok &= pfn_dax_direct_access(dax, 1, 4, &k, NULL) == 4 && k == base + PAGE;
+    pfn_read_unlock();
+    (void)s;
+    ok &= pfn_dax_alive(dax) == 1 && pfn_dax_kill(dax) == 0 && pfn_dax_alive(dax) == 0;
+    int allocated = oom_injected();
+    oom_disarm();
+    CHECK(ok);
+    CHECK(!allocated);
+    CHECK_EQ(pfn_dax_destroy(dax), 0);
+}
+
 int main(void)
 {
     alarm(120); /* a deadlock fails the test instead of hanging it */
@@ -340,6 +370,8 @@ int main(void)
     CHECK(fails >= 1);
     CHECK_EQ(pfn_pmem_unmap(m2), 0);
     printf("int_oom: pfn_pmem_map failed cleanly at %d allocations\n", fails);
+
+    dax_calls();
 
     CHECK_EQ(pfn_device_free(dev), 0);
     CHECK_EQ(pfn_pmem_unmap(m), 0);

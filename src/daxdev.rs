@@ -1,8 +1,13 @@
-//! DAX devices: one registered range exposed by page offset, with a life that a kill ends
+//! DAX devices: registered ranges exposed by page offset, with a life that a kill ends
 //! (mainline's `struct dax_device` with the pmem driver's `direct_access`, the seed's patch 4).
 //!
-//! A DAX device wraps the range a device registered at one physical start, as the pmem driver
-//! wraps its namespace. `direct_access` answers inside the caller's read section, as mainline
+//! A DAX device wraps the range a device registered at one physical start, or a physically
+//! contiguous run of a device's ranges (a namespace made of several registrations: a pool
+//! mapped as several files, one mapping registered in pieces), as the pmem driver wraps its
+//! namespace. The ranges of a run need not be adjacent in virtual memory: the device records
+//! each one (its page offset, first frame, pages and address), finds the one holding an offset
+//! by binary search, and checks it on every access. `direct_access` reports contiguous pages
+//! up to the end of the range holding the offset; the I/O path crosses from range to range. `direct_access` answers inside the caller's read section, as mainline
 //! requires `dax_read_lock()`: the address it returns is valid until that section closes.
 //! `kill` is the driver's unbind: it makes every later `direct_access` and I/O fail at once,
 //! then waits for a grace period, so no section that saw the device alive is still open when
@@ -14,9 +19,9 @@
 //! `pmem::persist` does: plain stores and msync in a PAGE mapping of this library, otherwise
 //! flushing (or non-temporal) stores and a drain.
 //!
-//! The device reaches its range through the translation tables, not through a pointer kept at
-//! creation: when the range is unregistered, every access fails with `NotMapped` (it does not
-//! kill the device). A frame that translates to another address than the range had is another
+//! The device reaches its ranges through the translation tables, not through pointers kept at
+//! creation: when a range is unregistered, every access to it fails with `NotMapped` (it does
+//! not kill the device; the other ranges still serve). A frame that translates to another address than the range had is another
 //! registration and is refused the same way.
 
 use std::ptr;
@@ -26,17 +31,31 @@ use crate::encoding::{Pfn, DEV, MAP, PAGE_SHIFT, PAGE_SIZE};
 use crate::errmsg;
 use crate::error::{Error, Result};
 use crate::rcu::{self, Reader};
-use crate::space::{self, Device, RangeInfo};
+use crate::space::{self, Device, Holder, RangeInfo};
 use crate::{persist, pmem};
 
 /// Bytes the I/O path copies inside one read section: a kill waits for at most this much of a
 /// copy in flight (tens of microseconds), while the section's cost stays negligible beside it.
 const CHUNK: usize = 256 << 10;
 
-/// A DAX device over one registered range.
+/// One of the ranges a DAX device spans: where it begins in the device, and the range as it
+/// was registered when the device was created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Part {
+    /// The device's page offset of the range's first frame.
+    off: u64,
+    range: RangeInfo,
+}
+
+/// A DAX device over one registered range, or over a physically contiguous run of ranges of
+/// one device (each beginning where the previous one ends; anywhere in virtual memory).
 #[derive(Debug)]
 pub struct DaxDev {
-    range: RangeInfo,
+    /// In physical (and page offset) order; never empty.
+    parts: Vec<Part>,
+    /// The first frame of the device (of `parts[0]`).
+    first: u64,
+    pages: u64,
     alive: AtomicBool,
 }
 
@@ -96,25 +115,119 @@ impl DaxDev {
     /// Errors: `Invalid` when the device has been freed; `NotFound` when it has no live range
     /// at `start`.
     pub fn new(dev: &Device, start: u64) -> Result<DaxDev> {
+        let range = dev.range_at(start)?;
+        let mut parts = Vec::new();
+        reserve_part(&mut parts)?;
+        parts.push(Part { off: 0, range });
         Ok(DaxDev {
-            range: dev.range_at(start)?,
+            parts,
+            first: range.first,
+            pages: range.pages,
+            alive: AtomicBool::new(true),
+        })
+    }
+
+    /// A DAX device over physical bytes `start .. start + size`, which live ranges of `dev`
+    /// cover exactly, each beginning where the previous one ends (they may lie anywhere in
+    /// virtual memory). The ranges are recorded as they are now; each access checks that the
+    /// one it touches is still registered with the same address.
+    ///
+    /// Errors: `Invalid` when the device has been freed, `size` is 0 or not a multiple of the
+    /// page size, `start + size` passes 2^64, or the run has a gap (no range, a range of
+    /// another device, or one being unregistered, where the previous one ends) or ends inside
+    /// a range; `NotFound` when `dev` has no live range starting at `start`; `OutOfMemory`.
+    pub fn span(dev: &Device, start: u64, size: u64) -> Result<DaxDev> {
+        if size == 0 || size & (PAGE_SIZE - 1) != 0 {
+            return Err(errmsg::invalid(format_args!(
+                "size {size:#x} is not a positive multiple of the page size"
+            )));
+        }
+        let Some(end) = start.checked_add(size) else {
+            return Err(errmsg::invalid(format_args!(
+                "start {start:#x} + size {size:#x} passes 2^64"
+            )));
+        };
+        // The first range as pfn_dax_create finds it (ENOENT when there is none).
+        let first = dev.range_at(start)?;
+        let end_pfn = end >> PAGE_SHIFT;
+        let mut parts = Vec::new();
+        let mut range = first;
+        loop {
+            let next = range.first + range.pages;
+            if next > end_pfn {
+                return Err(errmsg::invalid(format_args!(
+                    "the span {start:#x}..{end:#x} ends inside the range {:#x}..{:#x}                      (spans end where a range ends)",
+                    range.first << PAGE_SHIFT,
+                    next << PAGE_SHIFT
+                )));
+            }
+            reserve_part(&mut parts)?;
+            parts.push(Part {
+                off: range.first - first.first,
+                range,
+            });
+            if next == end_pfn {
+                break;
+            }
+            let at = next << PAGE_SHIFT;
+            range = match dev.range_holding(next)? {
+                Holder::Mine(r) => r,
+                Holder::Other(r) => {
+                    return Err(errmsg::invalid(format_args!(
+                        "the span {start:#x}..{end:#x} continues at {at:#x} in the range                          {:#x}..{:#x} of another device",
+                        r.first << PAGE_SHIFT,
+                        (r.first + r.pages) << PAGE_SHIFT
+                    )))
+                }
+                Holder::Retiring(_) => {
+                    return Err(errmsg::invalid(format_args!(
+                        "the span {start:#x}..{end:#x} has a gap at {at:#x}: the range there                          is being unregistered"
+                    )))
+                }
+                Holder::Nothing => {
+                    return Err(errmsg::invalid(format_args!(
+                        "the span {start:#x}..{end:#x} has a gap at {at:#x}: no range is                          registered there"
+                    )))
+                }
+            };
+        }
+        Ok(DaxDev {
+            parts,
+            first: first.first,
+            pages: size >> PAGE_SHIFT,
             alive: AtomicBool::new(true),
         })
     }
 
     /// Pages the device exposes (offsets `0 .. pages()`).
     pub fn pages(&self) -> u64 {
-        self.range.pages
+        self.pages
     }
 
     /// Bytes the device exposes.
     pub fn size(&self) -> u64 {
-        self.range.pages << PAGE_SHIFT
+        self.pages << PAGE_SHIFT
     }
 
     /// Physical address of the device's first byte.
     pub fn start(&self) -> u64 {
-        self.range.first << PAGE_SHIFT
+        self.first << PAGE_SHIFT
+    }
+
+    /// The ranges the device spans (1 for a device over one range).
+    pub fn ranges(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// The part holding page offset `pgoff` (below `pages()`): a binary search, skipped for
+    /// a device over one range.
+    #[inline]
+    fn part(&self, pgoff: u64) -> &Part {
+        if self.parts.len() == 1 {
+            return &self.parts[0];
+        }
+        let i = self.parts.partition_point(|p| p.off <= pgoff);
+        &self.parts[i - 1]
     }
 
     /// False once a kill has begun.
@@ -153,17 +266,19 @@ impl DaxDev {
     /// The calling thread is inside a read section (its nesting count is non-zero), which it
     /// keeps open while it uses the address.
     #[inline]
-    unsafe fn locate(&self, pgoff: u64) -> Result<(usize, u64)> {
+    unsafe fn locate(&self, pgoff: u64) -> Result<(usize, u64, u64)> {
         if !self.alive() {
             return Err(self.dead());
         }
-        let pfn = Pfn(self.range.first + pgoff);
+        let part = self.part(pgoff);
+        let in_part = pgoff - part.off;
+        let pfn = Pfn(part.range.first + in_part);
         let gone = || {
             errmsg::with(
                 Error::NotMapped,
                 format_args!(
                     "the DAX device's range at {:#x} is no longer registered",
-                    self.start()
+                    part.range.first << PAGE_SHIFT
                 ),
             )
         };
@@ -171,11 +286,12 @@ impl DaxDev {
         // the translation one comparison instead of a table walk.
         let m = space::translate_len_in_section(space::root_word(), &space::sole_run(), pfn)
             .map_err(|_| gone())?;
-        if m.addr != self.range.base + ((pgoff as usize) << PAGE_SHIFT) {
+        if m.addr != part.range.base + ((in_part as usize) << PAGE_SHIFT) {
             return Err(gone());
         }
-        let to_end = (self.range.pages - pgoff) << PAGE_SHIFT;
-        Ok((m.addr, m.len.min(to_end)))
+        // Contiguous to the end of this range at most: the next one is checked on its own.
+        let to_end = (part.range.pages - in_part) << PAGE_SHIFT;
+        Ok((m.addr, m.len.min(to_end), part.range.flags))
     }
 
     /// Mainline's `dax_direct_access`: how many pages from `pgoff` are contiguous and mapped
@@ -195,21 +311,21 @@ impl DaxDev {
                  as mainline requires dax_read_lock)"
             )));
         }
-        if pgoff >= self.range.pages {
+        if pgoff >= self.pages {
             return Err(errmsg::with(
                 Error::Os(libc::ERANGE),
                 format_args!(
                     "page offset {pgoff:#x} is beyond the device's {:#x} pages",
-                    self.range.pages
+                    self.pages
                 ),
             ));
         }
         // SAFETY: the thread is inside a thread-bound section, which the caller keeps open.
-        let (addr, bytes) = unsafe { self.locate(pgoff) }?;
+        let (addr, bytes, flags) = unsafe { self.locate(pgoff) }?;
         Ok(Access {
             pages: (bytes >> PAGE_SHIFT).min(nr_pages),
             addr,
-            pfn: Pfn::new(self.range.first + pgoff, pfn_flags(self.range.flags)),
+            pfn: Pfn::new(self.first + pgoff, pfn_flags(flags)),
         })
     }
 
@@ -253,7 +369,7 @@ impl DaxDev {
     unsafe fn chunk(&self, pos: u64, left: u64, at: u64, op: Io) -> Result<u64> {
         let _section = Section::open()?;
         let page_off = pos & (PAGE_SIZE - 1);
-        let (page_addr, bytes) = self.locate(pos >> PAGE_SHIFT)?;
+        let (page_addr, bytes, _) = self.locate(pos >> PAGE_SHIFT)?;
         let n = (bytes - page_off).min(left).min(CHUNK as u64) as usize;
         let dst = (page_addr + page_off as usize) as *mut u8;
         let at = at as usize;
@@ -264,6 +380,16 @@ impl DaxDev {
         }
         Ok(n as u64)
     }
+}
+
+/// Room for one more part, or `OutOfMemory` (creation fails cleanly; nothing aborts).
+fn reserve_part(parts: &mut Vec<Part>) -> Result<()> {
+    parts.try_reserve(1).map_err(|_| {
+        errmsg::with(
+            Error::OutOfMemory,
+            format_args!("no memory for the DAX device's list of ranges"),
+        )
+    })
 }
 
 /// Writes `n` bytes at `dst` (copied from `src`, or zeroes) and makes them durable with the
@@ -430,5 +556,144 @@ mod tests {
             Err(Error::NotMapped)
         );
         assert_eq!(DaxDev::new(&fx.dev, fx.start).unwrap_err(), Error::NotFound);
+    }
+
+    /// Three ranges of one device, physically back to back, in three separate buffers (not
+    /// adjacent in virtual memory): 2, 3 and 1 pages.
+    struct Span {
+        dev: Device,
+        bufs: Vec<Vec<u8>>,
+        bases: Vec<usize>,
+        start: u64,
+    }
+
+    const SPAN_PAGES: [u64; 3] = [2, 3, 1];
+
+    fn span_fixture(start: u64) -> Span {
+        let dev = Device::new().unwrap();
+        let (mut bufs, mut bases, mut at) = (Vec::new(), Vec::new(), start);
+        for &p in &SPAN_PAGES {
+            let mem = vec![0u8; (p as usize + 2) * PAGE_SIZE as usize];
+            // One page of slack before each: never adjacent to the previous buffer.
+            let base =
+                (mem.as_ptr() as usize + 2 * PAGE_SIZE as usize - 1) & !(PAGE_SIZE as usize - 1);
+            dev.register(at, at + p * PAGE_SIZE - 1, base).unwrap();
+            at += p * PAGE_SIZE;
+            bufs.push(mem);
+            bases.push(base);
+        }
+        Span {
+            dev,
+            bufs,
+            bases,
+            start,
+        }
+    }
+
+    #[test]
+    fn span_refuses_gaps_misfits_and_other_devices() {
+        let sp = span_fixture(0x7500_0000_0000);
+        let (s, p) = (sp.start, PAGE_SIZE);
+        let inval = |r: Result<DaxDev>| r.unwrap_err();
+        assert_eq!(inval(DaxDev::span(&sp.dev, s, 0)), Error::Invalid);
+        assert_eq!(inval(DaxDev::span(&sp.dev, s, p + 1)), Error::Invalid);
+        assert_eq!(inval(DaxDev::span(&sp.dev, s, !(p - 1))), Error::Invalid);
+        assert_eq!(inval(DaxDev::span(&sp.dev, s + p, 2 * p)), Error::NotFound);
+        // Ends inside the second range.
+        assert_eq!(inval(DaxDev::span(&sp.dev, s, 3 * p)), Error::Invalid);
+        // Past the last range: a gap.
+        assert_eq!(inval(DaxDev::span(&sp.dev, s, 7 * p)), Error::Invalid);
+        // Another device's range continues the run.
+        let other = Device::new().unwrap();
+        other
+            .register(s + 6 * p, s + 7 * p - 1, sp.bases[0])
+            .unwrap();
+        assert_eq!(inval(DaxDev::span(&sp.dev, s, 7 * p)), Error::Invalid);
+        let one = DaxDev::span(&sp.dev, s, 2 * p).unwrap();
+        assert_eq!((one.pages(), one.ranges()), (2, 1));
+        let all = DaxDev::span(&sp.dev, s, 6 * p).unwrap();
+        assert_eq!((all.pages(), all.ranges(), all.start()), (6, 3, s));
+        // A hole in the middle.
+        sp.dev.unregister(s + 2 * p).unwrap();
+        assert_eq!(inval(DaxDev::span(&sp.dev, s, 6 * p)), Error::Invalid);
+        drop(other);
+        drop(sp.bufs);
+    }
+
+    #[test]
+    fn span_crosses_ranges_and_loses_only_the_unregistered_one() {
+        let sp = span_fixture(0x7600_0000_0000);
+        let dax = DaxDev::span(&sp.dev, sp.start, 6 * PAGE_SIZE).unwrap();
+        // direct_access: each range on its own, with its own address.
+        let a = in_section(|| dax.direct_access(1, 10)).unwrap();
+        assert_eq!((a.pages, a.addr), (1, sp.bases[0] + PAGE_SIZE as usize));
+        let a = in_section(|| dax.direct_access(2, 10)).unwrap();
+        assert_eq!((a.pages, a.addr), (3, sp.bases[1]));
+        assert_eq!(a.pfn, Pfn::new((sp.start >> PAGE_SHIFT) + 2, DEV));
+        let a = in_section(|| dax.direct_access(5, 10)).unwrap();
+        assert_eq!((a.pages, a.addr), (1, sp.bases[2]));
+        assert_eq!(
+            in_section(|| dax.direct_access(6, 1)),
+            Err(Error::Os(libc::ERANGE))
+        );
+        let size = dax.size() as usize;
+        let data: Vec<u8> = (0..size).map(|i| (i * 13 + 5) as u8).collect();
+        let piece = |off: usize, len: usize| -> Vec<u8> {
+            // The device's bytes read straight from the buffers.
+            (off..off + len)
+                .map(|o| {
+                    let pg = (o as u64) >> PAGE_SHIFT;
+                    let (k, first) = match pg {
+                        0..=1 => (0, 0),
+                        2..=4 => (1, 2),
+                        _ => (2, 5),
+                    };
+                    let at = o - (first << PAGE_SHIFT) as usize;
+                    unsafe { *((sp.bases[k] + at) as *const u8) }
+                })
+                .collect()
+        };
+        unsafe {
+            assert_eq!(
+                dax.io(0, size as u64, Io::Write(data.as_ptr())).unwrap(),
+                size as u64
+            );
+            assert_eq!(piece(0, size), data);
+            let mut out = vec![0u8; size];
+            assert_eq!(
+                dax.io(100, size as u64, Io::Read(out.as_mut_ptr()))
+                    .unwrap(),
+                size as u64 - 100
+            );
+            assert_eq!(&out[..size - 100], &data[100..]);
+            // A zero across both boundaries.
+            let (z, zl) = (2 * PAGE_SIZE as usize - 10, 3 * PAGE_SIZE as usize + 20);
+            assert_eq!(dax.io(z as u64, zl as u64, Io::Zero).unwrap(), zl as u64);
+            let mut model = data.clone();
+            model[z..z + zl].fill(0);
+            assert_eq!(piece(0, size), model);
+            // The middle range goes: reads stop before it, start inside it fail, after it work.
+            sp.dev.unregister(sp.start + 2 * PAGE_SIZE).unwrap();
+            assert_eq!(
+                dax.io(10, size as u64, Io::Read(out.as_mut_ptr())).unwrap(),
+                2 * PAGE_SIZE - 10
+            );
+            assert_eq!(
+                dax.io(2 * PAGE_SIZE, 1, Io::Read(out.as_mut_ptr())),
+                Err(Error::NotMapped)
+            );
+            assert_eq!(
+                in_section(|| dax.direct_access(3, 1)),
+                Err(Error::NotMapped)
+            );
+            assert_eq!(
+                dax.io(5 * PAGE_SIZE, 7, Io::Read(out.as_mut_ptr()))
+                    .unwrap(),
+                7
+            );
+            assert_eq!(&out[..7], &model[5 * PAGE_SIZE as usize..][..7]);
+            assert!(in_section(|| dax.direct_access(0, 1)).is_ok());
+        }
+        drop(sp.bufs);
     }
 }

@@ -595,6 +595,19 @@ pub struct RangeInfo {
     pub flags: u64,
 }
 
+/// What holds a physical frame, as [`Device::range_holding`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// No range, live or being unregistered.
+    Nothing,
+    /// A live range of the device asked.
+    Mine(RangeInfo),
+    /// A live range of another device.
+    Other(RangeInfo),
+    /// A range being unregistered (of any device).
+    Retiring(RangeInfo),
+}
+
 /// An owner of ranges (the seed's `struct device`). Dropping it unregisters its ranges.
 #[derive(Debug)]
 pub struct Device {
@@ -835,6 +848,35 @@ impl Device {
                     format_args!("the device has no registered range at {start:#x}"),
                 )
             })
+    }
+
+    /// The range (of any device, live or being unregistered) that holds frame `pfn`, for
+    /// objects that wrap a run of ranges, like a DAX device over several.
+    ///
+    /// Errors: `Invalid` when this device has been freed.
+    pub fn range_holding(&self, pfn: u64) -> Result<Holder> {
+        let st = state();
+        st.device(self)?;
+        let Some(r) = st
+            .phys_floor(pfn)
+            .map(|i| st.rec(i))
+            .filter(|r| r.fwd.last >= pfn)
+        else {
+            return Ok(Holder::Nothing);
+        };
+        let info = RangeInfo {
+            first: r.fwd.first,
+            pages: r.fwd.last - r.fwd.first + 1,
+            base: r.fwd.target,
+            flags: r.rev.flags,
+        };
+        Ok(if r.state != LIVE {
+            Holder::Retiring(info)
+        } else if r.device == self.slot {
+            Holder::Mine(info)
+        } else {
+            Holder::Other(info)
+        })
     }
 
     /// Number of live ranges this device has registered.

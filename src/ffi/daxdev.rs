@@ -11,8 +11,9 @@ use super::{fail, ffi_boundary, ffi_call, null_errno, setup_guard};
 use crate::daxdev::{DaxDev, Io};
 use crate::error::Error;
 
-/// A DAX device: one registered range exposed by page offset (mainline's `struct dax_device`
-/// with the pmem driver's direct_access). Opaque; from pfn_dax_create, freed by
+/// A DAX device: one registered range, or a physically contiguous run of ranges of one
+/// device, exposed by page offset (mainline's `struct dax_device` with the pmem driver's
+/// direct_access). Opaque; from pfn_dax_create, freed by
 /// pfn_dax_destroy. Handles are checked on every call and never reused.
 pub struct pfn_dax {
     _private: [u8; 0],
@@ -68,6 +69,45 @@ pub extern "C" fn pfn_dax_create(dev: *mut pfn_device, start: u64) -> *mut pfn_d
         {
             Ok(h) => h as *mut pfn_dax,
             Err(e) => null_errno("pfn_dax_create", e),
+        }
+    })
+}
+
+/// Creates a DAX device over physical bytes `start .. start + size` that several ranges of
+/// `dev` cover (the pmem driver's namespace made of several registrations: a pool mapped as
+/// several files, or one mapping registered as several ranges): a range of `dev` starts at
+/// `start`, each next one starts where the previous one ends, and the last one ends at
+/// `start + size`. The ranges may lie anywhere in virtual memory (they need not be adjacent
+/// there). Page offset 0 is the frame at `start`; the device has `size / PFN_PAGE_SIZE` pages.
+/// A span of one range is what pfn_dax_create(dev, start) makes.
+///
+/// The ranges are recorded as they are at creation; each stays `dev`'s, as for
+/// pfn_dax_create: unregistering one of them (or freeing `dev`) makes every later access to
+/// its pages fail with ENXIO, while the pages of the others are still served (a read or write
+/// that reaches it stops there with a short count). pfn_dax_direct_access reports contiguous
+/// pages up to the end of the range holding `pgoff` at most (even when the next range
+/// continues it in memory); reads, writes and zeroes cross from range to range.
+///
+/// Returns the device, to be destroyed with pfn_dax_destroy, or NULL with errno:
+/// EINVAL: `dev` is not a live device; `size` is 0 or not a multiple of PFN_PAGE_SIZE;
+///         `start + size` passes 2^64; the ranges do not cover the span exactly: a gap (no
+///         range where the previous one ends, a range of another device there, or one being
+///         unregistered) or a span that ends inside a range (pfn_errormsg names the address);
+/// ENOENT: `dev` has no registered range starting at `start` (none, one being unregistered,
+///         or `start` lies inside a range);
+/// ENOMEM.
+/// Lookup of the range holding an offset is a binary search (O(log ranges)).
+/// Thread rules: any thread; concurrent registrations and unregistrations on `dev` are
+/// seen or not, each range on its own.
+#[no_mangle]
+pub extern "C" fn pfn_dax_create_span(dev: *mut pfn_device, start: u64, size: u64) -> *mut pfn_dax {
+    ffi_call!(ptr::null_mut(), {
+        match device(dev)
+            .and_then(|d| DaxDev::span(&d, start, size))
+            .and_then(|dax| DAXES.add(dax))
+        {
+            Ok(h) => h as *mut pfn_dax,
+            Err(e) => null_errno("pfn_dax_create_span", e),
         }
     })
 }
@@ -158,8 +198,10 @@ pub extern "C" fn pfn_dax_pages(dax: *const pfn_dax) -> i64 {
 }
 
 /// Mainline's dax_direct_access: how many pages from page offset `pgoff` are contiguous in
-/// memory and mapped, at most `nr_pages` (the rest of the device at most: a frame past the
-/// range's end is not the device's); the first one's address in `*kaddr` and its pfn_t in
+/// memory and mapped, at most `nr_pages` (the rest of the range holding `pgoff` at most: a
+/// frame past the device's end is not the device's, and a device over several ranges
+/// (pfn_dax_create_span) reports each range on its own, even when the next one continues it
+/// in memory); the first one's address in `*kaddr` and its pfn_t in
 /// `*pfn`, with PFN_DEV, and PFN_MAP when the range was registered with page descriptors
 /// (pfn_t_devmap is then true). `nr_pages` 0 returns 0 and still fills both. `kaddr` and
 /// `pfn` may be NULL (not wanted); they are written only on success.
@@ -172,8 +214,8 @@ pub extern "C" fn pfn_dax_pages(dax: *const pfn_dax) -> i64 {
 /// Returns the page count (>= 0), or:
 /// -EINVAL: `dax` not a live DAX device, or no thread-bound read section open on this thread;
 /// -ERANGE: `pgoff` at or beyond the device's pages;
-/// -ENXIO:  the device has been killed (or a kill has begun), or its range is no longer
-///          registered.
+/// -ENXIO:  the device has been killed (or a kill has begun), or the range holding `pgoff` is
+///          no longer registered (or is registered again at another address).
 /// Takes no lock and writes nothing shared. Thread rules: any thread, inside its own section.
 ///
 /// # Safety
@@ -222,15 +264,18 @@ unsafe fn io(call: &str, dax: *const pfn_dax, off: u64, len: u64, op: Io, buf_nu
 }
 
 /// Reads `len` bytes at byte offset `off` of `dax` into `buf` (mainline's dax_iomap_rw for a
-/// read): through direct_access, page and chunk boundaries crossed as needed, each chunk (up to
-/// 256 KiB) inside a read section of its own, so a kill waits for one chunk at most.
+/// read): through direct_access, page, chunk and range boundaries crossed as needed (a chunk
+/// never spans two ranges), each chunk (up to 256 KiB) inside a read section of its own, so a
+/// kill waits for one chunk at most.
 ///
 /// Returns the bytes read, like pread: `len`, or fewer when the device ends first (0 at or
-/// after its end, and for `len` 0 on a live device), or when an error stopped it after some bytes (the next call
-/// reports the error); or, when nothing was read:
+/// after its end, and for `len` 0 on a live device), or when an error stopped it after some
+/// bytes (the next call reports the error); or, when nothing was read:
 /// -EINVAL:    `dax` not a live DAX device; `buf` NULL with `len` > 0;
 /// -EOVERFLOW: `off + len` reaches 2^64 (is not a 64-bit offset);
-/// -ENXIO:     the device has been killed, or its range is no longer registered;
+/// -ENXIO:     the device has been killed, or the range holding `off` is no longer
+///             registered (a device over several ranges: a call that reaches such a range
+///             after some bytes returns those bytes);
 /// -ENOMEM, -EAGAIN as for a thread's first use.
 /// On an error, `buf` may hold part of the bytes. Thread rules: any thread, also inside its own
 /// sections and kmaps; concurrent reads and writes of the same bytes see each other's bytes in

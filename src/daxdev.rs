@@ -156,7 +156,8 @@ impl DaxDev {
             let next = range.first + range.pages;
             if next > end_pfn {
                 return Err(errmsg::invalid(format_args!(
-                    "the span {start:#x}..{end:#x} ends inside the range {:#x}..{:#x}                      (spans end where a range ends)",
+                    "the span {start:#x}..{end:#x} ends inside the range {:#x}..{:#x} \
+                     (spans end where a range ends)",
                     range.first << PAGE_SHIFT,
                     next << PAGE_SHIFT
                 )));
@@ -174,19 +175,22 @@ impl DaxDev {
                 Holder::Mine(r) => r,
                 Holder::Other(r) => {
                     return Err(errmsg::invalid(format_args!(
-                        "the span {start:#x}..{end:#x} continues at {at:#x} in the range                          {:#x}..{:#x} of another device",
+                        "the span {start:#x}..{end:#x} continues at {at:#x} in the range \
+                         {:#x}..{:#x} of another device",
                         r.first << PAGE_SHIFT,
                         (r.first + r.pages) << PAGE_SHIFT
                     )))
                 }
                 Holder::Retiring(_) => {
                     return Err(errmsg::invalid(format_args!(
-                        "the span {start:#x}..{end:#x} has a gap at {at:#x}: the range there                          is being unregistered"
+                        "the span {start:#x}..{end:#x} has a gap at {at:#x}: the range there \
+                         is being unregistered"
                     )))
                 }
                 Holder::Nothing => {
                     return Err(errmsg::invalid(format_args!(
-                        "the span {start:#x}..{end:#x} has a gap at {at:#x}: no range is                          registered there"
+                        "the span {start:#x}..{end:#x} has a gap at {at:#x}: no range is \
+                         registered there"
                     )))
                 }
             };

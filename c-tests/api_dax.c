@@ -34,6 +34,160 @@ static int file_equals(int fd, uint64_t off, const unsigned char *want, size_t l
 
 static int msg_has(const char *s) { return strstr(pfn_errormsg(), s) != NULL; }
 
+/* ---- pfn_dax_create_span: a device over several ranges ----
+ * One 8-page file registered in pieces of device `d`, physically back to back from SPAN but
+ * scattered in the mapping: A = pages 4-5, B = page 0, C = pages 6-7 (phys SPAN .. SPAN + 5P);
+ * nothing at SPAN + 5P (a gap); D = page 1 at SPAN + 6P; another device's E = page 2 at
+ * SPAN + 7P. */
+#define SPAN (0x5b00000000ull)
+static void span_calls(void)
+{
+    char spath[300];
+    snprintf(spath, sizeof spath, "%s.span", path);
+    unlink(spath);
+    pfn_pmem *m = pfn_pmem_map(spath, POOL, PFN_PMEM_CREATE);
+    REQUIRE(m != NULL);
+    unsigned char *base = pfn_pmem_addr(m);
+    int fd = open(spath, O_RDONLY);
+    REQUIRE(fd >= 0);
+    pfn_device *d = pfn_device_new("span"), *e = pfn_device_new("span-other");
+    REQUIRE(d != NULL && e != NULL);
+    pfn_resource ra = {SPAN, SPAN + 2 * PAGE - 1, "A"};
+    pfn_resource rb = {SPAN + 2 * PAGE, SPAN + 3 * PAGE - 1, "B"};
+    pfn_resource rc = {SPAN + 3 * PAGE, SPAN + 5 * PAGE - 1, "C"};
+    pfn_resource rd = {SPAN + 6 * PAGE, SPAN + 7 * PAGE - 1, "D"};
+    pfn_resource re = {SPAN + 7 * PAGE, SPAN + 8 * PAGE - 1, "E"};
+    REQUIRE(devm_register_kmap_pfn_range(d, &ra, base + 4 * PAGE) == 0);
+    REQUIRE(devm_register_kmap_pfn_range(d, &rb, base) == 0);
+    REQUIRE(devm_register_kmap_pfn_range(d, &rc, base + 6 * PAGE) == 0);
+    REQUIRE(devm_register_kmap_pfn_range(d, &rd, base + PAGE) == 0);
+    REQUIRE(devm_register_kmap_pfn_range(e, &re, base + 2 * PAGE) == 0);
+
+    /* Errors. */
+    CHECK_NULL_ERRNO(pfn_dax_create_span(NULL, SPAN, PAGE), EINVAL);
+    CHECK(msg_has("pfn_dax_create_span"));
+    CHECK_NULL_ERRNO(pfn_dax_create_span((pfn_device *)m, SPAN, PAGE), EINVAL);
+    CHECK_NULL_ERRNO(pfn_dax_create_span(d, SPAN, 0), EINVAL); /* size 0 */
+    CHECK(msg_has("multiple of the page size"));
+    CHECK_NULL_ERRNO(pfn_dax_create_span(d, SPAN, 2 * PAGE + 1), EINVAL); /* unaligned size */
+    CHECK(msg_has("multiple of the page size"));
+    CHECK_NULL_ERRNO(pfn_dax_create_span(d, SPAN, 100), EINVAL);
+    CHECK_NULL_ERRNO(pfn_dax_create_span(d, SPAN, UINT64_MAX - PAGE + 1), EINVAL); /* overflow */
+    CHECK(msg_has("passes 2^64"));
+    CHECK_NULL_ERRNO(pfn_dax_create_span(d, SPAN + PAGE, 4 * PAGE), ENOENT); /* inside A */
+    CHECK(msg_has("no registered range"));
+    CHECK_NULL_ERRNO(pfn_dax_create_span(d, SPAN + 1, 2 * PAGE), ENOENT);
+    CHECK_NULL_ERRNO(pfn_dax_create_span(d, SPAN + 5 * PAGE, PAGE), ENOENT); /* the gap */
+    CHECK_NULL_ERRNO(pfn_dax_create_span(e, SPAN, 5 * PAGE), ENOENT); /* not e's range */
+    CHECK_NULL_ERRNO(pfn_dax_create_span(d, SPAN, 4 * PAGE), EINVAL); /* ends inside C */
+    CHECK(msg_has("ends inside the range 0x5b00003000"));
+    CHECK_NULL_ERRNO(pfn_dax_create_span(d, SPAN, 6 * PAGE), EINVAL); /* runs into the gap */
+    CHECK(msg_has("gap at 0x5b00005000") && msg_has("no range is registered there"));
+    CHECK_NULL_ERRNO(pfn_dax_create_span(d, SPAN, 8 * PAGE), EINVAL);
+    CHECK_NULL_ERRNO(pfn_dax_create_span(d, SPAN + 6 * PAGE, 2 * PAGE), EINVAL); /* D + e's E */
+    CHECK(msg_has("at 0x5b00007000") && msg_has("of another device"));
+
+    /* A span of one range is pfn_dax_create's device. */
+    pfn_dax *one = pfn_dax_create_span(d, SPAN + 6 * PAGE, PAGE);
+    REQUIRE(one != NULL);
+    CHECK_EQ(pfn_dax_pages(one), 1);
+    CHECK_EQ(pfn_dax_destroy(one), 0);
+
+    pfn_dax *dax = pfn_dax_create_span(d, SPAN, 5 * PAGE);
+    REQUIRE(dax != NULL);
+    CHECK_EQ(pfn_dax_pages(dax), 5);
+    CHECK_EQ(pfn_dax_alive(dax), 1);
+    {
+        PFN_SECTION_SCOPE(s);
+        (void)s;
+        void *k = NULL;
+        pfn_t p = {0};
+        /* Contiguous up to the end of the range holding pgoff, with that range's address. */
+        CHECK_EQ(pfn_dax_direct_access(dax, 0, 10, &k, &p), 2);
+        CHECK(k == base + 4 * PAGE);
+        CHECK_EQ(pfn_dax_direct_access(dax, 1, 10, &k, &p), 1);
+        CHECK(k == base + 5 * PAGE);
+        CHECK_EQ(pfn_dax_direct_access(dax, 2, 10, &k, &p), 1);
+        CHECK(k == base);
+        CHECK_EQ(p.val, (SPAN / PAGE + 2) | PFN_DEV);
+        CHECK_EQ(pfn_dax_direct_access(dax, 3, 10, &k, &p), 2);
+        CHECK(k == base + 6 * PAGE);
+        CHECK_EQ(pfn_dax_direct_access(dax, 4, 10, &k, &p), 1);
+        CHECK(k == base + 7 * PAGE);
+        CHECK_EQ(p.val, (SPAN / PAGE + 4) | PFN_DEV);
+        CHECK_EQ(pfn_dax_direct_access(dax, 5, 1, &k, &p), -ERANGE);
+    }
+    /* The device's bytes live at these file offsets: A, B, C in turn. */
+    const uint64_t file_of[5] = {4 * PAGE, 5 * PAGE, 0, 6 * PAGE, 7 * PAGE};
+    size_t size = 5 * PAGE;
+    unsigned char *data = malloc(size), *out = malloc(size);
+    REQUIRE(data && out);
+    for (size_t i = 0; i < size; i++)
+        data[i] = (unsigned char)(i * 29 + 3);
+    CHECK_EQ(pfn_dax_write(dax, 0, data, size), size);
+    for (int pg = 0; pg < 5; pg++)
+        CHECK(file_equals(fd, file_of[pg], data + pg * PAGE, PAGE));
+    memset(out, 0, size);
+    CHECK_EQ(pfn_dax_read(dax, 0, out, size), size);
+    CHECK(memcmp(out, data, size) == 0);
+    /* Across A|B and B|C in one call each, and both at once. */
+    CHECK_EQ(pfn_dax_write(dax, 2 * PAGE - 3, "ABCDEFGH", 8), 8);
+    CHECK(file_equals(fd, 6 * PAGE - 3, (const unsigned char *)"ABC", 3));
+    CHECK(file_equals(fd, 0, (const unsigned char *)"DEFGH", 5));
+    CHECK(file_equals(fd, 6 * PAGE, data + 3 * PAGE, 1)); /* C: untouched */
+    CHECK_EQ(pfn_dax_read(dax, 2 * PAGE - 3, out, 8), 8);
+    CHECK(memcmp(out, "ABCDEFGH", 8) == 0);
+    CHECK_EQ(pfn_dax_zero(dax, 2 * PAGE - 1, PAGE + 2), PAGE + 2);
+    CHECK(file_equals(fd, 6 * PAGE - 1, (const unsigned char *)"\0", 1));
+    CHECK(file_equals(fd, 6 * PAGE - 2, (const unsigned char *)"B", 1));
+    {
+        static const unsigned char zeros[PAGE];
+        CHECK(file_equals(fd, 0, zeros, PAGE)); /* all of B */
+    }
+    CHECK(file_equals(fd, 6 * PAGE, (const unsigned char *)"\0", 1));
+    CHECK(file_equals(fd, 6 * PAGE + 1, data + 3 * PAGE + 1, 1));
+    /* Short at the end; 0 after. */
+    CHECK_EQ(pfn_dax_read(dax, size - 5, out, 100), 5);
+    CHECK(memcmp(out, data + size - 5, 5) == 0);
+    CHECK_EQ(pfn_dax_write(dax, size, "q", 1), 0);
+
+    /* B (the middle range) unregistered: its pages fail, A's and C's still serve. */
+    CHECK_EQ(pfn_unregister_range(d, SPAN + 2 * PAGE), 0);
+    CHECK_EQ(pfn_dax_alive(dax), 1);
+    CHECK_EQ(pfn_dax_read(dax, 0, out, size), 2 * PAGE); /* stops where B was */
+    CHECK_EQ(pfn_dax_read(dax, 2 * PAGE, out, 1), -ENXIO);
+    CHECK(msg_has("range at 0x5b00002000 is no longer registered"));
+    CHECK_EQ(pfn_dax_write(dax, 2 * PAGE + 7, "z", 1), -ENXIO);
+    CHECK_EQ(pfn_dax_zero(dax, 2 * PAGE, 1), -ENXIO);
+    CHECK_EQ(pfn_dax_write(dax, 3 * PAGE + 1, "after", 5), 5);
+    CHECK(file_equals(fd, 6 * PAGE + 1, (const unsigned char *)"after", 5));
+    {
+        PFN_SECTION_SCOPE(s);
+        (void)s;
+        void *k = NULL;
+        CHECK_EQ(pfn_dax_direct_access(dax, 2, 1, &k, NULL), -ENXIO);
+        CHECK_EQ(pfn_dax_direct_access(dax, 3, 1, &k, NULL), 1);
+    }
+    /* Registered again at another address: another registration, still refused. */
+    REQUIRE(devm_register_kmap_pfn_range(d, &rb, base + 3 * PAGE) == 0);
+    CHECK_EQ(pfn_dax_read(dax, 2 * PAGE, out, 1), -ENXIO);
+    /* A new span sees the new registration. */
+    pfn_dax *again = pfn_dax_create_span(d, SPAN, 5 * PAGE);
+    REQUIRE(again != NULL);
+    CHECK_EQ(pfn_dax_write(again, 2 * PAGE, "new", 3), 3);
+    CHECK(file_equals(fd, 3 * PAGE, (const unsigned char *)"new", 3));
+
+    CHECK_EQ(pfn_dax_destroy(again), 0);
+    CHECK_EQ(pfn_dax_destroy(dax), 0);
+    CHECK_EQ(pfn_device_free(e), 0);
+    CHECK_EQ(pfn_device_free(d), 0);
+    free(data);
+    free(out);
+    close(fd);
+    CHECK_EQ(pfn_pmem_unmap(m), 0);
+    unlink(spath);
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "default";
@@ -282,6 +436,8 @@ int main(int argc, char **argv)
     close(fd);
     CHECK_EQ(pfn_pmem_unmap(m), 0);
     unlink(path);
+
+    span_calls();
 
     if (strcmp(mode, "default") == 0) {
         /* Once more with every mapping in flush mode: writes use flushing stores. */

@@ -9,6 +9,9 @@
  *     call fails.
  *  4. random reads, writes and zeroes across pages and 256 KiB chunks over the whole device,
  *     checked against a model and against the file read with pread.
+ *  5. a device over four ranges in four separately mapped files (pfn_dax_create_span):
+ *     random I/O across the range boundaries against a model and each file; the second range
+ *     unregistered: its bytes fail with ENXIO, the others still serve.
  * Orderings are flags the threads publish and states the library shows (pfn_dax_alive, a
  * thread asleep in the kill), never sleeps; nothing is timed. */
 #define _GNU_SOURCE
@@ -333,6 +336,165 @@ static void random_io(int ops)
     CHECK_EQ(pfn_dax_destroy(dax), 0);
 }
 
+/* ---- 5. a span of four ranges in four separately mapped files ----
+ * Physically back to back from SPAN_PHYS, anywhere in virtual memory (each file is its own
+ * mapping): random reads, writes and zeroes across the range boundaries against a model, each
+ * file checked on its own with pread; then the second range is unregistered: its bytes fail
+ * with ENXIO, calls that reach it stop there, the other ranges still serve. */
+
+#define SPAN_PHYS 0x6c00000000ull
+#define SPAN_PARTS 4
+static const uint64_t span_size[SPAN_PARTS] = {24 * PAGE, 75 * PAGE, PAGE, 91 * PAGE};
+
+struct span_file {
+    char path[300];
+    pfn_pmem *m;
+    int fd;
+    uint64_t off; /* the device's byte offset of the file's first byte */
+};
+
+static int span_file_equals(const struct span_file *f, const unsigned char *model, uint64_t len)
+{
+    unsigned char *got = malloc(len);
+    REQUIRE(got != NULL);
+    int ok = pread(f->fd, got, len, 0) == (ssize_t)len && memcmp(got, model + f->off, len) == 0;
+    free(got);
+    return ok;
+}
+
+static void span_io(int ops)
+{
+    struct span_file f[SPAN_PARTS];
+    pfn_device *sdev = pfn_device_new("int_dax-span");
+    REQUIRE(sdev != NULL);
+    uint64_t total = 0;
+    for (int i = 0; i < SPAN_PARTS; i++) {
+        snprintf(f[i].path, sizeof f[i].path, "%s.span%d", path, i);
+        unlink(f[i].path);
+        f[i].m = pfn_pmem_map(f[i].path, span_size[i], PFN_PMEM_CREATE);
+        REQUIRE(f[i].m != NULL);
+        f[i].fd = open(f[i].path, O_RDONLY);
+        REQUIRE(f[i].fd >= 0);
+        f[i].off = total;
+        REQUIRE(pfn_pmem_register(sdev, f[i].m, SPAN_PHYS + total) == 0);
+        total += span_size[i];
+    }
+    /* Not one run in virtual memory: at least one boundary is not adjacent. */
+    int scattered = 0;
+    for (int i = 0; i + 1 < SPAN_PARTS; i++)
+        scattered |= (unsigned char *)pfn_pmem_addr(f[i].m) + span_size[i] !=
+                     (unsigned char *)pfn_pmem_addr(f[i + 1].m);
+    CHECK(scattered);
+
+    pfn_dax *dax = pfn_dax_create_span(sdev, SPAN_PHYS, total);
+    REQUIRE(dax != NULL);
+    CHECK_EQ(pfn_dax_pages(dax), total / PAGE);
+    unsigned char *model = calloc(1, total), *src = malloc(total), *out = malloc(total + 64);
+    REQUIRE(model && src && out);
+    int mismatches = 0;
+    for (int op = 0; op < ops; op++) {
+        /* Offsets near the range boundaries, page and chunk edges and the end; lengths up to
+         * the whole device. */
+        uint64_t off;
+        switch (rnd() % 4) {
+        case 0: off = f[rnd() % SPAN_PARTS].off + rnd() % 64 - 32; break;
+        case 1: off = (rnd() % (total / PAGE)) * PAGE - rnd() % 8; break;
+        case 2: off = total - rnd() % (3 * PAGE); break;
+        default: off = rnd() % (total + PAGE); break;
+        }
+        off %= total + 2 * PAGE;
+        size_t len = rnd() % 4 == 0 ? (size_t)(rnd() % (total + PAGE))
+                                    : (size_t)(rnd() % (3 * PAGE));
+        size_t want = off >= total ? 0 : (len < total - off ? len : (size_t)(total - off));
+        int kind = (int)(rnd() % 3);
+        int64_t n;
+        if (kind == 0) {
+            n = pfn_dax_read(dax, off, out, len);
+            if (n == (int64_t)want && want && memcmp(out, model + off, want) != 0)
+                mismatches++;
+        } else if (kind == 1) {
+            for (size_t i = 0; i < len && i < total; i++)
+                src[i] = (unsigned char)rnd();
+            n = pfn_dax_write(dax, off, src, len);
+            if (want)
+                memcpy(model + off, src, want);
+        } else {
+            n = pfn_dax_zero(dax, off, len);
+            if (want)
+                memset(model + off, 0, want);
+        }
+        if (n != (int64_t)want) {
+            fprintf(stderr, "span_io: op %d kind %d off %#llx len %#zx: %lld, want %#zx\n", op,
+                    kind, (unsigned long long)off, len, (long long)n, want);
+            mismatches++;
+        }
+    }
+    CHECK_EQ(mismatches, 0);
+    for (int i = 0; i < SPAN_PARTS; i++) {
+        CHECK(span_file_equals(&f[i], model, span_size[i]));
+        CHECK(memcmp(pfn_pmem_addr(f[i].m), model + f[i].off, span_size[i]) == 0);
+    }
+    CHECK_EQ(pfn_dax_read(dax, 0, out, total + 64), total);
+    CHECK(memcmp(out, model, total) == 0);
+    {
+        /* direct_access: each range on its own, at its own file's address. */
+        PFN_SECTION_SCOPE(s);
+        (void)s;
+        for (int i = 0; i < SPAN_PARTS; i++) {
+            void *k = NULL;
+            CHECK_EQ(pfn_dax_direct_access(dax, f[i].off / PAGE, UINT64_MAX, &k, NULL),
+                     span_size[i] / PAGE);
+            CHECK(k == pfn_pmem_addr(f[i].m));
+        }
+    }
+
+    /* The second range goes (as its driver would release one registration). */
+    CHECK_EQ(pfn_unregister_range(sdev, SPAN_PHYS + f[1].off), 0);
+    uint64_t lo = f[1].off, hi = f[2].off; /* its bytes */
+    CHECK_EQ(pfn_dax_alive(dax), 1);
+    CHECK_EQ(pfn_dax_read(dax, 0, out, total), lo);           /* stops where it was */
+    CHECK_EQ(pfn_dax_read(dax, lo - 10, out, 100), 10);
+    CHECK(memcmp(out, model + lo - 10, 10) == 0);
+    CHECK_EQ(pfn_dax_read(dax, lo, out, 1), -ENXIO);
+    CHECK_EQ(pfn_dax_read(dax, hi - 1, out, 2), -ENXIO);
+    CHECK_EQ(pfn_dax_write(dax, lo + 5, "x", 1), -ENXIO);
+    CHECK_EQ(pfn_dax_zero(dax, lo - 3, 10), 3);                /* up to it */
+    memset(model + lo - 3, 0, 3);
+    CHECK_EQ(pfn_dax_zero(dax, lo, 10), -ENXIO);
+    /* The third and fourth ranges, and across their boundary, still work. */
+    for (size_t i = 0; i < 2 * PAGE; i++)
+        src[i] = (unsigned char)rnd();
+    CHECK_EQ(pfn_dax_write(dax, hi, src, 2 * PAGE), 2 * PAGE);
+    memcpy(model + hi, src, 2 * PAGE);
+    CHECK_EQ(pfn_dax_read(dax, hi, out, total), total - hi);
+    CHECK(memcmp(out, model + hi, total - hi) == 0);
+    {
+        PFN_SECTION_SCOPE(s);
+        (void)s;
+        void *k = NULL;
+        CHECK_EQ(pfn_dax_direct_access(dax, lo / PAGE, 1, &k, NULL), -ENXIO);
+        CHECK_EQ(pfn_dax_direct_access(dax, hi / PAGE - 1, 1, &k, NULL), -ENXIO);
+        CHECK_EQ(pfn_dax_direct_access(dax, lo / PAGE - 1, 1, &k, NULL), 1);
+        CHECK_EQ(pfn_dax_direct_access(dax, hi / PAGE, 1, &k, NULL), 1);
+    }
+    /* The second file kept what it had; the others hold the model. */
+    for (int i = 0; i < SPAN_PARTS; i++)
+        CHECK(span_file_equals(&f[i], model, span_size[i]));
+    /* A new span over the run now has a gap. */
+    CHECK_NULL_ERRNO(pfn_dax_create_span(sdev, SPAN_PHYS, total), EINVAL);
+
+    CHECK_EQ(pfn_dax_destroy(dax), 0);
+    CHECK_EQ(pfn_device_free(sdev), 0);
+    for (int i = 0; i < SPAN_PARTS; i++) {
+        CHECK_EQ(pfn_pmem_unmap(f[i].m), 0);
+        close(f[i].fd);
+        unlink(f[i].path);
+    }
+    free(model);
+    free(src);
+    free(out);
+}
+
 int main(void)
 {
     check_watchdog("int_dax", 300);
@@ -354,6 +516,7 @@ int main(void)
     racing_destroys();
     io_racing_kill();
     random_io(quick ? 150 : 1500);
+    span_io(quick ? 150 : 1500);
 
     free(pattern);
     CHECK_EQ(pfn_device_free(dev), 0);

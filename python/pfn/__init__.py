@@ -505,8 +505,9 @@ class Device(_Handle):
 
 
 class Dax(_Handle):
-    """A DAX device over the range `device` registered at physical `start` (C's pfn_dax):
-    the range exposed by page offset, read and written at byte offsets.
+    """A DAX device over the range `device` registered at physical `start` (C's pfn_dax), or
+    over a physically contiguous run of its ranges (`size`): exposed by page offset, read
+    and written at byte offsets, across pages and ranges.
 
     read/readinto/write/zero work at any byte offset, crossing pages, and return short counts
     at the device's end like os.pread/os.pwrite; writes and zeroes are durable when they
@@ -518,13 +519,21 @@ class Dax(_Handle):
     _free = "pfn_dax_destroy"
     _exit_order = -1
 
-    def __init__(self, device, start):
-        """Wraps the range `device` (a pfn.Device) registered at physical `start`:
-        FileNotFoundError (ENOENT) when it has no range there."""
+    def __init__(self, device, start, size=None):
+        """Wraps the range `device` (a pfn.Device) registered at physical `start`, or with
+        `size`, the physically contiguous run of its ranges that covers start .. start + size
+        exactly (C's pfn_dax_create_span; the ranges may lie anywhere in virtual memory):
+        FileNotFoundError (ENOENT) when it has no range at `start`; OSError EINVAL when
+        `size` is 0 or not a multiple of PAGE_SIZE, or the ranges leave a gap, belong to
+        another device or end elsewhere than start + size."""
         if not isinstance(device, Device):
             raise TypeError(f"device must be a pfn.Device, not {type(device).__name__}")
         start = _u64(start, "start")
-        self._adopt(_null_check(library().pfn_dax_create(device._live(), start), "Dax"))
+        if size is None:
+            made = library().pfn_dax_create(device._live(), start)
+        else:
+            made = library().pfn_dax_create_span(device._live(), start, _u64(size, "size"))
+        self._adopt(_null_check(made, "Dax"))
 
     @property
     def pages(self):

@@ -207,6 +207,7 @@ _SIGNATURES = {
     "pfn_sg_miter_skip": (ctypes.c_int, [ctypes.POINTER(pfn_sg_miter), c_u64]),
     "pfn_sg_miter_stop": (ctypes.c_int, [ctypes.POINTER(pfn_sg_miter)]),
     "pfn_dax_create": (ctypes.c_void_p, [ctypes.c_void_p, c_u64]),
+    "pfn_dax_create_span": (ctypes.c_void_p, [ctypes.c_void_p, c_u64, c_u64]),
     "pfn_dax_destroy": (ctypes.c_int, [ctypes.c_void_p]),
     "pfn_dax_kill": (ctypes.c_int, [ctypes.c_void_p]),
     "pfn_dax_alive": (ctypes.c_int, [ctypes.c_void_p]),

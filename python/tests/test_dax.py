@@ -141,3 +141,72 @@ def test_errors(dax_env):
     assert d.alive
     d.close()
     d.close()
+
+
+@pytest.fixture
+def span_env(tmp_path_factory):
+    """Three files of 2, 3 and 1 pages registered physically back to back from SPAN (each
+    its own mapping, so not one virtual run); yields (device, [(mapping, path, offset)])."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else str(tmp_path_factory.mktemp("pmem"))
+    stem = os.path.join(base, f"libpfn-pytest-dax-span-{os.getpid()}-{time.monotonic_ns()}")
+    paths = [f"{stem}.{i}" for i in range(3)]
+    try:
+        maps = [pfn.PmemFile(p, n * PAGE, create=True) for p, n in zip(paths, (2, 3, 1))]
+        try:
+            with pfn.Device("span") as dev:
+                parts, at = [], 0
+                for m, p in zip(maps, paths):
+                    dev.register_pmem(m, SPAN + at)
+                    parts.append((m, p, at))
+                    at += m.size
+                yield dev, parts
+        finally:
+            for m in maps:
+                m.close()
+    finally:
+        for p in paths:
+            if os.path.exists(p):
+                os.unlink(p)
+
+
+SPAN = 9 << 40
+
+
+def test_span_reads_and_writes_across_ranges(span_env):
+    dev, parts = span_env
+    size = 6 * PAGE
+    with pfn.Dax(dev, SPAN, size) as d:
+        assert d.pages == 6 and d.size == size
+        data = bytes((i * 13 + 5) & 0xFF for i in range(size))
+        assert d.write(0, data) == size
+        for m, path, off in parts:
+            assert file_bytes(path, 0, m.size) == data[off:off + m.size]
+        assert d.read(0, size + 10) == data
+        # Across both boundaries in one call.
+        assert d.zero(2 * PAGE - 5, 3 * PAGE + 10) == 3 * PAGE + 10
+        model = bytearray(data)
+        model[2 * PAGE - 5:5 * PAGE + 5] = bytes(3 * PAGE + 10)
+        assert d.read(0, size) == bytes(model)
+        with pfn.read_section():
+            assert d.direct_access(2, 10)[0] == 3  # to the end of the middle range
+            assert d.direct_access(5, 10)[0] == 1
+        # The middle range goes: its bytes fail, the others still serve.
+        dev.unregister(SPAN + 2 * PAGE)
+        assert d.read(0, size) == bytes(model[:2 * PAGE])
+        with pytest.raises(OSError) as e:
+            d.read(3 * PAGE, 1)
+        assert e.value.errno == errno.ENXIO
+        assert d.write(5 * PAGE, b"last") == 4
+        assert file_bytes(parts[2][1], 0, 4) == b"last"
+
+
+def test_span_errors(span_env):
+    dev, parts = span_env
+    for size in (0, PAGE + 1, 3 * PAGE, 7 * PAGE):
+        with pytest.raises(OSError) as e:
+            pfn.Dax(dev, SPAN, size)
+        assert e.value.errno == errno.EINVAL
+    with pytest.raises(FileNotFoundError):
+        pfn.Dax(dev, SPAN + PAGE, 2 * PAGE)
+    with pfn.Dax(dev, SPAN, 2 * PAGE) as one:
+        assert one.pages == 2

@@ -11,7 +11,9 @@
  *     checked against a model and against the file read with pread.
  *  5. a device over four ranges in four separately mapped files (pfn_dax_create_span):
  *     random I/O across the range boundaries against a model and each file; the second range
- *     unregistered: its bytes fail with ENXIO, the others still serve.
+ *     unregistered while another thread reads the whole span (each read whole, or stopped
+ *     exactly where the range begins; stopped there once the unregister returned), then its
+ *     bytes fail with ENXIO, the others still serve.
  * Orderings are flags the threads publish and states the library shows (pfn_dax_alive, a
  * thread asleep in the kill), never sleeps; nothing is timed. */
 #define _GNU_SOURCE
@@ -362,6 +364,47 @@ static int span_file_equals(const struct span_file *f, const unsigned char *mode
     return ok;
 }
 
+/* A reader looping over the whole span while the main thread unregisters its second range:
+ * every count is the whole span, or stops inside or at the start of that range (a read in
+ * flight may have copied some of its 256 KiB chunks), with the right bytes; once the
+ * unregister has returned, every read stops exactly where the range begins. */
+struct span_reader {
+    pfn_dax *dax;
+    const unsigned char *model;
+    uint64_t total, cut, cut_end; /* the second range: cut .. cut_end */
+    atomic_int started, unregistered, stop;
+    int bad, full, short_, after;
+};
+
+static void *span_read_loop(void *arg)
+{
+    struct span_reader *r = arg;
+    unsigned char *out = malloc(r->total);
+    REQUIRE(out != NULL);
+    for (int round = 0;; round++) {
+        int after = atomic_load(&r->unregistered);
+        int64_t n = pfn_dax_read(r->dax, 0, out, r->total);
+        if (n == (int64_t)r->total && !after)
+            r->full++;
+        else if (n == (int64_t)r->cut)
+            r->short_++;
+        else if (!after && n > (int64_t)r->cut && n < (int64_t)r->cut_end)
+            r->short_++; /* chunks of the range copied before the unregister began */
+        else
+            r->bad++;
+        if (n > 0 && memcmp(out, r->model, (size_t)n) != 0)
+            r->bad++;
+        if (after)
+            r->after++;
+        if (round == 0)
+            atomic_store(&r->started, 1);
+        if (atomic_load(&r->stop))
+            break;
+    }
+    free(out);
+    return NULL;
+}
+
 static void span_io(int ops)
 {
     struct span_file f[SPAN_PARTS];
@@ -448,8 +491,23 @@ static void span_io(int ops)
         }
     }
 
-    /* The second range goes (as its driver would release one registration). */
+    /* The second range goes (as its driver would release one registration) while another
+     * thread reads the whole span in a loop. */
+    struct span_reader rd = {.dax = dax, .model = model, .total = total, .cut = f[1].off,
+                          .cut_end = f[2].off};
+    pthread_t reader;
+    REQUIRE(pthread_create(&reader, NULL, span_read_loop, &rd) == 0);
+    wait_flag(&rd.started);
     CHECK_EQ(pfn_unregister_range(sdev, SPAN_PHYS + f[1].off), 0);
+    atomic_store(&rd.unregistered, 1);
+    while (rd.after < 3)
+        pause_briefly();
+    atomic_store(&rd.stop, 1);
+    pthread_join(reader, NULL);
+    CHECK_EQ(rd.bad, 0);
+    CHECK(rd.full >= 1);
+    CHECK(rd.after >= 3);
+    printf("int_dax: span reads during the unregister: %d whole, %d short\n", rd.full, rd.short_);
     uint64_t lo = f[1].off, hi = f[2].off; /* its bytes */
     CHECK_EQ(pfn_dax_alive(dax), 1);
     CHECK_EQ(pfn_dax_read(dax, 0, out, total), lo);           /* stops where it was */

@@ -700,4 +700,23 @@ mod tests {
         }
         drop(sp.bufs);
     }
+
+    #[test]
+    fn span_reports_each_ranges_own_flags() {
+        let fx = fixture(3, 0x7700_0000_0000);
+        let dev = Device::new().unwrap();
+        let s = 0x7700_1000_0000;
+        dev.register_with(s, s + PAGE_SIZE - 1, fx.base + 2 * PAGE_SIZE as usize, DEV)
+            .unwrap();
+        dev.register_with(s + PAGE_SIZE, s + 3 * PAGE_SIZE - 1, fx.base, DEV | MAP)
+            .unwrap();
+        let dax = DaxDev::span(&dev, s, 3 * PAGE_SIZE).unwrap();
+        let a = in_section(|| dax.direct_access(0, 3)).unwrap();
+        assert_eq!((a.pages, a.pfn.flags()), (1, DEV));
+        let a = in_section(|| dax.direct_access(1, 3)).unwrap();
+        assert_eq!((a.pages, a.addr, a.pfn.flags()), (2, fx.base, DEV | MAP));
+        assert_eq!(a.pfn, Pfn::new((s >> PAGE_SHIFT) + 1, DEV | MAP));
+        drop(dev);
+        drop(fx);
+    }
 }

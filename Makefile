@@ -58,7 +58,7 @@ endif
 .PHONY: all help deps deps-demo lib demo test clean install install-strip uninstall \
         lint cargo-test header-check header-names rust-version c-test check-cxx check-sanitizers \
         check-asan check-valgrind check-examples check-demo-deps check-python check-install \
-        bench bench-check bench-persist bench-chase bench-grace bench-sg bench-pages
+        bench bench-check bench-persist bench-chase bench-grace bench-sg bench-pages bench-dax
 
 all: lib
 
@@ -74,7 +74,8 @@ help:
 	@echo '  make install-strip the same, with the libraries stripped (about 5 MB -> 0.4 MB)'
 	@echo '  make uninstall     remove what install installed (same variables)'
 	@echo '  make bench         the benchmarks (QUICK=1: under a minute); results in bench/results/'
-	@echo '                     (parts alone: make bench-persist, make bench-sg, make bench-pages)'
+	@echo '                     (parts alone: make bench-persist, make bench-sg, make bench-pages,'
+	@echo '                     make bench-dax, make bench-chase, make bench-grace)'
 	@echo '  make clean         remove target/ and build/ (with build/venv)'
 	@echo 'Parts of make test: lint cargo-test header-check rust-version c-test check-cxx'
 	@echo '  check-asan check-valgrind check-sanitizers check-examples check-demo-deps'
@@ -146,8 +147,9 @@ CXX_TESTS := api_encoding int_section api_sg
 FENCE_TESTS := int_threads stress_churn
 # The churn stress runs once more with 64 kmap readers on this 2-CPU machine.
 CROWD_TESTS := stress_churn
-# The durability, truncation and scatterlist tests run once more with every mapping in flush mode.
-FLUSH_TESTS := int_durability int_truncate int_sg
+# The durability, truncation, scatterlist and DAX tests run once more with every mapping in
+# flush mode.
+FLUSH_TESTS := int_durability int_truncate int_sg int_dax
 # Tests that bring their own malloc (allocation-failure injection) cannot run under ASan or
 # valgrind, which bring theirs.
 OWN_MALLOC_TESTS := int_oom int_free_race int_sg_oom
@@ -166,7 +168,7 @@ DEMO_DEPS_TESTS := demo-deps
 PYTHON_TESTS   := python/tree python/installed
 INSTALL_TESTS  := install
 BENCH_TESTS    := bench-verify bench-verify-persist bench-verify-chase bench-verify-sg \
-                  bench-verify-pages
+                  bench-verify-pages bench-verify-dax
 TESTS := $(LINT_TESTS) $(RUST_TESTS) $(C_RUNS) $(CXX_RUNS) $(ASAN_RUNS) $(VALGRIND_RUNS) \
          $(EXAMPLE_TESTS) $(DEMO_DEPS_TESTS) $(PYTHON_TESTS) $(INSTALL_TESTS) $(BENCH_TESTS)
 runs = $(addprefix run/,$(1))
@@ -259,6 +261,8 @@ run/bench-verify-sg: $(OUT)/bench/sg
 	$(RUN) $(@:run/%=%) ./$(OUT)/bench/sg --verify
 run/bench-verify-pages: $(OUT)/bench/pages
 	$(RUN) $(@:run/%=%) ./$(OUT)/bench/pages --verify
+run/bench-verify-dax: $(OUT)/bench/dax
+	$(RUN) $(@:run/%=%) ./$(OUT)/bench/dax --verify
 
 # Parts of `make test`, each ending with its own count.
 lint: $(call runs,$(LINT_TESTS))
@@ -382,8 +386,14 @@ $(BENCH_OUT)/pages: bench/pages.c bench/floor.h include/pfn.h $(BENCH_OUT)/libpf
 	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -Ibench -o $@ bench/pages.c \
 		-L$(BENCH_OUT) -lpfnfloor -L$(LIBDIR) -lpfn -lpthread $(BENCH_RPATH)
 
+# DAX devices: direct_access, and reads and writes against memcpy of the same bytes.
+$(BENCH_OUT)/dax: bench/dax.c include/pfn.h $(SHARED)
+	@mkdir -p $(@D)
+	$(say) CC $@
+	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -o $@ bench/dax.c -L$(LIBDIR) -lpfn $(BENCH_RPATH)
+
 # QUICK=1: a run of under a minute. The results go to bench/results/.
-bench: lib $(BENCH_OUT)/bench bench-persist bench-chase bench-grace bench-sg bench-pages
+bench: lib $(BENCH_OUT)/bench bench-persist bench-chase bench-grace bench-sg bench-pages bench-dax
 	@mkdir -p bench/results
 	./$(BENCH_OUT)/bench $(if $(QUICK),--quick) --out bench/results
 	@bash bench/callgrind.sh $(BENCH_OUT)/bench bench/results $(if $(QUICK),quick)
@@ -416,6 +426,13 @@ bench-pages: lib $(BENCH_OUT)/pages
 bench-sg: lib $(BENCH_OUT)/sg
 	@mkdir -p bench/results
 	./$(BENCH_OUT)/sg $(if $(QUICK),--quick) --out bench/results
+
+# The DAX part alone, in the default (msync on tmpfs) and the flush mode (about 10 s; QUICK=1:
+# about 3 s). Results: bench/results/dax-page.csv and dax-cache_line.csv.
+bench-dax: lib $(BENCH_OUT)/dax
+	@mkdir -p bench/results
+	./$(BENCH_OUT)/dax $(if $(QUICK),--quick) --out bench/results
+	PFN_FORCE_GRANULARITY=cache_line ./$(BENCH_OUT)/dax $(if $(QUICK),--quick) --out bench/results
 
 clean:
 	$(CARGO) clean

@@ -303,6 +303,79 @@ static void *nesting_limit(void *arg)
     return NULL;
 }
 
+/* DAX devices (issue 11): pfn_dax_create fails cleanly at each of its allocations; once the
+ * device exists, direct_access, reads, writes, zeroes and kill allocate nothing. */
+static void dax_calls(void)
+{
+    int fails = 0;
+    pfn_dax *dax = NULL;
+    EACH_ALLOCATION("pfn_dax_create", fails, (errno = 0, dax = pfn_dax_create(dev, PHYS)) != NULL,
+                    errno == ENOMEM);
+    CHECK(dax != NULL);
+    CHECK(fails >= 1);
+    printf("int_oom: pfn_dax_create failed cleanly at %d allocations\n", fails);
+    char buf[3 * PAGE];
+    memset(buf, 0x3C, sizeof buf);
+    oom_fail_at(0); /* the next allocation fails: there must be none */
+    int ok = pfn_dax_write(dax, PAGE - 5, buf, sizeof buf) == (int64_t)sizeof buf;
+    ok &= pfn_dax_read(dax, 10, buf, sizeof buf) == (int64_t)sizeof buf;
+    ok &= pfn_dax_zero(dax, 0, PAGE) == (int64_t)PAGE;
+    pfn_section s = pfn_read_lock();
+    void *k = NULL;
+    ok &= pfn_dax_direct_access(dax, 1, 4, &k, NULL) == 4 && k == base + PAGE;
+    pfn_read_unlock();
+    (void)s;
+    ok &= pfn_dax_alive(dax) == 1 && pfn_dax_kill(dax) == 0 && pfn_dax_alive(dax) == 0;
+    int allocated = oom_injected();
+    oom_disarm();
+    CHECK(ok);
+    CHECK(!allocated);
+    CHECK_EQ(pfn_dax_destroy(dax), 0);
+}
+
+/* A DAX device over five one-page ranges scattered in the mapping (pfn_dax_create_span):
+ * creation fails cleanly at each of its allocations (the list of ranges grows past its first
+ * capacity, and the handle); I/O across the ranges, direct_access and kill allocate nothing. */
+#define SPAN_PHYS (PHYS + (1ull << 39))
+#define SPAN_N 5
+static void dax_span_calls(void)
+{
+    for (uint64_t i = 0; i < SPAN_N; i++) {
+        pfn_resource r = {SPAN_PHYS + i * PAGE, SPAN_PHYS + (i + 1) * PAGE - 1, NULL};
+        /* Pages 300, 298, ..., 292 of the mapping: physically ascending, virtually descending
+         * with holes. */
+        REQUIRE(devm_register_kmap_pfn_range(dev, &r, base + (300 - 2 * i) * PAGE) == 0);
+    }
+    int fails = 0;
+    pfn_dax *dax = NULL;
+    EACH_ALLOCATION("pfn_dax_create_span", fails,
+                    (errno = 0, dax = pfn_dax_create_span(dev, SPAN_PHYS, SPAN_N * PAGE)) != NULL,
+                    errno == ENOMEM);
+    CHECK(dax != NULL);
+    CHECK(fails >= 2);
+    printf("int_oom: pfn_dax_create_span (%d ranges) failed cleanly at %d allocations\n",
+           SPAN_N, fails);
+    char buf[3 * PAGE];
+    memset(buf, 0x5A, sizeof buf);
+    oom_fail_at(0); /* the next allocation fails: there must be none */
+    int ok = pfn_dax_write(dax, PAGE - 5, buf, sizeof buf) == (int64_t)sizeof buf;
+    ok &= pfn_dax_read(dax, 10, buf, sizeof buf) == (int64_t)sizeof buf;
+    ok &= pfn_dax_zero(dax, PAGE / 2, 3 * PAGE) == (int64_t)(3 * PAGE);
+    pfn_section s = pfn_read_lock();
+    void *k = NULL;
+    ok &= pfn_dax_direct_access(dax, 4, 4, &k, NULL) == 1 && k == base + 292 * PAGE;
+    pfn_read_unlock();
+    (void)s;
+    ok &= pfn_dax_kill(dax) == 0 && pfn_dax_alive(dax) == 0;
+    int allocated = oom_injected();
+    oom_disarm();
+    CHECK(ok);
+    CHECK(!allocated);
+    CHECK_EQ(pfn_dax_destroy(dax), 0);
+    for (uint64_t i = 0; i < SPAN_N; i++)
+        CHECK_EQ(pfn_unregister_range(dev, SPAN_PHYS + i * PAGE), 0);
+}
+
 int main(void)
 {
     alarm(120); /* a deadlock fails the test instead of hanging it */
@@ -369,6 +442,9 @@ int main(void)
     CHECK(fails >= 1);
     CHECK_EQ(pfn_pmem_unmap(m2), 0);
     printf("int_oom: pfn_pmem_map failed cleanly at %d allocations\n", fails);
+
+    dax_calls();
+    dax_span_calls();
 
     CHECK_EQ(pfn_device_free(dev), 0);
     CHECK_EQ(pfn_pmem_unmap(m), 0);

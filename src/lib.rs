@@ -8,9 +8,11 @@
 //! `persist` (CPU-cache flushing and non-temporal copies), `dax` (device-DAX sysfs). Above
 //! them `rcu` (readers and grace periods), then `space` (devices, ranges, translation),
 //! `pagemaps` and `pmem` (mapped files), `sg` (scatterlists: copies and iovecs through
-//! translated extents); `fork` ties the core's locks to fork().
+//! translated extents), `daxdev` (DAX devices: direct_access and the I/O path over one
+//! range); `fork` ties the core's locks to fork().
 
 mod dax;
+pub mod daxdev;
 pub mod encoding;
 mod env;
 pub mod errmsg;

@@ -654,6 +654,33 @@ fn closing(base: usize, bytes: u64) -> Error {
     )
 }
 
+/// A registered range as [`Device::range_at`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeInfo {
+    /// Its first frame as registered (before a memmap kept at its head).
+    pub phys_first: u64,
+    /// Its first translatable frame (after a memmap kept at its head).
+    pub first: u64,
+    pub pages: u64,
+    /// The address its first frame translates to.
+    pub base: usize,
+    /// The pfn_t flags it was registered with (what reverse translation reports).
+    pub flags: u64,
+}
+
+/// What holds a physical frame, as [`Device::range_holding`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// No range, live or being unregistered.
+    Nothing,
+    /// A live range of the device asked.
+    Mine(RangeInfo),
+    /// A live range of another device.
+    Other(RangeInfo),
+    /// A range being unregistered (of any device).
+    Retiring(RangeInfo),
+}
+
 /// An owner of ranges (the seed's `struct device`). Dropping it unregisters its ranges.
 #[derive(Debug)]
 pub struct Device {
@@ -985,6 +1012,66 @@ impl Device {
             st.device_mut(self.slot).orphan = true;
         }
         Ok(())
+    }
+
+    /// The live range this device registered at physical `start`, as registered (for objects
+    /// that wrap one range, like a DAX device).
+    ///
+    /// Errors: `Invalid` when the device has been freed; `NotFound` when it has no live range
+    /// starting at `start` (none, or one being unregistered).
+    pub fn range_at(&self, start: u64) -> Result<RangeInfo> {
+        let st = state();
+        st.device(self)?;
+        (start & (PAGE_SIZE - 1) == 0)
+            .then(|| st.phys_floor(start >> PAGE_SHIFT))
+            .flatten()
+            .map(|i| st.rec(i))
+            .filter(|r| {
+                r.phys_first == start >> PAGE_SHIFT && r.device == self.slot && r.state == LIVE
+            })
+            .map(|r| RangeInfo {
+                phys_first: r.phys_first,
+                first: r.fwd.first,
+                pages: r.fwd.last - r.fwd.first + 1,
+                base: r.fwd.target,
+                flags: r.rev.flags,
+            })
+            .ok_or_else(|| {
+                errmsg::with(
+                    Error::NotFound,
+                    format_args!("the device has no registered range at {start:#x}"),
+                )
+            })
+    }
+
+    /// The range (of any device, live or being unregistered) that holds frame `pfn`, for
+    /// objects that wrap a run of ranges, like a DAX device over several.
+    ///
+    /// Errors: `Invalid` when this device has been freed.
+    pub fn range_holding(&self, pfn: u64) -> Result<Holder> {
+        let st = state();
+        st.device(self)?;
+        let Some(r) = st
+            .phys_floor(pfn)
+            .map(|i| st.rec(i))
+            .filter(|r| r.fwd.last >= pfn)
+        else {
+            return Ok(Holder::Nothing);
+        };
+        let info = RangeInfo {
+            phys_first: r.phys_first,
+            first: r.fwd.first,
+            pages: r.fwd.last - r.fwd.first + 1,
+            base: r.fwd.target,
+            flags: r.rev.flags,
+        };
+        Ok(if r.state != LIVE {
+            Holder::Retiring(info)
+        } else if r.device == self.slot {
+            Holder::Mine(info)
+        } else {
+            Holder::Other(info)
+        })
     }
 
     /// Number of live ranges this device has registered.

@@ -9,7 +9,8 @@
         m.persist()
 
 Open the mapping first and the device second, as above: leaving the `with` closes them in
-reverse order, the device (unregistering its ranges) before the mapping under them.
+reverse order, the device (unregistering its ranges) before the mapping under them. A `Dax`
+over a device's range is opened after the device, so it is destroyed first.
 
 Errors the C library reports are OSError with its errno (FileNotFoundError and the other
 OSError subclasses where Python has one). Wrong arguments are TypeError, ValueError or
@@ -44,7 +45,7 @@ __all__ = [
     "virt_to_phys", "thread_init", "errormsg", "version", "library", "library_file",
     "__version__",
     "GRANULARITY_BYTE", "GRANULARITY_CACHE_LINE", "GRANULARITY_PAGE", "persist",
-    "flush_method", "movnt_method", "LABEL_SIZE", "ScatterList",
+    "flush_method", "movnt_method", "LABEL_SIZE", "ScatterList", "Dax",
     "MEMMAP_DRAM", "MEMMAP_IN_RANGE", "PAGE_BYTES", "PAGE_FLAGS_USER", "Page", "Pin",
     "pfn_to_page", "pfn_to_virt", "memmap_reserved_bytes", "memmap_usage", "pin",
     "pin_waiters",
@@ -525,6 +526,137 @@ class Device(_Handle):
         them, and frees it. OSError EDEADLK (and the device stays open) when this thread holds
         a kmap or read section."""
         super().close()
+
+    def _close_hint(self, err):
+        if err == _errno.EDEADLK:
+            return "this thread holds a kmap or read section: end it first"
+        return None
+
+
+class Dax(_Handle):
+    """A DAX device over the range `device` registered at physical `start` (C's pfn_dax), or
+    over a physically contiguous run of its ranges (`size`): exposed by page offset, read
+    and written at byte offsets, across pages and ranges.
+
+    read/readinto/write/zero work at any byte offset, crossing pages, and return short counts
+    at the device's end like os.pread/os.pwrite; writes and zeroes are durable when they
+    return. direct_access must run inside `with pfn.read_section():` (as the kernel's needs
+    dax_read_lock). kill() makes every later access fail (OSError ENXIO) and waits for the
+    read sections in flight; close() kills and frees it. Open it after its Device, so that a
+    `with` destroys it first."""
+
+    _free = "pfn_dax_destroy"
+    _exit_order = -1
+
+    def __init__(self, device, start, size=None):
+        """Wraps the range `device` (a pfn.Device) registered at physical `start`, or with
+        `size`, the physically contiguous run of its ranges that covers start .. start + size
+        exactly (C's pfn_dax_create_span; the ranges may lie anywhere in virtual memory):
+        FileNotFoundError (ENOENT) when it has no range at `start`; OSError EINVAL when
+        `size` is 0 or not a multiple of PAGE_SIZE, or the ranges leave a gap, belong to
+        another device or end elsewhere than start + size."""
+        if not isinstance(device, Device):
+            raise TypeError(f"device must be a pfn.Device, not {type(device).__name__}")
+        start = _u64(start, "start")
+        if size is None:
+            made = library().pfn_dax_create(device._live(), start)
+        else:
+            made = library().pfn_dax_create_span(device._live(), start, _u64(size, "size"))
+        self._adopt(_null_check(made, "Dax"))
+
+    @property
+    def pages(self):
+        """The pages the device exposes (offsets 0 .. pages - 1)."""
+        return _check(library().pfn_dax_pages(self._live()), "pages")
+
+    @property
+    def size(self):
+        """The bytes the device exposes."""
+        return self.pages * PAGE_SIZE
+
+    @property
+    def alive(self):
+        """False once kill() has begun."""
+        return bool(_check(library().pfn_dax_alive(self._live()), "alive"))
+
+    def kill(self):
+        """Makes every later access fail (ENXIO), then waits until no read section that could
+        have seen the device alive is open on any thread. OSError EDEADLK inside a read
+        section or kmap of this thread."""
+        _check(library().pfn_dax_kill(self._live()), "kill", self._close_hint(_errno.EDEADLK))
+
+    def direct_access(self, pgoff, nr_pages=1):
+        """(pages, addr, Pfn): how many pages from page offset `pgoff` are contiguous and
+        mapped (at most nr_pages), the first one's address (an int, valid until the
+        enclosing read section ends) and its Pfn (DEV, and MAP when the range has page
+        descriptors). Call inside `with pfn.read_section():`; outside one it is OSError EINVAL.
+        OSError ERANGE past the device's end, ENXIO once killed or its range is gone."""
+        pgoff = _u64(pgoff, "pgoff")
+        nr_pages = _u64(nr_pages, "nr_pages")
+        addr = ctypes.c_void_p()
+        frame = _pfn_t()
+        n = _check(library().pfn_dax_direct_access(self._live(), pgoff, nr_pages,
+                                                   ctypes.byref(addr), ctypes.byref(frame)),
+                   "direct_access")
+        return n, addr.value or 0, Pfn(frame.val)
+
+    def read(self, offset, length):
+        """Up to `length` bytes at byte `offset`, as bytes (fewer at the device's end; b""
+        at or after it)."""
+        offset = _u64(offset, "offset")
+        length = _u64(length, "length")
+        # The C call copies at most what lies before the device's end: the buffer needs no
+        # more (the full length still goes to C, which checks offset + length).
+        room = min(length, max(self.size - offset, 0))
+        buf = ctypes.create_string_buffer(max(room, 1))
+        n = _check(library().pfn_dax_read(self._live(), offset, buf, length), "read")
+        return buf.raw[:n]
+
+    def readinto(self, offset, buffer):
+        """Reads into `buffer` (a writable bytes-like object) from byte `offset`, as many
+        bytes as fit; returns how many (fewer at the device's end)."""
+        offset = _u64(offset, "offset")
+        view = _bytes_view(buffer, "buffer")
+        if view.readonly:
+            view.release()
+            raise TypeError("buffer must be writable")
+        try:
+            n = view.nbytes
+            if n == 0:
+                return _check(library().pfn_dax_read(self._live(), offset, None, 0), "readinto")
+            target = (ctypes.c_char * n).from_buffer(view)
+            try:
+                return _check(library().pfn_dax_read(self._live(), offset,
+                                                     ctypes.addressof(target), n), "readinto")
+            finally:
+                del target
+        finally:
+            view.release()
+
+    def write(self, offset, data):
+        """Writes `data` (any bytes-like object) at byte `offset`, durably; returns the bytes
+        written (fewer at the device's end, 0 at or after it)."""
+        offset = _u64(offset, "offset")
+        view = _bytes_view(data, "data")
+        try:
+            n = view.nbytes
+            if n == 0:
+                return _check(library().pfn_dax_write(self._live(), offset, None, 0), "write")
+            keep = view.tobytes() if view.readonly else (ctypes.c_char * n).from_buffer(view)
+            src = ctypes.cast(ctypes.c_char_p(keep), ctypes.c_void_p) if view.readonly \
+                else ctypes.addressof(keep)
+            try:
+                return _check(library().pfn_dax_write(self._live(), offset, src, n), "write")
+            finally:
+                del keep
+        finally:
+            view.release()
+
+    def zero(self, offset, length):
+        """Zeroes `length` bytes at byte `offset`, durably; returns the bytes zeroed."""
+        offset = _u64(offset, "offset")
+        length = _u64(length, "length")
+        return _check(library().pfn_dax_zero(self._live(), offset, length), "zero")
 
     def _close_hint(self, err):
         if err == _errno.EDEADLK:

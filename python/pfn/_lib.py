@@ -237,6 +237,18 @@ _SIGNATURES = {
     "pfn_sg_miter_next": (ctypes.c_int, [ctypes.POINTER(pfn_sg_miter)]),
     "pfn_sg_miter_skip": (ctypes.c_int, [ctypes.POINTER(pfn_sg_miter), c_u64]),
     "pfn_sg_miter_stop": (ctypes.c_int, [ctypes.POINTER(pfn_sg_miter)]),
+    "pfn_dax_create": (ctypes.c_void_p, [ctypes.c_void_p, c_u64]),
+    "pfn_dax_create_span": (ctypes.c_void_p, [ctypes.c_void_p, c_u64, c_u64]),
+    "pfn_dax_destroy": (ctypes.c_int, [ctypes.c_void_p]),
+    "pfn_dax_kill": (ctypes.c_int, [ctypes.c_void_p]),
+    "pfn_dax_alive": (ctypes.c_int, [ctypes.c_void_p]),
+    "pfn_dax_pages": (ctypes.c_int64, [ctypes.c_void_p]),
+    "pfn_dax_direct_access": (
+        ctypes.c_int64,
+        [ctypes.c_void_p, c_u64, c_u64, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(pfn_t)]),
+    "pfn_dax_read": (ctypes.c_int64, [ctypes.c_void_p, c_u64, ctypes.c_void_p, ctypes.c_size_t]),
+    "pfn_dax_write": (ctypes.c_int64, [ctypes.c_void_p, c_u64, ctypes.c_void_p, ctypes.c_size_t]),
+    "pfn_dax_zero": (ctypes.c_int64, [ctypes.c_void_p, c_u64, c_u64]),
     "pfn_sg_to_iovec": (
         ctypes.c_int,
         [ctypes.POINTER(pfn_section), _SG, ctypes.c_uint, c_u64, c_u64, ctypes.POINTER(iovec),

@@ -252,6 +252,7 @@ pub(crate) fn install_fork_handlers() {
     type Guards = Option<(
         std::sync::MutexGuard<'static, (u64, u64)>,
         std::sync::MutexGuard<'static, (u64, u64)>,
+        std::sync::MutexGuard<'static, (u64, u64)>,
     )>;
     struct Slot(UnsafeCell<Guards>);
     // SAFETY: only the forking thread touches it, between prepare and parent/child.
@@ -261,6 +262,7 @@ pub(crate) fn install_fork_handlers() {
         let g = (
             super::device::DEVICES.lock_for_fork(),
             super::pmem::MAPS.lock_for_fork(),
+            super::daxdev::DAXES.lock_for_fork(),
         );
         // SAFETY: see `Slot`.
         unsafe { *HELD.0.get() = Some(g) };

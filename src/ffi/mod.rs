@@ -7,6 +7,7 @@
 
 use std::ffi::c_int;
 
+pub mod daxdev;
 pub mod device;
 pub mod encoding;
 mod handles;

@@ -7,6 +7,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include "pfn.h"
@@ -274,6 +277,92 @@ static void pins_across_fork(void)
     CHECK_EQ(pfn_unregister_range(dev, PHYS), 0);
 }
 
+/* 7. The pinning thread while another call's unregister waits for its pin: unregistering again
+ * or freeing the device is -EDEADLK there (it would wait for itself), also in a fork child,
+ * where no unregister is waiting (the parent's waiter is not the child's). */
+static void own_pin_while_another_unregister_waits(void)
+{
+    reg();
+    pfn_dev_pagemap *p = pfn_pin(frame(4));
+    REQUIRE(p != NULL);
+    struct unregister_job j;
+    start_unregister(&j, false);
+    wait_for_waiter();
+    CHECK_EQ(pfn_unregister_range(dev, PHYS), -EDEADLK);
+    CHECK_EQ(pfn_device_free(dev), -EDEADLK);
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        int bad = 0;
+        bad |= (pfn_pin_waiters() != 0) << 0;
+        bad |= (pfn_unregister_range(dev, PHYS) != -EDEADLK) << 1;
+        bad |= (pfn_unpin(p) != 0) << 2;
+        /* The parent's unregister began it: here it is finished by this call. */
+        bad |= (pfn_unregister_range(dev, PHYS) != -ENOENT) << 3;
+        bad |= (pfn_pin_waiters() != 0) << 4;
+        _exit(bad);
+    }
+    int status = 0;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 0);
+    CHECK_EQ(atomic_load(&j.done), 0);
+    CHECK_EQ(pfn_unpin(p), 0);
+    pthread_join(j.thread, NULL);
+    CHECK_EQ(j.rc, 0);
+}
+
+/* 8. Threads that exit holding pins, released later elsewhere, do not make memory grow: the
+ * counters they leave behind are reused once their pins are released. Each round, K threads
+ * in turn pin and exit with the pin held; then all K pins are released. */
+#define K 100
+static pfn_dev_pagemap *churn_pins[K];
+static void *pin_once_and_exit(void *arg)
+{
+    churn_pins[(uintptr_t)arg] = pfn_pin(frame(6));
+    return NULL;
+}
+
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    REQUIRE(f != NULL);
+    long size = 0, resident = 0;
+    REQUIRE(fscanf(f, "%ld %ld", &size, &resident) == 2);
+    fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void exited_pinners_reuse_counters(void)
+{
+    reg();
+    const int rounds = getenv("PFN_TEST_QUICK") ? 4 : 20;
+    long before = 0;
+    for (int r = 0; r < rounds; r++) {
+        if (r == 1)
+            before = rss_kib(); /* after the first round's K sets of counters exist */
+        for (uintptr_t i = 0; i < K; i++) {
+            pthread_t t;
+            REQUIRE(pthread_create(&t, NULL, pin_once_and_exit, (void *)i) == 0);
+            pthread_join(t, NULL);
+            REQUIRE(churn_pins[i] != NULL);
+        }
+        for (int i = 0; i < K; i++)
+            CHECK_EQ(pfn_unpin(churn_pins[i]), 0);
+    }
+    long grown = rss_kib() - before;
+#ifdef __SANITIZE_ADDRESS__
+    grown = 0; /* AddressSanitizer keeps memory for every thread that exited */
+#endif
+    if (getenv("PFN_TEST_VERBOSE"))
+        fprintf(stderr, "int_pins: memory grew by %ld KiB over %d rounds of %d exited pinners\n",
+                grown, rounds - 1, K);
+    /* Without reuse each exited pinner kept about 24 KiB: 2,400 KiB a round. */
+    CHECK(grown < 2400L * (rounds - 1) / 4);
+    CHECK_EQ(pfn_unregister_range(dev, PHYS), 0);
+}
+
 int main(void)
 {
     check_watchdog("int_pins", 300);
@@ -287,6 +376,8 @@ int main(void)
     pin_of_a_cancelled_thread();
     unpin_in_a_signal_handler();
     pins_across_fork();
+    own_pin_while_another_unregister_waits();
+    exited_pinners_reuse_counters();
     CHECK_EQ(pfn_device_free(dev), 0);
     munmap(base, PAGES * PAGE);
     return check_report("int_pins");

@@ -658,14 +658,17 @@ int main(void)
             int rc = pfn_unregister_range(dev, phys_of(s, 0));
             if (rc == -EBUSY)
                 continue; /* a pin worker holds a page reference for a moment: try later */
-            fails += rc != 0;
+            if (rc != 0 && fails++ < 3)
+                fprintf(stderr, "stress_churn: unregister -> %d: %s\n", rc, pfn_errormsg());
             /* The grace period is over: unmap at once. A late reader would now fault. */
             fails += munmap(slots[s].mem, SLOT_PAGES * PAGE) != 0;
             slots[s].mem = NULL;
             check_work_add(&work[W_UNREGISTERED], 1);
         } else {
             slots[s].mem = make_range(s);
-            fails += register_slot(s, slots[s].mem) != 0;
+            int rr = register_slot(s, slots[s].mem);
+            if (rr != 0 && fails++ < 3)
+                fprintf(stderr, "stress_churn: register slot %d -> %d: %s\n", s, rr, pfn_errormsg());
             check_work_add(&work[W_REGISTERED], 1);
         }
         if ((++steps & 63) == 0) {

@@ -615,13 +615,17 @@ struct pfn_device *pfn_device_new(const char *name);
 
 /**
  * Unregisters every range of `dev` (waiting, once, until no kmap or section that could see
- * any of them is held by any thread), then frees `dev`. NULL is a no-op. When two calls free
- * the same device at once, one frees it and the other returns -EINVAL; a registration racing
- * with the free either completes before it (and is unregistered by it) or fails with -EINVAL.
+ * any of them is held by any thread, then until every pin of them is released), then frees
+ * `dev`. NULL is a no-op. When two calls free the same device at once, one frees it and the
+ * other returns -EINVAL; a registration racing with the free either completes before it (and
+ * is unregistered by it) or fails with -EINVAL.
  *
  * Returns 0; -EINVAL when `dev` is not a live device (already freed, or never one);
- * -EDEADLK when the calling thread holds a kmap or read section (it would wait for itself):
- * nothing is removed and `dev` stays valid; -ENOMEM / -EAGAIN as for a thread's first use.
+ * -EDEADLK when the calling thread holds a kmap or read section, or a pin it took of one of
+ * the device's ranges (also one being unregistered) that nobody released (it would wait for
+ * itself); -EBUSY when a page descriptor of one of its ranges has a nonzero reference count
+ * (pfn_get_page); on these errors nothing is removed and `dev` stays valid; -ENOMEM /
+ * -EAGAIN as for a thread's first use.
  * Not a cancellation point (cancellation is held off while it waits).
  */
 int pfn_device_free(struct pfn_device *dev);
@@ -675,13 +679,18 @@ int pfn_register_free(struct pfn_device *dev,
 
 /**
  * Unregisters the range that `dev` registered at physical address `start`. It disappears from
- * lookups at once; the call then waits until every kmap and read section that could see it
- * (on any thread) has ended, so when it returns the memory may be unmapped.
+ * lookups at once (new kmaps, lookups and pins miss it); the call then waits until every
+ * kmap and read section that could see it (on any thread) has ended, then until every pin of
+ * it (pfn_pin) has been released, however long that takes, so when it returns the memory
+ * may be unmapped.
  *
  * Returns 0, or -EINVAL when `dev` is not a live device; -ENOENT when `dev` has no range at
  * `start`, including one another call is unregistering (this call then returns only after
- * that call's grace period: the memory may be unmapped after either returns); -EDEADLK when
- * the calling thread holds a kmap or read section (nothing is removed).
+ * that call's grace period and the release of that range's pins: the memory may be unmapped
+ * after either returns); -EDEADLK when the calling thread holds a kmap or read section, or a
+ * pin it took of the range that nobody released (also when another call is unregistering
+ * it); -EBUSY when a page descriptor of the range has a nonzero reference count
+ * (pfn_get_page). On every error nothing is removed.
  * Not a cancellation point (cancellation is held off while it waits).
  */
 int pfn_unregister_range(struct pfn_device *dev, uint64_t start);
@@ -768,15 +777,19 @@ void pfn_reader_wake(void *reader);
  *   descriptors' flags and data are kept as the memory holds them (they persist with it);
  *   their reference counts are set to zero, which writes the reserved bytes.
  *
- * Reverse translation (pfn_virt_to_pfn_t) reports the range's frames with PFN_DEV | PFN_MAP,
- * and pfn_t_to_page finds the descriptor of a pfn_t carrying PFN_MAP (or no PFN_DEV).
+ * Reverse translation (pfn_virt_to_pfn_t) reports the range's frames with PFN_DEV | PFN_MAP
+ * (an address in the reserved head included: it names a frame of the range, which kmap and
+ * the lookups by pfn_t then refuse), and pfn_t_to_page finds the descriptor of a pfn_t carrying PFN_MAP (or no PFN_DEV).
  * Unregister as any range (pfn_unregister_range with `res->start`, or pfn_device_free).
  *
  * Returns 0, or:
  * -EINVAL: as devm_register_kmap_pfn_range, or `memmap` is neither value, or an in-range
  *          memmap would leave no frame to translate (a range of one frame);
  * -EBUSY:  as devm_register_kmap_pfn_range, or the in-range memmap's memory already holds
- *          another range's memmap (two ranges sharing memory);
+ *          another range's memmap (two in-range memmaps sharing memory). Other ranges may
+ *          share the memory of an in-range memmap, as ranges may share virtual memory in
+ *          general: a kmap through such a range then reads and writes the descriptors;
+ *          do not.
  * -ENOMEM.
  * Thread rules: any thread.
  *
@@ -826,7 +839,9 @@ struct pfn_page *__pfn_t_to_page(struct pfn_t pfn);
  *
  * Returns the pfn_t, or the value 0 (no frame has it: the flags are always set on success)
  * with errno EINVAL when `page` is NULL or no descriptor (also one inside a descriptor, or of
- * a range unregistered since); ENOMEM / EAGAIN as for a thread's first kmap.
+ * a range unregistered since, until its memory is used again: a pointer kept past the
+ * unregister may then name a descriptor of whatever memmap now lies there, as any stale
+ * pointer may); ENOMEM / EAGAIN as for a thread's first kmap.
  * Thread rules: any thread.
  */
 struct pfn_t pfn_page_to_pfn_t(const struct pfn_page *page);
@@ -890,6 +905,8 @@ int pfn_page_ref_count(const struct pfn_page *page);
  * frames they describe, the bytes the library mapped for PFN_MEMMAP_DRAM memmaps (16 per
  * frame, rounded up to whole pages per range) and the bytes PFN_MEMMAP_IN_RANGE memmaps take
  * at the head of their ranges. Bytes per frame is (*dram_bytes + *in_range_bytes) / *frames.
+ * Only live ranges count: the memmap of a range being unregistered (still answering calls by
+ * descriptor while its pins are held) is not included.
  *
  * Returns 0 (it cannot fail).
  * Thread rules: any thread; takes the registration lock briefly.
@@ -1101,7 +1118,8 @@ struct pfn_dev_pagemap *pfn_pin(struct pfn_t pfn);
 
 /**
  * As pfn_pin, and writes (when the call succeeds) the frame's address to `*addr` and its page
- * descriptor to `*page` (NULL when the range has no memmap), each when not NULL, found in the
+ * descriptor to `*page` (NULL when the range has no memmap, or when `pfn` has no page:
+ * PFN_DEV without PFN_MAP, as pfn_t_to_page), each when not NULL, found in the
  * same lookup as the pin: they stay valid for as long as the pin is held, even after an
  * unregister of the range has begun (from then on lookups by pfn, such as pfn_t_to_virt and
  * pfn_t_to_page, miss the range, pin or no pin). Storage code that holds a pin across I/O

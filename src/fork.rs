@@ -45,6 +45,7 @@ extern "C" fn parent() {
 
 extern "C" fn child() {
     rcu::after_fork_in_child();
+    crate::pin::after_fork_in_child();
     // SAFETY: see `Slot`.
     drop(unsafe { (*HELD.0.get()).take() });
 }

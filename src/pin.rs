@@ -23,13 +23,14 @@
 //! Counters outlive their thread (a pin is not thread-bound): a reader record keeps its
 //! directory when the thread exits and the record returns to the pool. The next thread to take
 //! the record adopts the directory when every counter in it is zero; otherwise the directory is
-//! set aside on an orphan list (still summed) and the new thread starts a fresh one. Memory is
-//! therefore bounded by the threads alive plus the threads that exited while a pin they took
-//! was still held.
+//! set aside on an orphan list (still summed) and the new thread starts with an orphan whose
+//! pins have all been released since (adopted in place: it stays on the list, marked), or a
+//! fresh one. Memory is therefore bounded by the threads alive plus the most directories ever
+//! orphaned with pins still held at once.
 
 use std::alloc::{alloc_zeroed, Layout};
 use std::ptr;
-use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use crate::errmsg;
 use crate::error::{Error, Result};
@@ -72,6 +73,9 @@ struct Dir {
     owner: AtomicU64,
     /// Orphan list link.
     next: AtomicPtr<Dir>,
+    /// On the orphan list but adopted by a thread again (counted through its record, not
+    /// through the list). Once on the list a directory stays there.
+    adopted: AtomicBool,
 }
 
 /// Directories of threads that exited with a pin still held; never freed.
@@ -117,23 +121,77 @@ fn claim_dir(r: &Reader) -> Option<&'static Dir> {
             return Some(old);
         }
     }
-    let d = alloc::<Dir>();
-    // SAFETY: fresh, or null.
-    let new = unsafe { d.as_ref() }?;
-    new.owner.store(me, Ordering::Relaxed);
-    let old = r.pins.swap(d as *mut u8, Ordering::AcqRel) as *mut Dir;
-    if !old.is_null() {
-        let mut head = ORPHANS.load(Ordering::Acquire);
-        loop {
-            // SAFETY: `old` is a directory, never freed; no one else links it.
-            unsafe { (*old).next.store(head, Ordering::Relaxed) };
-            match ORPHANS.compare_exchange(head, old, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break,
-                Err(h) => head = h,
-            }
+    // An orphan whose pins have all been released is adopted, so that threads that exit
+    // holding pins do not make memory grow: it stays on the list, marked adopted. It is
+    // counted by neither until `r.pins` holds it, but it holds no pin, and no pin of a range
+    // being waited for can be taken meanwhile (that range was unpublished before the wait).
+    let d = match adopt_orphan(r, me) {
+        Some(d) => d,
+        None => {
+            let d = alloc::<Dir>();
+            // SAFETY: fresh, or null.
+            unsafe { d.as_ref() }?.owner.store(me, Ordering::Relaxed);
+            d
+        }
+    };
+    // SAFETY: `d` is a directory (fresh or adopted), never freed.
+    let new = unsafe { &*d };
+    // The record's old directory holds pins (or it would have been kept above): from now on
+    // the orphan list counts it. It is listed before `r.pins` stops pointing at it (counted
+    // twice for a moment, never not at all).
+    let old = r.pins.load(Ordering::Acquire) as *mut Dir;
+    // SAFETY: directories are never freed.
+    if let Some(o) = unsafe { old.as_ref() } {
+        if o.adopted.load(Ordering::Acquire) {
+            // Already on the list.
+            o.adopted.store(false, Ordering::Release);
+        } else {
+            push_orphan(old);
         }
     }
+    r.pins.store(d as *mut u8, Ordering::Release);
     Some(new)
+}
+
+/// Takes an orphan directory whose counters are all zero for the thread of `r` (owner
+/// number `me`), when there is one.
+fn adopt_orphan(r: &Reader, me: u64) -> Option<*mut Dir> {
+    let mut o = ORPHANS.load(Ordering::Acquire);
+    // SAFETY: orphans are never freed.
+    while let Some(d) = unsafe { o.as_ref() } {
+        // Zero stays zero: an orphan has no owner thread to pin, and releases only lower it.
+        if !d.adopted.load(Ordering::Acquire)
+            && all_zero(d)
+            && d.adopted
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            d.owner.store(me, Ordering::Relaxed);
+            for c in &d.chunks {
+                // SAFETY: chunks are never freed.
+                if let Some(c) = unsafe { c.load(Ordering::Acquire).as_ref() } {
+                    c.owner
+                        .store(r as *const Reader as *mut Reader, Ordering::Release);
+                }
+            }
+            return Some(o);
+        }
+        o = d.next.load(Ordering::Acquire);
+    }
+    None
+}
+
+/// Puts `old` on the orphan list (once: a directory is never listed twice).
+fn push_orphan(old: *mut Dir) {
+    let mut head = ORPHANS.load(Ordering::Acquire);
+    loop {
+        // SAFETY: `old` is a directory, never freed; no one else links it.
+        unsafe { (*old).next.store(head, Ordering::Relaxed) };
+        match ORPHANS.compare_exchange(head, old, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => break,
+            Err(h) => head = h,
+        }
+    }
 }
 
 /// The counters of `slot` in `d` (the directory of `r`'s thread), allocating its chunk. None:
@@ -267,7 +325,11 @@ pub fn count(slot: u32) -> i64 {
     let mut o = ORPHANS.load(Ordering::Acquire);
     // SAFETY: orphans are never freed.
     while let Some(d) = unsafe { o.as_ref() } {
-        add(d);
+        // An adopted one is counted through its record (or, while it is being orphaned
+        // again, was un-adopted before the record let go of it).
+        if !d.adopted.load(Ordering::Acquire) {
+            add(d);
+        }
         o = d.next.load(Ordering::Acquire);
     }
     sum
@@ -305,6 +367,11 @@ pub fn wait_unpinned(slot: u32) {
         );
     }
     WAITERS.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// In a fork child: the only thread is the forking one, which waits for nothing.
+pub(crate) fn after_fork_in_child() {
+    WAITERS.store(0, Ordering::SeqCst);
 }
 
 /// Unregisters (and device frees) now waiting for pins to drop.

@@ -868,6 +868,8 @@ impl Device {
                     ))
                 }
                 Some(i) if st.rec(i).state == RETIRING => {
+                    // This call would wait for that one's pins too.
+                    check_no_own_pins(i)?;
                     had_memmap = st.rec(i).mm.memmap != 0;
                     (i, st.rec(i).retire_at, Err(Error::NotFound))
                 }
@@ -928,8 +930,9 @@ impl Device {
         let st = state();
         st.device(self)?;
         for i in st.device_ranges(self.slot) {
+            // A range being unregistered is waited for too: its pins count.
+            check_no_own_pins(i)?;
             if st.rec(i).state == LIVE {
-                check_no_own_pins(i)?;
                 check_no_page_refs(st.rec(i))?;
             }
         }
@@ -952,8 +955,8 @@ impl Device {
             st.device(self)?;
             if refuse {
                 for i in st.device_ranges(self.slot) {
+                    check_no_own_pins(i)?;
                     if st.rec(i).state == LIVE {
-                        check_no_own_pins(i)?;
                         check_no_page_refs(st.rec(i))?;
                     }
                 }

@@ -65,13 +65,17 @@ pub unsafe extern "C" fn pfn_device_new(name: *const c_char) -> *mut pfn_device 
 }
 
 /// Unregisters every range of `dev` (waiting, once, until no kmap or section that could see
-/// any of them is held by any thread), then frees `dev`. NULL is a no-op. When two calls free
-/// the same device at once, one frees it and the other returns -EINVAL; a registration racing
-/// with the free either completes before it (and is unregistered by it) or fails with -EINVAL.
+/// any of them is held by any thread, then until every pin of them is released), then frees
+/// `dev`. NULL is a no-op. When two calls free the same device at once, one frees it and the
+/// other returns -EINVAL; a registration racing with the free either completes before it (and
+/// is unregistered by it) or fails with -EINVAL.
 ///
 /// Returns 0; -EINVAL when `dev` is not a live device (already freed, or never one);
-/// -EDEADLK when the calling thread holds a kmap or read section (it would wait for itself):
-/// nothing is removed and `dev` stays valid; -ENOMEM / -EAGAIN as for a thread's first use.
+/// -EDEADLK when the calling thread holds a kmap or read section, or a pin it took of one of
+/// the device's ranges (also one being unregistered) that nobody released (it would wait for
+/// itself); -EBUSY when a page descriptor of one of its ranges has a nonzero reference count
+/// (pfn_get_page); on these errors nothing is removed and `dev` stays valid; -ENOMEM /
+/// -EAGAIN as for a thread's first use.
 /// Not a cancellation point (cancellation is held off while it waits).
 #[no_mangle]
 pub extern "C" fn pfn_device_free(dev: *mut pfn_device) -> c_int {
@@ -173,13 +177,18 @@ pub unsafe extern "C" fn pfn_register_free(
 }
 
 /// Unregisters the range that `dev` registered at physical address `start`. It disappears from
-/// lookups at once; the call then waits until every kmap and read section that could see it
-/// (on any thread) has ended, so when it returns the memory may be unmapped.
+/// lookups at once (new kmaps, lookups and pins miss it); the call then waits until every
+/// kmap and read section that could see it (on any thread) has ended, then until every pin of
+/// it (pfn_pin) has been released, however long that takes, so when it returns the memory
+/// may be unmapped.
 ///
 /// Returns 0, or -EINVAL when `dev` is not a live device; -ENOENT when `dev` has no range at
 /// `start`, including one another call is unregistering (this call then returns only after
-/// that call's grace period: the memory may be unmapped after either returns); -EDEADLK when
-/// the calling thread holds a kmap or read section (nothing is removed).
+/// that call's grace period and the release of that range's pins: the memory may be unmapped
+/// after either returns); -EDEADLK when the calling thread holds a kmap or read section, or a
+/// pin it took of the range that nobody released (also when another call is unregistering
+/// it); -EBUSY when a page descriptor of the range has a nonzero reference count
+/// (pfn_get_page). On every error nothing is removed.
 /// Not a cancellation point (cancellation is held off while it waits).
 #[no_mangle]
 pub extern "C" fn pfn_unregister_range(dev: *mut pfn_device, start: u64) -> c_int {

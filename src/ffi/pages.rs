@@ -80,15 +80,19 @@ fn placement(memmap: u32) -> Option<Placement> {
 ///   descriptors' flags and data are kept as the memory holds them (they persist with it);
 ///   their reference counts are set to zero, which writes the reserved bytes.
 ///
-/// Reverse translation (pfn_virt_to_pfn_t) reports the range's frames with PFN_DEV | PFN_MAP,
-/// and pfn_t_to_page finds the descriptor of a pfn_t carrying PFN_MAP (or no PFN_DEV).
+/// Reverse translation (pfn_virt_to_pfn_t) reports the range's frames with PFN_DEV | PFN_MAP
+/// (an address in the reserved head included: it names a frame of the range, which kmap and
+/// the lookups by pfn_t then refuse), and pfn_t_to_page finds the descriptor of a pfn_t carrying PFN_MAP (or no PFN_DEV).
 /// Unregister as any range (pfn_unregister_range with `res->start`, or pfn_device_free).
 ///
 /// Returns 0, or:
 /// -EINVAL: as devm_register_kmap_pfn_range, or `memmap` is neither value, or an in-range
 ///          memmap would leave no frame to translate (a range of one frame);
 /// -EBUSY:  as devm_register_kmap_pfn_range, or the in-range memmap's memory already holds
-///          another range's memmap (two ranges sharing memory);
+///          another range's memmap (two in-range memmaps sharing memory). Other ranges may
+///          share the memory of an in-range memmap, as ranges may share virtual memory in
+///          general: a kmap through such a range then reads and writes the descriptors;
+///          do not.
 /// -ENOMEM.
 /// Thread rules: any thread.
 ///
@@ -203,7 +207,9 @@ pub extern "C" fn __pfn_t_to_page(pfn: pfn_t) -> *mut pfn_page {
 ///
 /// Returns the pfn_t, or the value 0 (no frame has it: the flags are always set on success)
 /// with errno EINVAL when `page` is NULL or no descriptor (also one inside a descriptor, or of
-/// a range unregistered since); ENOMEM / EAGAIN as for a thread's first kmap.
+/// a range unregistered since, until its memory is used again: a pointer kept past the
+/// unregister may then name a descriptor of whatever memmap now lies there, as any stale
+/// pointer may); ENOMEM / EAGAIN as for a thread's first kmap.
 /// Thread rules: any thread.
 #[no_mangle]
 pub extern "C" fn pfn_page_to_pfn_t(page: *const pfn_page) -> pfn_t {
@@ -323,6 +329,8 @@ pub extern "C" fn pfn_page_ref_count(page: *const pfn_page) -> c_int {
 /// frames they describe, the bytes the library mapped for PFN_MEMMAP_DRAM memmaps (16 per
 /// frame, rounded up to whole pages per range) and the bytes PFN_MEMMAP_IN_RANGE memmaps take
 /// at the head of their ranges. Bytes per frame is (*dram_bytes + *in_range_bytes) / *frames.
+/// Only live ranges count: the memmap of a range being unregistered (still answering calls by
+/// descriptor while its pins are held) is not included.
 ///
 /// Returns 0 (it cannot fail).
 /// Thread rules: any thread; takes the registration lock briefly.

@@ -62,7 +62,8 @@ fn pin_slow(pfn: pfn_t) -> *mut pfn_dev_pagemap {
 }
 
 /// As pfn_pin, and writes (when the call succeeds) the frame's address to `*addr` and its page
-/// descriptor to `*page` (NULL when the range has no memmap), each when not NULL, found in the
+/// descriptor to `*page` (NULL when the range has no memmap, or when `pfn` has no page:
+/// PFN_DEV without PFN_MAP, as pfn_t_to_page), each when not NULL, found in the
 /// same lookup as the pin: they stay valid for as long as the pin is held, even after an
 /// unregister of the range has begun (from then on lookups by pfn, such as pfn_t_to_virt and
 /// pfn_t_to_page, miss the range, pin or no pin). Storage code that holds a pin across I/O
@@ -85,7 +86,13 @@ pub unsafe extern "C" fn pfn_pin_frame(
                     *addr = a as *mut c_void;
                 }
                 if let Some(page) = page.as_mut() {
-                    *page = pg as *mut pfn_page;
+                    // As pfn_t_to_page: a pfn_t that says it has no page finds none.
+                    let pfn: crate::encoding::Pfn = pfn.into();
+                    *page = if pfn.has_page() {
+                        pg as *mut pfn_page
+                    } else {
+                        ptr::null_mut()
+                    };
                 }
                 p as *const pin::Cell as *mut pfn_dev_pagemap
             }

@@ -69,7 +69,10 @@ static void expected(const struct path *p, const char **flush, const char **movn
              : __builtin_cpu_supports("avx512f") && !no512 ? "avx512f"
              : __builtin_cpu_supports("avx2") && !path_sets(p, "PFN_NO_AVX2") ? "avx2"
              : "sse2";
-    *threshold = 64;
+    unsigned v0, vb, vc, vd;
+    int intel = __get_cpuid(0, &v0, &vb, &vc, &vd) && vb == 0x756e6547 && vd == 0x49656e69 &&
+                vc == 0x6c65746e; /* GenuineIntel */
+    *threshold = intel ? 1024 : 64;
     for (int i = 0; p->env[i]; i++)
         if (!strncmp(p->env[i], "PFN_MOVNT_THRESHOLD=", 20))
             *threshold = strtoull(p->env[i] + 20, NULL, 10);

@@ -236,28 +236,24 @@ impl State {
             .filter(|&i| self.rec(i).fwd.last >= first)
     }
 
-    /// Calls `f` for every range (live or retiring) whose virtual pages meet `lo..=hi`.
-    fn va_overlaps(&self, lo: u64, hi: u64, f: &mut dyn FnMut(u32)) {
-        fn walk(s: &State, t: u32, lo: u64, hi: u64, f: &mut dyn FnMut(u32)) {
+    /// Calls `f` for every range (live or retiring) whose virtual pages meet `lo..=hi`, in
+    /// order of their first page, until `f` returns true (then stops and returns true).
+    fn va_overlaps(&self, lo: u64, hi: u64, f: &mut dyn FnMut(u32) -> bool) -> bool {
+        fn walk(s: &State, t: u32, lo: u64, hi: u64, f: &mut dyn FnMut(u32) -> bool) -> bool {
             if t == NIL || s.rec(t).va_max_last < lo {
-                return;
+                return false;
             }
             let r = s.rec(t);
-            walk(s, r.va.left, lo, hi, f);
-            if r.rev.first <= hi {
-                if r.rev.last >= lo {
-                    f(t);
-                }
-                walk(s, r.va.right, lo, hi, f);
+            if walk(s, r.va.left, lo, hi, f) {
+                return true;
             }
+            r.rev.first <= hi && ((r.rev.last >= lo && f(t)) || walk(s, r.va.right, lo, hi, f))
         }
-        walk(self, self.va_root, lo, hi, f);
+        walk(self, self.va_root, lo, hi, f)
     }
 
     fn va_busy(&self, lo: u64, hi: u64) -> bool {
-        let mut any = false;
-        self.va_overlaps(lo, hi, &mut |_| any = true);
-        any
+        self.va_overlaps(lo, hi, &mut |_| true)
     }
 
     /// True when `b` starts where `a` ends, physically and virtually.
@@ -403,9 +399,17 @@ impl State {
         let ranges = &self.ranges;
         self.va_overlaps(lo, hi, &mut |j| {
             let r = ranges.get(j);
-            if r.state == LIVE && REVERSE.insert(&r.rev).is_err() {
-                failed = true;
+            if r.state != LIVE {
+                return false;
             }
+            if REVERSE.insert(&r.rev).is_err() {
+                failed = true;
+                return false;
+            }
+            // A range that covers all of `lo..=hi` fills it: the others would add nothing
+            // (an insert fills only what no range holds). Without this stop, unregistering
+            // one of N ranges that share memory cost O(N).
+            r.rev.first <= lo && r.rev.last >= hi
         });
         // A refill of everything clears the flag; a partial one only sets it.
         self.reverse_incomplete |= failed;
@@ -1266,7 +1270,8 @@ pub fn begin_unmap(id: &MappingId) -> Result<()> {
     );
     let mut user = None;
     st.va_overlaps(lo, hi, &mut |i| {
-        user.get_or_insert(i);
+        user = Some(i);
+        true
     });
     if let Some(i) = user {
         let r = st.rec(i);

@@ -340,8 +340,9 @@ pub extern "C" fn pfn_movnt_method() -> *const c_char {
 }
 
 /// Copies and sets of at least this many bytes write their whole cache lines with
-/// non-temporal stores (unless pfn_movnt_method is "none"): 64 (measured best here, see
-/// README), unless PFN_MOVNT_THRESHOLD (decimal bytes) says otherwise at load time.
+/// non-temporal stores (unless pfn_movnt_method is "none"): 1024 on Intel CPUs, 64 on others
+/// (each measured best on a host of that kind, see README), unless PFN_MOVNT_THRESHOLD
+/// (decimal bytes) says otherwise at load time.
 /// Async-signal-safe.
 #[no_mangle]
 pub extern "C" fn pfn_movnt_threshold() -> usize {

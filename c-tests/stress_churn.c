@@ -170,6 +170,10 @@ static int check_page(const char *a, uint64_t phys)
     return *(const volatile uint64_t *)a == (phys ^ MAGIC);
 }
 
+#define EXITERS 16
+static pthread_t exiters[EXITERS];
+static bool exiter_used[EXITERS];
+
 static void *hold_and_exit(void *arg)
 {
     uint64_t phys = (uint64_t)(uintptr_t)arg;
@@ -673,8 +677,14 @@ int main(void)
         }
         if ((++steps & 63) == 0) {
             pthread_t e;
+            /* At most EXITERS of them at once (joined in turn): valgrind, which runs one thread
+             * at a time, allows 500 threads, and detached ones could pile up there. */
+            size_t k = (size_t)(steps >> 6) % EXITERS;
+            if (exiter_used[k])
+                pthread_join(exiters[k], NULL);
             REQUIRE(pthread_create(&e, NULL, hold_and_exit, (void *)(uintptr_t)phys_of(s, 2)) == 0);
-            pthread_detach(e);
+            exiters[k] = e;
+            exiter_used[k] = true;
         }
     }
     double seconds = check_seconds_since(&run.start);
@@ -688,6 +698,9 @@ int main(void)
     pthread_join(others[4], NULL);
     pthread_join(others[5], NULL);
     pthread_join(others[6], NULL);
+    for (int k = 0; k < EXITERS; k++)
+        if (exiter_used[k])
+            pthread_join(exiters[k], NULL);
     struct held_pin *left = atomic_exchange(&pin_exchange, NULL);
     if (left)
         release_held(left);
@@ -697,7 +710,7 @@ int main(void)
     if (atomic_load(&bad_pattern))
         fprintf(stderr, "stress_churn: the first bad read was seen at line %d\n", atomic_load(&bad_line));
     check_run_done(&run);
-    /* Teardown with detached exiting threads possibly still around: it waits for them. */
+    /* Teardown: every exiting thread has been joined, so this frees at once. */
     CHECK_EQ(pfn_device_free(dev), 0);
     for (int s = 0; s < SLOTS; s++)
         if (slots[s].mem)

@@ -427,7 +427,11 @@ impl State {
             let next = self.rec(i).retire_next;
             // A range stays until its pins drop (an unregister that did not wait for them:
             // a device freed on a thread that was reading).
-            if rcu::completed(self.rec(i).retire_at) && pin::count(i) == 0 && self.rec(i).mm_live {
+            // Decided once: the grace period can end and pins can drop between two looks,
+            // and a range whose memmap is still in its table must never be forgotten (its
+            // DRAM memmap would be unmapped under the table's entry).
+            let ready = rcu::completed(self.rec(i).retire_at) && pin::count(i) == 0;
+            if ready && self.rec(i).mm_live {
                 // Unpinned: the memmap leaves its table now, and the range is forgotten after
                 // the grace period that follows.
                 let r = self.ranges.get_mut(i);
@@ -435,7 +439,7 @@ impl State {
                 r.mm_live = false;
                 r.retire_at = rcu::snapshot();
                 prev = i;
-            } else if rcu::completed(self.rec(i).retire_at) && pin::count(i) == 0 {
+            } else if ready {
                 if prev == NIL {
                     self.retire_head = next;
                 } else {

@@ -580,7 +580,7 @@ int64_t pfn_dax_read(const struct pfn_dax *dax, uint64_t off, void *buf, size_t 
  * means). Chunked like pfn_dax_read.
  *
  * Returns the bytes written, like pwrite: `len`, or fewer at the device's end (0 at or after
- * it, and for `len` 0), or when an error stopped it after some bytes; every byte counted is
+ * it, and for `len` 0 on a live device), or when an error stopped it after some bytes; every byte counted is
  * written and durable, bytes past the count may or may not have been written. When nothing
  * was written: -EINVAL, -EOVERFLOW, -ENXIO as pfn_dax_read; an msync error (e.g. -EIO) as a
  * negative errno.
@@ -589,16 +589,21 @@ int64_t pfn_dax_read(const struct pfn_dax *dax, uint64_t off, void *buf, size_t 
  * # Safety
  * `buf` is NULL or readable for `len` bytes (it may overlap the device's memory).
  */
-int64_t pfn_dax_write(struct pfn_dax *dax, uint64_t off, const void *buf, size_t len);
+int64_t pfn_dax_write(struct pfn_dax *dax,
+                      uint64_t off,
+                      const void *buf,
+                      size_t len);
 
 /**
  * Zeroes `len` bytes at byte offset `off` of `dax`, durably (as pfn_dax_write of zeroes).
  *
- * Returns the bytes zeroed (fewer at the device's end; 0 at or after it, and for `len` 0), or
+ * Returns the bytes zeroed (fewer at the device's end; 0 at or after it, and for `len` 0 on a live device), or
  * when nothing was zeroed: -EINVAL (`dax` not a live DAX device), -EOVERFLOW, -ENXIO, an msync
  * error, as pfn_dax_write. Thread rules: as pfn_dax_read.
  */
-int64_t pfn_dax_zero(struct pfn_dax *dax, uint64_t off, uint64_t len);
+int64_t pfn_dax_zero(struct pfn_dax *dax,
+                     uint64_t off,
+                     uint64_t len);
 
 /**
  * Creates a device. `name` may be NULL; it is not kept (kept for the seed's signature).

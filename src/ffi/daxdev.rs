@@ -316,7 +316,7 @@ pub unsafe extern "C" fn pfn_dax_read(
 /// means). Chunked like pfn_dax_read.
 ///
 /// Returns the bytes written, like pwrite: `len`, or fewer at the device's end (0 at or after
-/// it, and for `len` 0), or when an error stopped it after some bytes; every byte counted is
+/// it, and for `len` 0 on a live device), or when an error stopped it after some bytes; every byte counted is
 /// written and durable, bytes past the count may or may not have been written. When nothing
 /// was written: -EINVAL, -EOVERFLOW, -ENXIO as pfn_dax_read; an msync error (e.g. -EIO) as a
 /// negative errno.
@@ -349,7 +349,7 @@ pub unsafe extern "C" fn pfn_dax_write(
 
 /// Zeroes `len` bytes at byte offset `off` of `dax`, durably (as pfn_dax_write of zeroes).
 ///
-/// Returns the bytes zeroed (fewer at the device's end; 0 at or after it, and for `len` 0), or
+/// Returns the bytes zeroed (fewer at the device's end; 0 at or after it, and for `len` 0 on a live device), or
 /// when nothing was zeroed: -EINVAL (`dax` not a live DAX device), -EOVERFLOW, -ENXIO, an msync
 /// error, as pfn_dax_write. Thread rules: as pfn_dax_read.
 #[no_mangle]

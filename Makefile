@@ -342,7 +342,7 @@ $(BENCH_OUT)/libpfnfloor.so: bench/floor.c bench/floor.h include/pfn.h
 	$(say) CC $@
 	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -fPIC -shared -Iinclude -o $@ $<
 
-$(BENCH_OUT)/bench: bench/bench.c bench/seed.c bench/seed.h bench/floor.h include/pfn.h $(BENCH_OUT)/libpfnfloor.so $(SHARED)
+$(BENCH_OUT)/bench: bench/bench.c bench/timing.h bench/seed.c bench/seed.h bench/floor.h include/pfn.h $(BENCH_OUT)/libpfnfloor.so $(SHARED)
 	$(say) CC $@
 	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -Ibench $(BENCH_PEERS) -o $@ \
 		bench/bench.c bench/seed.c -L$(BENCH_OUT) -lpfnfloor -L$(LIBDIR) -lpfn $(BENCH_LIBS) -lpthread $(BENCH_RPATH)
@@ -352,7 +352,7 @@ PERSIST_PEER = $(shell pkg-config --exists libpmem 2>/dev/null && echo -DHAVE_PM
                 $(shell test -f /usr/include/valgrind/callgrind.h && echo -DHAVE_CALLGRIND)
 PERSIST_LIBS = $(shell pkg-config --exists libpmem 2>/dev/null && pkg-config --libs libpmem)
 
-$(BENCH_OUT)/persist: bench/persist.c include/pfn.h $(SHARED)
+$(BENCH_OUT)/persist: bench/persist.c bench/timing.h include/pfn.h $(SHARED)
 	@mkdir -p $(@D)
 	$(say) CC $@
 	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude $(PERSIST_PEER) -o $@ bench/persist.c \
@@ -360,7 +360,7 @@ $(BENCH_OUT)/persist: bench/persist.c include/pfn.h $(SHARED)
 
 # Dependent pointer chasing through structures larger than the caches (libpfn beside raw
 # pointers and libpmemobj).
-$(BENCH_OUT)/chase: bench/chase.c include/pfn.h $(SHARED)
+$(BENCH_OUT)/chase: bench/chase.c bench/timing.h include/pfn.h $(SHARED)
 	@mkdir -p $(@D)
 	$(say) CC $@
 	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude $(BENCH_PEERS) -o $@ bench/chase.c \
@@ -374,20 +374,20 @@ $(BENCH_OUT)/grace: bench/grace.c include/pfn.h $(SHARED)
 		-L$(LIBDIR) -lpfn $(BENCH_LIBS) -lpthread $(BENCH_RPATH)
 
 # Scatterlist copies against memcpy of the same bytes, and iovec building.
-$(BENCH_OUT)/sg: bench/sg.c include/pfn.h $(SHARED)
+$(BENCH_OUT)/sg: bench/sg.c bench/timing.h include/pfn.h $(SHARED)
 	@mkdir -p $(@D)
 	$(say) CC $@
 	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -o $@ bench/sg.c -L$(LIBDIR) -lpfn $(BENCH_RPATH)
 
 # Page descriptors and pins against the ABI floor, raw arithmetic and kmap.
-$(BENCH_OUT)/pages: bench/pages.c bench/floor.h include/pfn.h $(BENCH_OUT)/libpfnfloor.so $(SHARED)
+$(BENCH_OUT)/pages: bench/pages.c bench/timing.h bench/floor.h include/pfn.h $(BENCH_OUT)/libpfnfloor.so $(SHARED)
 	@mkdir -p $(@D)
 	$(say) CC $@
 	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -Ibench -o $@ bench/pages.c \
 		-L$(BENCH_OUT) -lpfnfloor -L$(LIBDIR) -lpfn -lpthread $(BENCH_RPATH)
 
 # DAX devices: direct_access, and reads and writes against memcpy of the same bytes.
-$(BENCH_OUT)/dax: bench/dax.c include/pfn.h $(SHARED)
+$(BENCH_OUT)/dax: bench/dax.c bench/timing.h include/pfn.h $(SHARED)
 	@mkdir -p $(@D)
 	$(say) CC $@
 	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -o $@ bench/dax.c -L$(LIBDIR) -lpfn $(BENCH_RPATH)

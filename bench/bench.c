@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "pfn.h"
+#include "timing.h"
 #include "floor.h"
 #include "seed.h"
 #ifdef HAVE_PMEMOBJ
@@ -300,13 +301,6 @@ static void set_ranges(unsigned log2)
 }
 
 /* ---------------------------------------------------------------- timing */
-
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
 
 static int checksum_failures;
 

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "pfn.h"
+#include "timing.h"
 #ifdef HAVE_PMEMOBJ
 #include <libpmemobj.h>
 #endif
@@ -75,13 +76,6 @@ static uint64_t rnd(uint64_t *x)
     *x ^= *x >> 7;
     *x ^= *x << 17;
     return *x;
-}
-
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e9 + ts.tv_nsec;
 }
 
 static void die(const char *what)

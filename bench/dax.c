@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "pfn.h"
+#include "timing.h"
 
 #define PAGE 4096ull
 #define MIB (1ull << 20)
@@ -46,24 +47,6 @@ static pfn_dax *span;
 static pfn_pmem *map;
 static unsigned char *buf;
 static int quick;
-
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static double median(double *v, int n)
-{
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            double t = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = t;
-        }
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 static void die(const char *what)
 {

@@ -32,6 +32,7 @@
 
 #include "floor.h"
 #include "pfn.h"
+#include "timing.h"
 
 #define PAGE 4096ull
 #define MIB (1ull << 20)
@@ -48,13 +49,6 @@ static volatile uintptr_t sink;
 static long iters;
 static int rounds;
 
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
 static uint64_t rng = 0x9A6E5;
 static uint64_t rnd(void)
 {
@@ -62,17 +56,6 @@ static uint64_t rnd(void)
     rng ^= rng >> 7;
     rng ^= rng << 17;
     return rng;
-}
-
-static double median(double *v, int n)
-{
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            double t = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = t;
-        }
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 enum op { RAW, FLOOR, TO_PAGE, TO_PAGE_HELD, TO_PAGE_INLINE, SECTION_INLINE, KMAP, PIN, OPS };

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "pfn.h"
+#include "timing.h"
 #ifdef HAVE_PMEM
 #include <libpmem.h>
 #endif
@@ -44,13 +45,6 @@ static pfn_pmem *map;
 static char *src;
 static const char *pmem_dir = "/dev/shm";
 static int quick;
-
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
 
 /* ---------------------------------------------------------------- operations */
 
@@ -138,17 +132,6 @@ static uint64_t calibrate(enum op op, enum side side, size_t len, double ms)
     }
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 /* ---------------------------------------------------------------- the msync helper */
 

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "pfn.h"
+#include "timing.h"
 
 #define PAGE 4096ull
 #define MIB (1ull << 20)
@@ -35,13 +36,6 @@ static uint64_t range_phys[RANGES];
 static unsigned char *out_buf, *in_buf;
 static int quick;
 
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
 static uint64_t rng = 0x5CA77E4;
 static uint64_t rnd(void)
 {
@@ -49,17 +43,6 @@ static uint64_t rnd(void)
     rng ^= rng >> 7;
     rng ^= rng << 17;
     return rng;
-}
-
-static double median(double *v, int n)
-{
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            double t = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = t;
-        }
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 /* A list and the same bytes as plain (address, length) pairs. */

@@ -1712,19 +1712,26 @@ pub fn pfn_to_page_fast(pfn: Pfn) -> Option<usize> {
     page
 }
 
-/// As [`pfn_to_page_fast`], with the reason for a miss. Errors: `Invalid` when `pfn` has no
-/// page (PFN_DEV without PFN_MAP) or is a scatterlist link; `NotMapped` when no range holds the
-/// frame or its range has no memmap; set-up errors as [`kmap`].
-pub fn pfn_to_page(pfn: Pfn) -> Result<usize> {
+/// Refuses a scatterlist link, and a pfn_t that says it has no page (PFN_DEV without
+/// PFN_MAP), with `why` ending the message.
+fn check_has_page(pfn: Pfn, why: &str) -> Result<()> {
     if pfn.sg_chain() {
         return Err(chain_err(pfn));
     }
     if !pfn.has_page() {
         return Err(errmsg::invalid(format_args!(
-            "pfn_t {:#x} has PFN_DEV without PFN_MAP: it has no page descriptor",
+            "pfn_t {:#x} has PFN_DEV without PFN_MAP: {why}",
             pfn.0
         )));
     }
+    Ok(())
+}
+
+/// As [`pfn_to_page_fast`], with the reason for a miss. Errors: `Invalid` when `pfn` has no
+/// page (PFN_DEV without PFN_MAP) or is a scatterlist link; `NotMapped` when no range holds the
+/// frame or its range has no memmap; set-up errors as [`kmap`].
+pub fn pfn_to_page(pfn: Pfn) -> Result<usize> {
+    check_has_page(pfn, "it has no page descriptor")?;
     reader()?;
     if let Some(p) = pfn_to_page_fast(pfn) {
         return Ok(p);
@@ -1790,15 +1797,7 @@ pub fn page_checked(page: usize) -> Result<&'static memmap::Page> {
 /// page. Errors: `Invalid` when `pfn` has no page or is a scatterlist link; `NotMapped`; set-up
 /// errors as [`kmap`].
 pub fn pfn_to_virt(pfn: Pfn) -> Result<usize> {
-    if pfn.sg_chain() {
-        return Err(chain_err(pfn));
-    }
-    if !pfn.has_page() {
-        return Err(errmsg::invalid(format_args!(
-            "pfn_t {:#x} has PFN_DEV without PFN_MAP: it has no page (use kmap_atomic_pfn_t)",
-            pfn.0
-        )));
-    }
+    check_has_page(pfn, "it has no page (use kmap_atomic_pfn_t)")?;
     let r = reader()?;
     r.enter();
     // SAFETY: inside the read-side section just entered.

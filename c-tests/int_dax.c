@@ -284,6 +284,38 @@ static uint64_t rnd(void)
     return rng_state;
 }
 
+/* One random read, write or zero of `len` bytes at `off` on a device of `size` bytes, checked
+ * against (and applied to) `model`; returns the mismatches seen (0, 1 or 2). */
+static int model_op(pfn_dax *dax, const char *who, int op, uint64_t off, size_t len, uint64_t size,
+                    unsigned char *model, unsigned char *out, unsigned char *src)
+{
+    int mismatches = 0;
+    size_t want = off >= size ? 0 : (len < size - off ? len : (size_t)(size - off));
+    int kind = (int)(rnd() % 3);
+    int64_t n;
+    if (kind == 0) {
+        n = pfn_dax_read(dax, off, out, len);
+        if (n == (int64_t)want && want && memcmp(out, model + off, want) != 0)
+            mismatches++;
+    } else if (kind == 1) {
+        for (size_t i = 0; i < len && i < size; i++)
+            src[i] = (unsigned char)rnd();
+        n = pfn_dax_write(dax, off, src, len);
+        if (want)
+            memcpy(model + off, src, want);
+    } else {
+        n = pfn_dax_zero(dax, off, len);
+        if (want)
+            memset(model + off, 0, want);
+    }
+    if (n != (int64_t)want) {
+        fprintf(stderr, "%s: op %d kind %d off %#llx len %#zx: %lld, want %#zx\n", who, op, kind,
+                (unsigned long long)off, len, (long long)n, want);
+        mismatches++;
+    }
+    return mismatches;
+}
+
 static void random_io(int ops)
 {
     pfn_dax *dax = pfn_dax_create(dev, PHYS);
@@ -303,29 +335,7 @@ static void random_io(int ops)
         }
         off %= POOL + 2 * PAGE;
         size_t len = rnd() % 8 == 0 ? (size_t)(rnd() % (600 << 10)) : (size_t)(rnd() % (3 * PAGE));
-        size_t want = off >= POOL ? 0 : (len < POOL - off ? len : (size_t)(POOL - off));
-        int kind = (int)(rnd() % 3);
-        int64_t n;
-        if (kind == 0) {
-            n = pfn_dax_read(dax, off, out, len);
-            if (n == (int64_t)want && want && memcmp(out, model + off, want) != 0)
-                mismatches++;
-        } else if (kind == 1) {
-            for (size_t i = 0; i < len && i < POOL; i++)
-                src[i] = (unsigned char)rnd();
-            n = pfn_dax_write(dax, off, src, len);
-            if (want)
-                memcpy(model + off, src, want);
-        } else {
-            n = pfn_dax_zero(dax, off, len);
-            if (want)
-                memset(model + off, 0, want);
-        }
-        if (n != (int64_t)want) {
-            fprintf(stderr, "random_io: op %d kind %d off %#llx len %#zx: %lld, want %#zx\n", op,
-                    kind, (unsigned long long)off, len, (long long)n, want);
-            mismatches++;
-        }
+        mismatches += model_op(dax, "random_io", op, off, len, POOL, model, out, src);
     }
     CHECK_EQ(mismatches, 0);
     CHECK(memcmp(base, model, POOL) == 0);
@@ -448,29 +458,7 @@ static void span_io(int ops)
         off %= total + 2 * PAGE;
         size_t len = rnd() % 4 == 0 ? (size_t)(rnd() % (total + PAGE))
                                     : (size_t)(rnd() % (3 * PAGE));
-        size_t want = off >= total ? 0 : (len < total - off ? len : (size_t)(total - off));
-        int kind = (int)(rnd() % 3);
-        int64_t n;
-        if (kind == 0) {
-            n = pfn_dax_read(dax, off, out, len);
-            if (n == (int64_t)want && want && memcmp(out, model + off, want) != 0)
-                mismatches++;
-        } else if (kind == 1) {
-            for (size_t i = 0; i < len && i < total; i++)
-                src[i] = (unsigned char)rnd();
-            n = pfn_dax_write(dax, off, src, len);
-            if (want)
-                memcpy(model + off, src, want);
-        } else {
-            n = pfn_dax_zero(dax, off, len);
-            if (want)
-                memset(model + off, 0, want);
-        }
-        if (n != (int64_t)want) {
-            fprintf(stderr, "span_io: op %d kind %d off %#llx len %#zx: %lld, want %#zx\n", op,
-                    kind, (unsigned long long)off, len, (long long)n, want);
-            mismatches++;
-        }
+        mismatches += model_op(dax, "span_io", op, off, len, total, model, out, src);
     }
     CHECK_EQ(mismatches, 0);
     for (int i = 0; i < SPAN_PARTS; i++) {
